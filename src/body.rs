@@ -1,0 +1,380 @@
+//! The data path: plaintext source → encrypting request body, and response body → decrypting
+//! stream. Both stream in fixed-size chunks; neither ever holds a whole object.
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll, ready};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::body::SdkBody;
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::cipher::{ContentMaterial, CtrCipher};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Chunk size used when reading plaintext sources.
+pub(crate) const CHUNK: usize = 1 << 20;
+
+type Reader = Pin<Box<dyn AsyncRead + Send>>;
+
+enum Source {
+    Bytes(Bytes),
+    File(PathBuf),
+    Reader(Mutex<Option<Reader>>),
+}
+
+/// The plaintext of an upload: bytes, a file, or any reader of known length.
+///
+/// Byte and file bodies can be replayed, so the SDK may retry them (they are re-encrypted with
+/// the same key and IV, giving identical ciphertext); reader bodies are sent once.
+///
+/// ```
+/// use cryptobucket::PutBody;
+/// let b = PutBody::from(b"hello".to_vec());
+/// assert_eq!(b.len(), 5);
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let r = PutBody::from_reader(tokio::io::empty(), 0);
+/// assert!(r.is_empty());
+/// # });
+/// ```
+pub struct PutBody {
+    source: Source,
+    len: u64,
+}
+
+impl std::fmt::Debug for PutBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.source {
+            Source::Bytes(_) => "bytes".to_owned(),
+            Source::File(p) => format!("file {}", p.display()),
+            Source::Reader(_) => "reader".to_owned(),
+        };
+        f.debug_struct("PutBody").field("source", &kind).field("len", &self.len).finish()
+    }
+}
+
+impl PutBody {
+    /// A body from bytes in memory.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            len: bytes.len() as u64,
+            source: Source::Bytes(bytes),
+        }
+    }
+
+    /// A body that streams the file at `path` (its current length).
+    pub async fn from_path(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(Error::invalid_input(format!("{} is not a regular file", path.display())));
+        }
+        Ok(Self {
+            len: meta.len(),
+            source: Source::File(path),
+        })
+    }
+
+    /// A body read once from `reader`, which must yield exactly `len` bytes.
+    pub fn from_reader(reader: impl AsyncRead + Send + 'static, len: u64) -> Self {
+        Self {
+            len,
+            source: Source::Reader(Mutex::new(Some(Box::pin(reader)))),
+        }
+    }
+
+    /// Plaintext length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty body.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The encrypted request body.
+    pub(crate) fn into_encrypted(self, material: &ContentMaterial) -> Result<ByteStream> {
+        let len = self.len;
+        let body = match self.source {
+            Source::Bytes(bytes) => {
+                let material = material.clone();
+                SdkBody::retryable(move || {
+                    let reader: Reader = Box::pin(io::Cursor::new(bytes.clone()));
+                    EncryptingBody::sdk_body(reader, &material, len)
+                })
+            }
+            Source::File(path) => {
+                let material = material.clone();
+                SdkBody::retryable(move || {
+                    let reader: Reader = match std::fs::File::open(&path) {
+                        Ok(f) => Box::pin(tokio::fs::File::from_std(f)),
+                        Err(e) => Box::pin(FailingReader(Some(e))),
+                    };
+                    EncryptingBody::sdk_body(reader, &material, len)
+                })
+            }
+            Source::Reader(reader) => {
+                let reader = reader
+                    .into_inner()
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| Error::invalid_input("reader body already used"))?;
+                EncryptingBody::sdk_body(reader, material, len)
+            }
+        };
+        Ok(ByteStream::new(body))
+    }
+}
+
+impl From<Bytes> for PutBody {
+    fn from(b: Bytes) -> Self {
+        Self::from_bytes(b)
+    }
+}
+
+impl From<Vec<u8>> for PutBody {
+    fn from(b: Vec<u8>) -> Self {
+        Self::from_bytes(b)
+    }
+}
+
+impl From<&'static [u8]> for PutBody {
+    fn from(b: &'static [u8]) -> Self {
+        Self::from_bytes(Bytes::from_static(b))
+    }
+}
+
+impl From<String> for PutBody {
+    fn from(s: String) -> Self {
+        Self::from_bytes(s)
+    }
+}
+
+struct FailingReader(Option<io::Error>);
+
+impl AsyncRead for FailingReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Ready(Err(self.0.take().unwrap_or_else(|| io::Error::other("source unavailable"))))
+    }
+}
+
+/// An HTTP body that reads plaintext and yields ciphertext, exactly `remaining` bytes.
+struct EncryptingBody {
+    reader: Mutex<Reader>,
+    cipher: CtrCipher,
+    remaining: u64,
+    total: u64,
+}
+
+impl EncryptingBody {
+    fn sdk_body(reader: Reader, material: &ContentMaterial, len: u64) -> SdkBody {
+        match CtrCipher::new(material, 0) {
+            Ok(cipher) => SdkBody::from_body_1_x(Self {
+                reader: Mutex::new(reader),
+                cipher,
+                remaining: len,
+                total: len,
+            }),
+            Err(e) => SdkBody::from_body_1_x(Self {
+                reader: Mutex::new(Box::pin(FailingReader(Some(io::Error::other(e))))),
+                cipher: CtrCipher::new(&ContentMaterial::from_parts([0; 32], [0; 16]), 0)
+                    .expect("a zero key always sets up"),
+                remaining: len,
+                total: len,
+            }),
+        }
+    }
+}
+
+impl http_body::Body for EncryptingBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<http_body::Frame<Bytes>>>> {
+        let this = &mut *self;
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = this.remaining.min(CHUNK as u64) as usize;
+        let mut buf = BytesMut::with_capacity(want);
+        let n = {
+            let mut reader = this.reader.lock().unwrap_or_else(|p| p.into_inner());
+            let mut limited = (&mut *reader).take(want as u64);
+            ready!(tokio_util::io::poll_read_buf(Pin::new(&mut limited), cx, &mut buf))?
+        };
+        if n == 0 {
+            let done = this.total - this.remaining;
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the upload source ended after {done} of {} bytes (did the file shrink?)", this.total),
+            ))));
+        }
+        this.cipher.apply(&mut buf);
+        this.remaining -= n as u64;
+        Poll::Ready(Some(Ok(http_body::Frame::data(buf.freeze()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// A decrypting stream of plaintext [`Bytes`], returned by
+/// [`GetObject`](crate::bucket::GetObjectFluentBuilder::send).
+///
+/// It checks the length: a body that ends before the announced length is an
+/// [`ErrorKind::Truncated`] error, never a short success.
+pub struct DecryptingStream {
+    inner: ByteStream,
+    cipher: Option<CtrCipher>,
+    /// Bytes of the response body to drop before the first output byte.
+    skip: u64,
+    /// Plaintext bytes still to emit.
+    remaining: u64,
+    emitted: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for DecryptingStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptingStream")
+            .field("encrypted", &self.cipher.is_some())
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DecryptingStream {
+    pub(crate) fn new(inner: ByteStream, cipher: Option<CtrCipher>, skip: u64, len: u64) -> Self {
+        Self {
+            inner,
+            cipher,
+            skip,
+            remaining: len,
+            emitted: 0,
+            done: false,
+        }
+    }
+
+    /// Reads the whole stream into memory. Only for objects known to be small.
+    pub async fn collect(mut self) -> Result<Bytes> {
+        use futures::StreamExt as _;
+        let mut out = BytesMut::with_capacity(self.remaining.min(64 << 20) as usize);
+        while let Some(chunk) = self.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Streams the plaintext into `writer`; returns the number of bytes written.
+    pub async fn write_to(mut self, writer: &mut (impl AsyncWrite + Unpin)) -> Result<u64> {
+        use futures::StreamExt as _;
+        let mut n = 0u64;
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|e| Error::io("cannot write the downloaded data", e))?;
+            n += chunk.len() as u64;
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|e| Error::io("cannot write the downloaded data", e))?;
+        Ok(n)
+    }
+
+    /// Adapts the stream into an [`AsyncRead`]; errors become `io::Error`s wrapping [`Error`].
+    pub fn into_async_read(self) -> impl AsyncRead + Send {
+        use futures::TryStreamExt as _;
+        tokio_util::io::StreamReader::new(self.map_err(io::Error::other))
+    }
+}
+
+impl Stream for DecryptingStream {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if this.remaining == 0 {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            let chunk = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::Truncated,
+                        format!(
+                            "the download broke off after {} bytes ({} still expected): {e}",
+                            this.emitted, this.remaining
+                        ),
+                    )
+                    .with_source(e))));
+                }
+                None => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::Truncated,
+                        format!(
+                            "the response body ended after {} bytes but {} more were expected",
+                            this.emitted, this.remaining
+                        ),
+                    ))));
+                }
+            };
+            let mut chunk = chunk;
+            if this.skip > 0 {
+                let drop = this.skip.min(chunk.len() as u64) as usize;
+                this.skip -= drop as u64;
+                chunk = chunk.slice(drop..);
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            if chunk.len() as u64 > this.remaining {
+                chunk.truncate(this.remaining as usize);
+            }
+            this.remaining -= chunk.len() as u64;
+            this.emitted += chunk.len() as u64;
+            let out = match &mut this.cipher {
+                None => chunk,
+                Some(cipher) => {
+                    let mut buf = chunk
+                        .try_into_mut()
+                        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                    cipher.apply(&mut buf);
+                    buf.freeze()
+                }
+            };
+            return Poll::Ready(Some(Ok(out)));
+        }
+    }
+}

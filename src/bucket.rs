@@ -1,0 +1,653 @@
+//! [`CryptoBucket`]: an S3 bucket whose objects are encrypted on the client.
+//!
+//! The builders mirror aws-sdk-s3's fluent style: `bucket.put_object().key("k").body(b).send()`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::types::MetadataDirective;
+
+use crate::body::{DecryptingStream, PutBody};
+use crate::envelope::{self, Envelope};
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Keyring;
+use crate::range::{ByteRange, ContentRange};
+
+/// Largest single PUT S3 accepts (5 GiB).
+pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// What to do with an object that carries no encryption metadata.
+///
+/// ```
+/// assert_eq!(cryptobucket::UnencryptedPolicy::default(), cryptobucket::UnencryptedPolicy::Refuse);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnencryptedPolicy {
+    /// Fail with [`ErrorKind::NotEncrypted`]: a plain object in an encrypted bucket is
+    /// suspicious (an attacker can plant one), so it is refused unless asked for.
+    #[default]
+    Refuse,
+    /// Return plain objects as they are, for buckets that mix both on purpose.
+    PassThrough,
+}
+
+struct Inner {
+    client: Client,
+    bucket: String,
+    keyring: Keyring,
+    unencrypted: UnencryptedPolicy,
+}
+
+/// A bucket with client-side encryption, compatible with the OSS SDKs' format.
+///
+/// Cheap to clone (shared state). Build it from an [`aws_sdk_s3::Client`]; for stores such as
+/// Garage that reject aws-sdk-s3's default streaming checksum trailer, build that client with
+/// [`client_config`](crate::client_config) or set
+/// `RequestChecksumCalculation::WhenRequired` yourself.
+///
+/// ```no_run
+/// # async fn demo() -> cryptobucket::Result<()> {
+/// use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
+/// let conf = aws_config::load_from_env().await;
+/// let client = aws_sdk_s3::Client::new(&conf);
+/// let key = RsaKeyPair::from_private_pem(&std::fs::read_to_string("private.pem").unwrap())?;
+/// let bucket = CryptoBucket::new(client, "my-bucket", Keyring::single(key, MatDesc::new()));
+/// bucket.put_object().key("hello.txt").body(b"hello".to_vec()).send().await?;
+/// let got = bucket.get_object().key("hello.txt").send().await?;
+/// assert_eq!(&got.body.collect().await?[..], b"hello");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CryptoBucket {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CryptoBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CryptoBucket")
+            .field("bucket", &self.inner.bucket)
+            .field("keys", &self.inner.keyring.entries().len())
+            .field("unencrypted", &self.inner.unencrypted)
+            .finish()
+    }
+}
+
+/// Builder of a [`CryptoBucket`].
+#[derive(Default)]
+pub struct CryptoBucketBuilder {
+    client: Option<Client>,
+    bucket: Option<String>,
+    keyring: Option<Keyring>,
+    unencrypted: UnencryptedPolicy,
+}
+
+impl std::fmt::Debug for CryptoBucketBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CryptoBucketBuilder").field("bucket", &self.bucket).finish_non_exhaustive()
+    }
+}
+
+impl CryptoBucketBuilder {
+    /// The S3 client (required).
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The bucket name (required).
+    pub fn bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.bucket = Some(bucket.into());
+        self
+    }
+
+    /// The keys (required).
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// How to treat objects without encryption metadata (default: refuse).
+    pub fn unencrypted_policy(mut self, policy: UnencryptedPolicy) -> Self {
+        self.unencrypted = policy;
+        self
+    }
+
+    /// Builds the bucket; fails when a required field is missing.
+    pub fn build(self) -> Result<CryptoBucket> {
+        let missing = |f: &str| Error::invalid_input(format!("CryptoBucket builder: {f} is required"));
+        Ok(CryptoBucket {
+            inner: Arc::new(Inner {
+                client: self.client.ok_or_else(|| missing("client"))?,
+                bucket: self.bucket.ok_or_else(|| missing("bucket"))?,
+                keyring: self.keyring.ok_or_else(|| missing("keyring"))?,
+                unencrypted: self.unencrypted,
+            }),
+        })
+    }
+}
+
+impl CryptoBucket {
+    /// A bucket with the default policy (plain objects refused).
+    pub fn new(client: Client, bucket: impl Into<String>, keyring: Keyring) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                bucket: bucket.into(),
+                keyring,
+                unencrypted: UnencryptedPolicy::Refuse,
+            }),
+        }
+    }
+
+    /// A builder.
+    pub fn builder() -> CryptoBucketBuilder {
+        CryptoBucketBuilder::default()
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
+    /// Starts an encrypted upload.
+    pub fn put_object(&self) -> PutObjectFluentBuilder {
+        PutObjectFluentBuilder {
+            bucket: self.clone(),
+            key: None,
+            body: None,
+            content_type: None,
+            metadata: HashMap::new(),
+            record_md5: None,
+        }
+    }
+
+    /// Starts a decrypting download.
+    pub fn get_object(&self) -> GetObjectFluentBuilder {
+        GetObjectFluentBuilder {
+            bucket: self.clone(),
+            key: None,
+            range: None,
+            if_match: None,
+        }
+    }
+
+    /// Starts a HEAD request that also parses the encryption metadata.
+    pub fn head_object(&self) -> HeadObjectFluentBuilder {
+        HeadObjectFluentBuilder {
+            bucket: self.clone(),
+            key: None,
+        }
+    }
+
+    /// Starts a delete.
+    pub fn delete_object(&self) -> DeleteObjectFluentBuilder {
+        DeleteObjectFluentBuilder {
+            bucket: self.clone(),
+            key: None,
+        }
+    }
+
+    /// Starts a same-store copy that keeps the encryption metadata (and so the body stays
+    /// readable with the same keys).
+    pub fn copy_object(&self) -> CopyObjectFluentBuilder {
+        CopyObjectFluentBuilder {
+            bucket: self.clone(),
+            source_bucket: None,
+            source_key: None,
+            key: None,
+        }
+    }
+
+    /// Parses the envelope from object metadata and applies the unencrypted-object policy.
+    fn envelope_of(&self, key: &str, meta: Option<&HashMap<String, String>>) -> Result<Option<Envelope>> {
+        let empty = HashMap::new();
+        let env = Envelope::from_metadata(meta.unwrap_or(&empty))?;
+        if env.is_none() && self.inner.unencrypted == UnencryptedPolicy::Refuse {
+            return Err(Error::new(
+                ErrorKind::NotEncrypted,
+                format!(
+                    "object {key:?} has no client-side-encryption metadata; refusing to return it as \
+                     if it were encrypted (use UnencryptedPolicy::PassThrough to read plain objects)"
+                ),
+            ));
+        }
+        Ok(env)
+    }
+}
+
+fn require_key(key: Option<String>) -> Result<String> {
+    key.ok_or_else(|| Error::invalid_input("the object key is required (call .key(...))"))
+}
+
+fn user_metadata(meta: Option<&HashMap<String, String>>) -> HashMap<String, String> {
+    meta.map(|m| {
+        m.iter()
+            .filter(|(k, _)| !envelope::is_envelope_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Builder of an encrypted PUT; see [`CryptoBucket::put_object`].
+pub struct PutObjectFluentBuilder {
+    bucket: CryptoBucket,
+    key: Option<String>,
+    body: Option<PutBody>,
+    content_type: Option<String>,
+    metadata: HashMap<String, String>,
+    record_md5: Option<String>,
+}
+
+impl std::fmt::Debug for PutObjectFluentBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutObjectFluentBuilder").field("key", &self.key).field("body", &self.body).finish_non_exhaustive()
+    }
+}
+
+/// What a PUT returns.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PutObjectOutput {
+    /// ETag of the stored ciphertext.
+    pub e_tag: Option<String>,
+    /// Version id, on versioned buckets.
+    pub version_id: Option<String>,
+    /// The envelope written (wrapped keys only).
+    pub envelope: Envelope,
+}
+
+impl PutObjectFluentBuilder {
+    /// Object key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Plaintext body (bytes, file or reader); empty when not set.
+    pub fn body(mut self, body: impl Into<PutBody>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Content type stored with the object.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Adds one user-metadata entry (stored in clear; must not use the encryption prefixes).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Records a caller-computed base64 MD5 of the plaintext as
+    /// `client-side-encryption-unencrypted-content-md5`, as oss2 does when given Content-MD5.
+    ///
+    /// Off by default and discouraged: a plaintext hash stored in clear lets anyone with read
+    /// access confirm guesses of the content (the weakness behind CVE-2022-2582), and no SDK
+    /// verifies it on download. Computing MD5 also costs far more than the encryption itself.
+    pub fn record_unencrypted_md5(mut self, md5_base64: impl Into<String>) -> Self {
+        self.record_md5 = Some(md5_base64.into());
+        self
+    }
+
+    /// Encrypts and uploads.
+    pub async fn send(self) -> Result<PutObjectOutput> {
+        let key = require_key(self.key)?;
+        let body = self.body.unwrap_or_else(|| PutBody::from_bytes(bytes::Bytes::new()));
+        let len = body.len();
+        if len > MAX_SINGLE_PUT {
+            return Err(Error::invalid_input(format!(
+                "{len} bytes exceed the 5 GiB single-PUT limit; use a multipart upload"
+            )));
+        }
+        if let Some(bad) = self.metadata.keys().find(|k| envelope::is_envelope_key(k)) {
+            return Err(Error::invalid_input(format!(
+                "user metadata key {bad:?} collides with the encryption metadata"
+            )));
+        }
+        let inner = &self.bucket.inner;
+        let (material, mut env) = inner.keyring.seal().await?;
+        env.unencrypted_content_length = Some(len);
+        env.unencrypted_content_md5 = self.record_md5;
+        let mut meta = self.metadata;
+        meta.extend(env.to_metadata());
+        let out = inner
+            .client
+            .put_object()
+            .bucket(&inner.bucket)
+            .key(&key)
+            .content_length(len as i64)
+            .set_content_type(self.content_type)
+            .set_metadata(Some(meta))
+            .body(body.into_encrypted(&material)?)
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk("PutObject", e))?;
+        Ok(PutObjectOutput {
+            e_tag: out.e_tag,
+            version_id: out.version_id,
+            envelope: env,
+        })
+    }
+}
+
+/// Builder of a decrypting GET; see [`CryptoBucket::get_object`].
+#[derive(Debug)]
+pub struct GetObjectFluentBuilder {
+    bucket: CryptoBucket,
+    key: Option<String>,
+    range: Option<ByteRange>,
+    if_match: Option<String>,
+}
+
+/// What a GET returns: the plaintext stream and what is known about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GetObjectOutput {
+    /// Decrypted body; yields exactly `content_length` bytes or an error.
+    pub body: DecryptingStream,
+    /// Length of the returned plaintext.
+    pub content_length: u64,
+    /// Absolute `(first, last)` plaintext offsets returned, when a range was asked for.
+    pub range: Option<(u64, u64)>,
+    /// Size of the whole object (plaintext).
+    pub object_size: u64,
+    /// ETag of the stored object.
+    pub e_tag: Option<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// The user's own metadata (encryption entries removed).
+    pub metadata: HashMap<String, String>,
+    /// The encryption envelope; `None` for a plain object read under
+    /// [`UnencryptedPolicy::PassThrough`].
+    pub envelope: Option<Envelope>,
+}
+
+impl GetObjectFluentBuilder {
+    /// Object key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// A plaintext byte range (any alignment; see [`ByteRange`]).
+    pub fn range(mut self, range: ByteRange) -> Self {
+        self.range = Some(range);
+        self
+    }
+
+    /// Sets or clears the range.
+    pub fn set_range(mut self, range: Option<ByteRange>) -> Self {
+        self.range = range;
+        self
+    }
+
+    /// Only succeed if the object's ETag still equals `etag`.
+    pub fn if_match(mut self, etag: impl Into<String>) -> Self {
+        self.if_match = Some(etag.into());
+        self
+    }
+
+    /// Sends the GET; the returned body decrypts as it streams.
+    pub async fn send(self) -> Result<GetObjectOutput> {
+        let key = require_key(self.key)?;
+        let cb = &self.bucket;
+        let inner = &cb.inner;
+        let resp = inner
+            .client
+            .get_object()
+            .bucket(&inner.bucket)
+            .key(&key)
+            .set_range(self.range.map(|r| r.to_header()))
+            .set_if_match(self.if_match)
+            .send()
+            .await
+            .map_err(|e| {
+                let e = Error::from_sdk("GetObject", e);
+                match (e.kind(), self.range) {
+                    (ErrorKind::RangeNotSatisfiable, Some(r)) => Error::new(
+                        ErrorKind::RangeNotSatisfiable,
+                        format!("range {r} lies outside object {key:?}"),
+                    ),
+                    _ => e,
+                }
+            })?;
+        let envelope = cb.envelope_of(&key, resp.metadata())?;
+        let body_len = u64::try_from(resp.content_length().unwrap_or(-1)).map_err(|_| {
+            Error::invalid_response("the response has no valid Content-Length")
+        })?;
+
+        // Where does the body sit in the object, and what slice of it do we return?
+        let content_range = resp.content_range().map(ContentRange::parse).transpose()?;
+        let (total, body_start) = match &content_range {
+            Some(cr) => {
+                if cr.len() != body_len {
+                    return Err(Error::invalid_response(format!(
+                        "Content-Range {}-{} does not match Content-Length {body_len}",
+                        cr.first, cr.last
+                    )));
+                }
+                let total = cr.total.ok_or_else(|| {
+                    Error::invalid_response("the server's Content-Range does not give the object size")
+                })?;
+                (total, cr.first)
+            }
+            None => (body_len, 0),
+        };
+        let (start, len) = match self.range {
+            Some(r) => r.resolve(total)?,
+            None => (0, total),
+        };
+        if content_range.is_some() && (body_start, body_len) != (start, len) {
+            return Err(Error::invalid_response(format!(
+                "asked for bytes {} of {key:?} but the server returned bytes {body_start}-{} of {total}",
+                self.range.map(|r| r.to_string()).unwrap_or_else(|| "(all)".into()),
+                body_start + body_len.saturating_sub(1)
+            )));
+        }
+        // Bytes of the body before the first byte we return: non-zero when the server ignored
+        // the Range header and sent the whole object.
+        let skip = start - body_start;
+
+        let cipher = match &envelope {
+            Some(env) => {
+                if let Some(recorded) = env.recorded_plaintext_size()
+                    && recorded != total
+                {
+                    return Err(Error::new(
+                        ErrorKind::SizeMismatch,
+                        format!(
+                            "object {key:?} is {total} bytes but its metadata records {recorded} plaintext bytes; \
+                             it was truncated, extended or replaced, refusing to decrypt it"
+                        ),
+                    ));
+                }
+                let material = inner.keyring.unwrap(env).await?;
+                Some(material.cipher_at(start)?)
+            }
+            None => None,
+        };
+        Ok(GetObjectOutput {
+            content_length: len,
+            range: self.range.map(|_| (start, start + len.saturating_sub(1))),
+            object_size: total,
+            e_tag: resp.e_tag().map(str::to_owned),
+            content_type: resp.content_type().map(str::to_owned),
+            metadata: user_metadata(resp.metadata()),
+            envelope,
+            body: DecryptingStream::new(resp.body, cipher, skip, len),
+        })
+    }
+}
+
+/// Builder of a HEAD; see [`CryptoBucket::head_object`].
+#[derive(Debug)]
+pub struct HeadObjectFluentBuilder {
+    bucket: CryptoBucket,
+    key: Option<String>,
+}
+
+/// What a HEAD returns.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HeadObjectOutput {
+    /// Object size (plaintext and ciphertext are the same length).
+    pub object_size: u64,
+    /// ETag.
+    pub e_tag: Option<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// The user's own metadata (encryption entries removed).
+    pub metadata: HashMap<String, String>,
+    /// The parsed envelope; `None` for a plain object.
+    pub envelope: Option<Envelope>,
+}
+
+impl HeadObjectFluentBuilder {
+    /// Object key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sends the HEAD. Plain objects give `envelope: None` (whatever the policy); malformed
+    /// encryption metadata is an error.
+    pub async fn send(self) -> Result<HeadObjectOutput> {
+        let key = require_key(self.key)?;
+        let inner = &self.bucket.inner;
+        let resp = inner
+            .client
+            .head_object()
+            .bucket(&inner.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk("HeadObject", e))?;
+        let empty = HashMap::new();
+        let envelope = Envelope::from_metadata(resp.metadata().unwrap_or(&empty))?;
+        Ok(HeadObjectOutput {
+            object_size: u64::try_from(resp.content_length().unwrap_or(0)).unwrap_or(0),
+            e_tag: resp.e_tag().map(str::to_owned),
+            content_type: resp.content_type().map(str::to_owned),
+            metadata: user_metadata(resp.metadata()),
+            envelope,
+        })
+    }
+}
+
+/// Builder of a delete; see [`CryptoBucket::delete_object`].
+#[derive(Debug)]
+pub struct DeleteObjectFluentBuilder {
+    bucket: CryptoBucket,
+    key: Option<String>,
+}
+
+impl DeleteObjectFluentBuilder {
+    /// Object key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Deletes the object (succeeds if it does not exist, as S3 does).
+    pub async fn send(self) -> Result<()> {
+        let key = require_key(self.key)?;
+        let inner = &self.bucket.inner;
+        inner
+            .client
+            .delete_object()
+            .bucket(&inner.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk("DeleteObject", e))?;
+        Ok(())
+    }
+}
+
+/// Builder of a same-store copy; see [`CryptoBucket::copy_object`].
+#[derive(Debug)]
+pub struct CopyObjectFluentBuilder {
+    bucket: CryptoBucket,
+    source_bucket: Option<String>,
+    source_key: Option<String>,
+    key: Option<String>,
+}
+
+impl CopyObjectFluentBuilder {
+    /// Source key (required).
+    pub fn source_key(mut self, key: impl Into<String>) -> Self {
+        self.source_key = Some(key.into());
+        self
+    }
+
+    /// Source bucket in the same store (default: this bucket).
+    pub fn source_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.source_bucket = Some(bucket.into());
+        self
+    }
+
+    /// Destination key in this bucket (required).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Copies ciphertext and metadata server-side. The source is checked first: it must carry
+    /// valid encryption metadata (or the policy must allow plain objects).
+    pub async fn send(self) -> Result<Option<String>> {
+        let key = require_key(self.key)?;
+        let source_key = self
+            .source_key
+            .ok_or_else(|| Error::invalid_input("the source key is required (call .source_key(...))"))?;
+        let inner = &self.bucket.inner;
+        let source_bucket = self.source_bucket.unwrap_or_else(|| inner.bucket.clone());
+        let head = inner
+            .client
+            .head_object()
+            .bucket(&source_bucket)
+            .key(&source_key)
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk("HeadObject", e))?;
+        self.bucket.envelope_of(&source_key, head.metadata())?;
+        let out = inner
+            .client
+            .copy_object()
+            .copy_source(format!("{source_bucket}/{}", percent_encode_key(&source_key)))
+            .bucket(&inner.bucket)
+            .key(&key)
+            .metadata_directive(MetadataDirective::Copy)
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk("CopyObject", e))?;
+        Ok(out.copy_object_result.and_then(|r| r.e_tag))
+    }
+}
+
+/// Percent-encodes an object key for `x-amz-copy-source`, keeping `/`.
+fn percent_encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

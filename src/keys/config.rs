@@ -1,0 +1,125 @@
+//! The keyring file (TOML) that the CLI reads, usable from the library too.
+//!
+//! ```toml
+//! [[keys]]
+//! kind = "rsa"
+//! public_key = "a/public.pem"    # relative paths are relative to the keyring file
+//! private_key = "a/private.pem"  # optional when only writing
+//! matdesc = { team = "a", v = "1" }
+//! default = true                 # exactly one entry (optional when there is one entry)
+//! ```
+//!
+//! Secrets are never written into this file; it only points at key files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{KeyEntry, Keyring, RsaKeyPair, RsaPadding};
+use crate::envelope::MatDesc;
+use crate::error::{Error, Result};
+
+/// A parsed keyring file.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let (private_pem, public_pem) = cryptobucket::generate_rsa_pem(2048).unwrap();
+/// std::fs::write(dir.path().join("private.pem"), private_pem.as_bytes()).unwrap();
+/// std::fs::write(dir.path().join("public.pem"), public_pem).unwrap();
+/// std::fs::write(dir.path().join("keyring.toml"), r#"
+/// [[keys]]
+/// kind = "rsa"
+/// public_key = "public.pem"
+/// private_key = "private.pem"
+/// matdesc = { team = "a" }
+/// default = true
+/// "#).unwrap();
+/// let keyring = cryptobucket::KeyringFile::load(dir.path().join("keyring.toml")).unwrap();
+/// assert_eq!(keyring.entries().len(), 1);
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringFile {
+    keys: Vec<KeySpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySpec {
+    kind: String,
+    name: Option<String>,
+    public_key: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+    /// `pkcs1` (default) or `oaep-sha1`: the padding used when writing.
+    padding: Option<String>,
+    #[serde(default)]
+    matdesc: BTreeMap<String, String>,
+    #[serde(default)]
+    default: bool,
+}
+
+impl KeyringFile {
+    /// Reads and parses `path`, loads every key it names and builds the keyring.
+    pub fn load(path: impl AsRef<Path>) -> Result<Keyring> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read keyring file {}", path.display()), e))?;
+        let file: KeyringFile = toml::from_str(&text).map_err(|e| {
+            Error::invalid_key(format!("keyring file {} is invalid: {}", path.display(), e.message()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        file.build(base)
+    }
+
+    fn build(self, base: &Path) -> Result<Keyring> {
+        let mut builder = Keyring::builder();
+        for (i, spec) in self.keys.into_iter().enumerate() {
+            let default = spec.default;
+            let entry = spec.into_entry(base).map_err(|e| {
+                Error::new(e.kind(), format!("keyring entry {}: {}", i + 1, e.message()))
+            })?;
+            builder = if default { builder.default_key(entry) } else { builder.key(entry) };
+        }
+        builder.build()
+    }
+}
+
+impl KeySpec {
+    fn into_entry(self, base: &Path) -> Result<KeyEntry> {
+        let provider = match self.kind.as_str() {
+            "rsa" => {
+                let read = |p: &PathBuf| -> Result<Zeroizing<String>> {
+                    let full = base.join(p);
+                    std::fs::read_to_string(&full)
+                        .map(Zeroizing::new)
+                        .map_err(|e| Error::io(format!("cannot read key file {}", full.display()), e))
+                };
+                let public = self.public_key.as_ref().map(read).transpose()?;
+                let private = self.private_key.as_ref().map(read).transpose()?;
+                let padding = match self.padding.as_deref() {
+                    None | Some("pkcs1") => RsaPadding::Pkcs1,
+                    Some("oaep-sha1") => RsaPadding::OaepSha1,
+                    Some(other) => {
+                        return Err(Error::invalid_key(format!(
+                            "unknown padding {other:?}; use \"pkcs1\" or \"oaep-sha1\""
+                        )));
+                    }
+                };
+                RsaKeyPair::from_pem(public.as_deref().map(|s| s.as_str()), private.as_deref().map(|s| s.as_str()))?
+                    .with_padding(padding)
+            }
+            other => {
+                return Err(Error::invalid_key(format!(
+                    "unknown key kind {other:?}; supported kinds: \"rsa\""
+                )));
+            }
+        };
+        let mut entry = KeyEntry::new(provider).matdesc(MatDesc::from(self.matdesc));
+        if let Some(name) = self.name {
+            entry = entry.name(name);
+        }
+        Ok(entry)
+    }
+}
