@@ -1,0 +1,56 @@
+//! Shared test helpers.
+#![allow(dead_code)]
+
+pub mod server;
+
+use std::path::PathBuf;
+
+use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
+
+pub use server::{Fault, TestServer};
+
+/// The project's test data directory.
+pub fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// A fixed RSA-2048 key pair from `testdata/keys` (PKCS#8 private, SPKI public).
+pub fn key_pem(name: &str) -> (String, String) {
+    let dir = testdata().join("keys").join(name);
+    (
+        std::fs::read_to_string(dir.join("private.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("public.pem")).unwrap(),
+    )
+}
+
+/// An RSA key pair from `testdata/keys/NAME`.
+pub fn rsa(name: &str) -> RsaKeyPair {
+    let (private, public) = key_pem(name);
+    RsaKeyPair::from_pem(Some(&public), Some(&private)).unwrap()
+}
+
+/// A server with bucket `bkt`, and a CryptoBucket over it with one key.
+pub async fn bucket_with(fault: Fault, keyring: Keyring) -> (TestServer, CryptoBucket) {
+    let server = TestServer::start_with(fault);
+    server.create_bucket("bkt").await;
+    let client = server.client().await;
+    (server, CryptoBucket::new(client, "bkt", keyring))
+}
+
+/// A keyring of testdata key `a` with matdesc {"k":"a"}.
+pub fn keyring_a() -> Keyring {
+    Keyring::single(rsa("a"), MatDesc::new().with("k", "a"))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
