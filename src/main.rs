@@ -1,1 +1,25 @@
-fn main() {}
+//! The `cryptobucket` binary; see `cryptobucket --help`.
+
+mod cli;
+
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, no secrets: our messages never include key material.
+            let mut msg = e.to_string().replace('\n', " ");
+            if let Some(src) = std::error::Error::source(&e) {
+                let src = aws_sdk_s3::error::DisplayErrorContext(src).to_string();
+                if !msg.contains(&src) && e.kind() != cryptobucket::ErrorKind::KeyUnwrap {
+                    msg = format!("{msg} ({})", src.replace('\n', " "));
+                }
+            }
+            eprintln!("cryptobucket: error: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The `cryptobucket` command line: put, get, inspect, keygen.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use cryptobucket::{
+    ByteRange, ChecksumPolicy, ClientOptions, CryptoBucket, Error, ErrorKind, KeyEntry, Keyring, KeyringFile,
+    MatDesc, PutBody, Result, RsaKeyPair,
+};
+use zeroize::Zeroizing;
+
+/// Client-side encryption for S3-compatible storage, compatible with the OSS SDKs.
+#[derive(Debug, Parser)]
+#[command(name = "cryptobucket", version, about)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// S3 endpoint (MinIO, Garage, OSS's S3 endpoint, ...).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// Region (else AWS_REGION, else us-east-1).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Path-style addressing (http://host/bucket/key), needed by most self-hosted stores.
+    #[arg(long, global = true)]
+    force_path_style: bool,
+    /// Request checksums: when-required (works with every store, Garage included) or
+    /// when-supported (aws-sdk-s3's default CRC32 trailer).
+    #[arg(long, global = true, default_value = "when-required", value_parser = ["when-required", "when-supported"])]
+    checksum: String,
+    /// RSA public key PEM (PKCS#1 or SPKI), used to write.
+    #[arg(long, global = true, value_name = "PEM")]
+    rsa_public_key: Option<PathBuf>,
+    /// RSA private key PEM (PKCS#1 or PKCS#8), used to read (and to write if no public key).
+    #[arg(long, global = true, value_name = "PEM")]
+    rsa_private_key: Option<PathBuf>,
+    /// Keyring TOML file (instead of --rsa-*).
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["rsa_public_key", "rsa_private_key"])]
+    keyring: Option<PathBuf>,
+    /// Material description as a JSON object of strings. With --rsa-*: the key's matdesc.
+    /// With --keyring on put: write with the keyring entry that has this matdesc.
+    #[arg(long, global = true, value_name = "JSON")]
+    matdesc: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Encrypt FILE and upload it.
+    Put {
+        /// Local file to upload.
+        file: PathBuf,
+        /// Destination, s3://BUCKET/KEY.
+        dest: String,
+    },
+    /// Download and decrypt to FILE (written only on full success).
+    Get {
+        /// Source, s3://BUCKET/KEY.
+        src: String,
+        /// Local file to create or replace.
+        file: PathBuf,
+        /// Plaintext byte range: FIRST-LAST, FIRST- or -SUFFIX (e.g. 100-199, 100-, -50).
+        #[arg(long, allow_hyphen_values = true)]
+        range: Option<String>,
+    },
+    /// Show an object's encryption metadata (no secrets).
+    Inspect {
+        /// Object, s3://BUCKET/KEY.
+        object: String,
+    },
+    /// Generate an RSA key pair: DIR/private.pem (PKCS#8, mode 0600) and DIR/public.pem (SPKI).
+    Keygen {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Modulus size: 2048, 3072, 4096 or 8192.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+    },
+}
+
+fn parse_s3_url(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("{url:?} is not an s3://BUCKET/KEY URL")))?;
+    match rest.split_once('/') {
+        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_owned(), k.to_owned())),
+        _ => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{url:?} needs both a bucket and a key: s3://BUCKET/KEY"),
+        )),
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Zeroizing<String>> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", path.display())))
+}
+
+impl Global {
+    fn matdesc(&self) -> Result<Option<MatDesc>> {
+        self.matdesc
+            .as_deref()
+            .map(|s| {
+                MatDesc::from_json(s).map_err(|e| Error::new(ErrorKind::InvalidInput, format!("--matdesc: {e}")))
+            })
+            .transpose()
+    }
+
+    fn keyring(&self, for_write: bool) -> Result<Keyring> {
+        if let Some(path) = &self.keyring {
+            let keyring = KeyringFile::load(path)?;
+            return match (for_write, self.matdesc()?) {
+                (true, Some(desc)) => {
+                    // Write with the entry that has this matdesc: make it the default.
+                    let chosen = keyring.entries().iter().find(|e| e.get_matdesc() == &desc).ok_or_else(|| {
+                        Error::new(ErrorKind::NoMatchingKey, format!("no keyring entry has matdesc {desc}"))
+                    })?;
+                    let mut b = Keyring::builder().default_key(chosen.clone());
+                    for e in keyring.entries().iter().filter(|e| e.get_matdesc() != &desc) {
+                        b = b.key(e.clone());
+                    }
+                    b.build()
+                }
+                _ => Ok(keyring),
+            };
+        }
+        let public = self.rsa_public_key.as_deref().map(read_secret).transpose()?;
+        let private = self.rsa_private_key.as_deref().map(read_secret).transpose()?;
+        if public.is_none() && private.is_none() {
+            return Err(Error::new(
+                ErrorKind::InvalidKey,
+                "no key given: use --rsa-public-key/--rsa-private-key PEM files or --keyring FILE",
+            ));
+        }
+        let key = RsaKeyPair::from_pem(public.as_deref().map(|s| s.as_str()), private.as_deref().map(|s| s.as_str()))?;
+        Ok(Keyring::builder()
+            .default_key(KeyEntry::new(key).matdesc(self.matdesc()?.unwrap_or_default()))
+            .build()?)
+    }
+
+    async fn client(&self) -> aws_sdk_s3::Client {
+        ClientOptions::new()
+            .set_endpoint_url(self.endpoint_url.clone())
+            .set_region(self.region.clone())
+            .force_path_style(self.force_path_style)
+            .checksum(if self.checksum == "when-supported" {
+                ChecksumPolicy::WhenSupported
+            } else {
+                ChecksumPolicy::WhenRequired
+            })
+            .build()
+            .await
+    }
+}
+
+pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Keygen { out_dir, bits } => keygen(out_dir, *bits),
+        Command::Put { file, dest } => {
+            let (bucket, key) = parse_s3_url(dest)?;
+            let keyring = g.keyring(true)?;
+            let body = PutBody::from_path(file).await?;
+            let cb = CryptoBucket::new(g.client().await, bucket, keyring);
+            let len = body.len();
+            cb.put_object().key(&key).body(body).send().await?;
+            eprintln!("uploaded {} ({len} bytes, encrypted) to {dest}", file.display());
+            Ok(())
+        }
+        Command::Get { src, file, range } => {
+            let (bucket, key) = parse_s3_url(src)?;
+            let range = range.as_deref().map(str::parse::<ByteRange>).transpose()?;
+            let keyring = g.keyring(false)?;
+            let cb = CryptoBucket::new(g.client().await, bucket, keyring);
+            let n = download(&cb, &key, range, file).await?;
+            eprintln!("downloaded {src} ({n} bytes, decrypted) to {}", file.display());
+            Ok(())
+        }
+        Command::Inspect { object } => inspect(g, object).await,
+    }
+}
+
+/// Streams the plaintext into a temp file beside `dest`, renamed into place only when complete.
+async fn download(cb: &CryptoBucket, key: &str, range: Option<ByteRange>, dest: &Path) -> Result<u64> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".cryptobucket-")
+        .suffix(".part")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot create a temp file in {}: {e}", dir.display())))?;
+    let out = cb.get_object().key(key).set_range(range).send().await?;
+    let expected = out.content_length;
+    let mut file = tokio::fs::File::from_std(
+        tmp.reopen()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot open temp file: {e}")))?,
+    );
+    let n = out.body.write_to(&mut file).await?;
+    if n != expected {
+        return Err(Error::new(ErrorKind::Truncated, format!("received {n} of {expected} bytes")));
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot flush {}: {e}", dest.display())))?;
+    drop(file);
+    tmp.persist(dest)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot write {}: {}", dest.display(), e.error)))?;
+    Ok(n)
+}
+
+async fn inspect(g: &Global, object: &str) -> Result<()> {
+    let (bucket, key) = parse_s3_url(object)?;
+    // Keys are optional here: with them, inspect also says which key would unwrap the object.
+    let keyring = g.keyring(false).ok();
+    let client = g.client().await;
+    let resp = client
+        .head_object()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .map_err(|e| Error::new(ErrorKind::Service, format!("HeadObject failed: {}", aws_sdk_s3::error::DisplayErrorContext(e))))?;
+    let empty = Default::default();
+    let meta = resp.metadata().unwrap_or(&empty);
+    println!("object: {object}");
+    println!("size: {} bytes", resp.content_length().unwrap_or(0));
+    let Some(env) = cryptobucket::Envelope::from_metadata(meta)? else {
+        println!("encrypted: no (no client-side-encryption metadata)");
+        return Ok(());
+    };
+    println!("encrypted: yes (format {:?})", env.version);
+    println!("content algorithm: {}", cryptobucket::envelope::CEK_ALG_AES_CTR);
+    println!("wrap algorithm: {}", env.wrap_alg);
+    println!("matdesc: {}", env.matdesc);
+    let len = |v: &cryptobucket::envelope::WrappedValue| v.decode("").map(|b| b.len()).unwrap_or(0);
+    println!("wrapped key: {} bytes; wrapped iv: {} bytes", len(&env.wrapped_key), len(&env.wrapped_iv));
+    match env.unencrypted_content_length {
+        Some(n) => println!("unencrypted content length: {n}"),
+        None => println!("unencrypted content length: (not recorded)"),
+    }
+    if let (Some(d), Some(p)) = (env.data_size, env.part_size) {
+        println!("multipart: data size {d}, part size {p}");
+    }
+    if env.unencrypted_content_md5.is_some() {
+        println!("note: the object stores a plaintext MD5 (leaks content equality)");
+    }
+    if let Some(k) = keyring {
+        match k.candidates(&env) {
+            Ok(c) => println!("keyring key: {}", c[0].provider().describe()),
+            Err(e) => println!("keyring key: none ({e})"),
+        }
+    }
+    Ok(())
+}
+
+fn keygen(out_dir: &Path, bits: u32) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| Error::new(ErrorKind::Io, format!("{what}: {e}"));
+    std::fs::create_dir_all(out_dir).map_err(|e| io(&format!("cannot create {}", out_dir.display()), e))?;
+    let private_path = out_dir.join("private.pem");
+    let public_path = out_dir.join("public.pem");
+    for p in [&private_path, &public_path] {
+        if p.exists() {
+            return Err(Error::new(ErrorKind::InvalidInput, format!("{} exists; refusing to overwrite a key", p.display())));
+        }
+    }
+    let (private_pem, public_pem) = cryptobucket::generate_rsa_pem(bits)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&private_path).map_err(|e| io(&format!("cannot create {}", private_path.display()), e))?;
+    std::io::Write::write_all(&mut f, private_pem.as_bytes()).map_err(|e| io("cannot write private key", e))?;
+    std::fs::write(&public_path, public_pem).map_err(|e| io("cannot write public key", e))?;
+    eprintln!("wrote {} and {}", private_path.display(), public_path.display());
+    Ok(())
+}
