@@ -53,7 +53,10 @@ impl std::fmt::Debug for PutBody {
             Source::File(p) => format!("file {}", p.display()),
             Source::Reader(_) => "reader".to_owned(),
         };
-        f.debug_struct("PutBody").field("source", &kind).field("len", &self.len).finish()
+        f.debug_struct("PutBody")
+            .field("source", &kind)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -74,7 +77,10 @@ impl PutBody {
             .await
             .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
         if !meta.is_file() {
-            return Err(Error::invalid_input(format!("{} is not a regular file", path.display())));
+            return Err(Error::invalid_input(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
         }
         Ok(Self {
             len: meta.len(),
@@ -166,7 +172,10 @@ impl AsyncRead for FailingReader {
         _: &mut Context<'_>,
         _: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Poll::Ready(Err(self.0.take().unwrap_or_else(|| io::Error::other("source unavailable"))))
+        Poll::Ready(Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| io::Error::other("source unavailable"))))
     }
 }
 
@@ -215,13 +224,20 @@ impl http_body::Body for EncryptingBody {
         let n = {
             let mut reader = this.reader.lock().unwrap_or_else(|p| p.into_inner());
             let mut limited = (&mut *reader).take(want as u64);
-            ready!(tokio_util::io::poll_read_buf(Pin::new(&mut limited), cx, &mut buf))?
+            ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut limited),
+                cx,
+                &mut buf
+            ))?
         };
         if n == 0 {
             let done = this.total - this.remaining;
             return Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("the upload source ended after {done} of {} bytes (did the file shrink?)", this.total),
+                format!(
+                    "the upload source ended after {done} of {} bytes (did the file shrink?)",
+                    this.total
+                ),
             ))));
         }
         this.cipher.apply(&mut buf);

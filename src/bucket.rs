@@ -85,7 +85,9 @@ pub struct CryptoBucketBuilder {
 
 impl std::fmt::Debug for CryptoBucketBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CryptoBucketBuilder").field("bucket", &self.bucket).finish_non_exhaustive()
+        f.debug_struct("CryptoBucketBuilder")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +118,8 @@ impl CryptoBucketBuilder {
 
     /// Builds the bucket; fails when a required field is missing.
     pub fn build(self) -> Result<CryptoBucket> {
-        let missing = |f: &str| Error::invalid_input(format!("CryptoBucket builder: {f} is required"));
+        let missing =
+            |f: &str| Error::invalid_input(format!("CryptoBucket builder: {f} is required"));
         Ok(CryptoBucket {
             inner: Arc::new(Inner {
                 client: self.client.ok_or_else(|| missing("client"))?,
@@ -211,7 +214,11 @@ impl CryptoBucket {
     }
 
     /// Parses the envelope from object metadata and applies the unencrypted-object policy.
-    fn envelope_of(&self, key: &str, meta: Option<&HashMap<String, String>>) -> Result<Option<Envelope>> {
+    fn envelope_of(
+        &self,
+        key: &str,
+        meta: Option<&HashMap<String, String>>,
+    ) -> Result<Option<Envelope>> {
         let empty = HashMap::new();
         let env = Envelope::from_metadata(meta.unwrap_or(&empty))?;
         if env.is_none() && self.inner.unencrypted == UnencryptedPolicy::Refuse {
@@ -253,7 +260,10 @@ pub struct PutObjectFluentBuilder {
 
 impl std::fmt::Debug for PutObjectFluentBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PutObjectFluentBuilder").field("key", &self.key).field("body", &self.body).finish_non_exhaustive()
+        f.debug_struct("PutObjectFluentBuilder")
+            .field("key", &self.key)
+            .field("body", &self.body)
+            .finish_non_exhaustive()
     }
 }
 
@@ -308,7 +318,9 @@ impl PutObjectFluentBuilder {
     /// Encrypts and uploads.
     pub async fn send(self) -> Result<PutObjectOutput> {
         let key = require_key(self.key)?;
-        let body = self.body.unwrap_or_else(|| PutBody::from_bytes(bytes::Bytes::new()));
+        let body = self
+            .body
+            .unwrap_or_else(|| PutBody::from_bytes(bytes::Bytes::new()));
         let len = body.len();
         if len > MAX_SINGLE_PUT {
             return Err(Error::invalid_input(format!(
@@ -428,9 +440,8 @@ impl GetObjectFluentBuilder {
                 }
             })?;
         let envelope = cb.envelope_of(&key, resp.metadata())?;
-        let body_len = u64::try_from(resp.content_length().unwrap_or(-1)).map_err(|_| {
-            Error::invalid_response("the response has no valid Content-Length")
-        })?;
+        let body_len = u64::try_from(resp.content_length().unwrap_or(-1))
+            .map_err(|_| Error::invalid_response("the response has no valid Content-Length"))?;
 
         // Where does the body sit in the object, and what slice of it do we return?
         let content_range = resp.content_range().map(ContentRange::parse).transpose()?;
@@ -443,7 +454,9 @@ impl GetObjectFluentBuilder {
                     )));
                 }
                 let total = cr.total.ok_or_else(|| {
-                    Error::invalid_response("the server's Content-Range does not give the object size")
+                    Error::invalid_response(
+                        "the server's Content-Range does not give the object size",
+                    )
                 })?;
                 (total, cr.first)
             }
@@ -456,7 +469,9 @@ impl GetObjectFluentBuilder {
         if content_range.is_some() && (body_start, body_len) != (start, len) {
             return Err(Error::invalid_response(format!(
                 "asked for bytes {} of {key:?} but the server returned bytes {body_start}-{} of {total}",
-                self.range.map(|r| r.to_string()).unwrap_or_else(|| "(all)".into()),
+                self.range
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "(all)".into()),
                 body_start + body_len.saturating_sub(1)
             )));
         }
@@ -612,9 +627,9 @@ impl CopyObjectFluentBuilder {
     /// valid encryption metadata (or the policy must allow plain objects).
     pub async fn send(self) -> Result<Option<String>> {
         let key = require_key(self.key)?;
-        let source_key = self
-            .source_key
-            .ok_or_else(|| Error::invalid_input("the source key is required (call .source_key(...))"))?;
+        let source_key = self.source_key.ok_or_else(|| {
+            Error::invalid_input("the source key is required (call .source_key(...))")
+        })?;
         let inner = &self.bucket.inner;
         let source_bucket = self.source_bucket.unwrap_or_else(|| inner.bucket.clone());
         let head = inner
@@ -629,7 +644,10 @@ impl CopyObjectFluentBuilder {
         let out = inner
             .client
             .copy_object()
-            .copy_source(format!("{source_bucket}/{}", percent_encode_key(&source_key)))
+            .copy_source(format!(
+                "{source_bucket}/{}",
+                percent_encode_key(&source_key)
+            ))
             .bucket(&inner.bucket)
             .key(&key)
             .metadata_directive(MetadataDirective::Copy)
@@ -645,7 +663,9 @@ fn percent_encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

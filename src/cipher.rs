@@ -97,7 +97,8 @@ impl std::fmt::Debug for ContentMaterial {
 /// ```
 pub fn counter_at(iv: &[u8; IV_LEN], offset: u64) -> [u8; IV_LEN] {
     let base = u128::from_be_bytes(*iv);
-    base.wrapping_add(u128::from(offset / BLOCK_LEN)).to_be_bytes()
+    base.wrapping_add(u128::from(offset / BLOCK_LEN))
+        .to_be_bytes()
 }
 
 /// A streaming AES-256-CTR cipher at a byte position. Encryption and decryption are the same

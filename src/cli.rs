@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use cryptobucket::{
-    ByteRange, ChecksumPolicy, ClientOptions, CryptoBucket, Error, ErrorKind, KeyEntry, Keyring, KeyringFile,
-    MatDesc, PutBody, Result, RsaKeyPair,
+    ByteRange, ChecksumPolicy, ClientOptions, CryptoBucket, Error, ErrorKind, KeyEntry, Keyring,
+    KeyringFile, MatDesc, PutBody, Result, RsaKeyPair,
 };
 use zeroize::Zeroizing;
 
@@ -85,9 +85,12 @@ enum Command {
 }
 
 fn parse_s3_url(url: &str) -> Result<(String, String)> {
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("{url:?} is not an s3://BUCKET/KEY URL")))?;
+    let rest = url.strip_prefix("s3://").ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{url:?} is not an s3://BUCKET/KEY URL"),
+        )
+    })?;
     match rest.split_once('/') {
         Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_owned(), k.to_owned())),
         _ => Err(Error::new(
@@ -100,7 +103,12 @@ fn parse_s3_url(url: &str) -> Result<(String, String)> {
 fn read_secret(path: &Path) -> Result<Zeroizing<String>> {
     std::fs::read_to_string(path)
         .map(Zeroizing::new)
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", path.display())))
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })
 }
 
 impl Global {
@@ -108,7 +116,8 @@ impl Global {
         self.matdesc
             .as_deref()
             .map(|s| {
-                MatDesc::from_json(s).map_err(|e| Error::new(ErrorKind::InvalidInput, format!("--matdesc: {e}")))
+                MatDesc::from_json(s)
+                    .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("--matdesc: {e}")))
             })
             .transpose()
     }
@@ -119,11 +128,22 @@ impl Global {
             return match (for_write, self.matdesc()?) {
                 (true, Some(desc)) => {
                     // Write with the entry that has this matdesc: make it the default.
-                    let chosen = keyring.entries().iter().find(|e| e.get_matdesc() == &desc).ok_or_else(|| {
-                        Error::new(ErrorKind::NoMatchingKey, format!("no keyring entry has matdesc {desc}"))
-                    })?;
+                    let chosen = keyring
+                        .entries()
+                        .iter()
+                        .find(|e| e.get_matdesc() == &desc)
+                        .ok_or_else(|| {
+                            Error::new(
+                                ErrorKind::NoMatchingKey,
+                                format!("no keyring entry has matdesc {desc}"),
+                            )
+                        })?;
                     let mut b = Keyring::builder().default_key(chosen.clone());
-                    for e in keyring.entries().iter().filter(|e| e.get_matdesc() != &desc) {
+                    for e in keyring
+                        .entries()
+                        .iter()
+                        .filter(|e| e.get_matdesc() != &desc)
+                    {
                         b = b.key(e.clone());
                     }
                     b.build()
@@ -131,18 +151,29 @@ impl Global {
                 _ => Ok(keyring),
             };
         }
-        let public = self.rsa_public_key.as_deref().map(read_secret).transpose()?;
-        let private = self.rsa_private_key.as_deref().map(read_secret).transpose()?;
+        let public = self
+            .rsa_public_key
+            .as_deref()
+            .map(read_secret)
+            .transpose()?;
+        let private = self
+            .rsa_private_key
+            .as_deref()
+            .map(read_secret)
+            .transpose()?;
         if public.is_none() && private.is_none() {
             return Err(Error::new(
                 ErrorKind::InvalidKey,
                 "no key given: use --rsa-public-key/--rsa-private-key PEM files or --keyring FILE",
             ));
         }
-        let key = RsaKeyPair::from_pem(public.as_deref().map(|s| s.as_str()), private.as_deref().map(|s| s.as_str()))?;
-        Ok(Keyring::builder()
+        let key = RsaKeyPair::from_pem(
+            public.as_deref().map(|s| s.as_str()),
+            private.as_deref().map(|s| s.as_str()),
+        )?;
+        Keyring::builder()
             .default_key(KeyEntry::new(key).matdesc(self.matdesc()?.unwrap_or_default()))
-            .build()?)
+            .build()
     }
 
     async fn client(&self) -> aws_sdk_s3::Client {
@@ -171,7 +202,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let cb = CryptoBucket::new(g.client().await, bucket, keyring);
             let len = body.len();
             cb.put_object().key(&key).body(body).send().await?;
-            eprintln!("uploaded {} ({len} bytes, encrypted) to {dest}", file.display());
+            eprintln!(
+                "uploaded {} ({len} bytes, encrypted) to {dest}",
+                file.display()
+            );
             Ok(())
         }
         Command::Get { src, file, range } => {
@@ -180,7 +214,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let keyring = g.keyring(false)?;
             let cb = CryptoBucket::new(g.client().await, bucket, keyring);
             let n = download(&cb, &key, range, file).await?;
-            eprintln!("downloaded {src} ({n} bytes, decrypted) to {}", file.display());
+            eprintln!(
+                "downloaded {src} ({n} bytes, decrypted) to {}",
+                file.display()
+            );
             Ok(())
         }
         Command::Inspect { object } => inspect(g, object).await,
@@ -188,7 +225,12 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Streams the plaintext into a temp file beside `dest`, renamed into place only when complete.
-async fn download(cb: &CryptoBucket, key: &str, range: Option<ByteRange>, dest: &Path) -> Result<u64> {
+async fn download(
+    cb: &CryptoBucket,
+    key: &str,
+    range: Option<ByteRange>,
+    dest: &Path,
+) -> Result<u64> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -197,7 +239,12 @@ async fn download(cb: &CryptoBucket, key: &str, range: Option<ByteRange>, dest: 
         .prefix(".cryptobucket-")
         .suffix(".part")
         .tempfile_in(&dir)
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot create a temp file in {}: {e}", dir.display())))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot create a temp file in {}: {e}", dir.display()),
+            )
+        })?;
     let out = cb.get_object().key(key).set_range(range).send().await?;
     let expected = out.content_length;
     let mut file = tokio::fs::File::from_std(
@@ -206,14 +253,24 @@ async fn download(cb: &CryptoBucket, key: &str, range: Option<ByteRange>, dest: 
     );
     let n = out.body.write_to(&mut file).await?;
     if n != expected {
-        return Err(Error::new(ErrorKind::Truncated, format!("received {n} of {expected} bytes")));
+        return Err(Error::new(
+            ErrorKind::Truncated,
+            format!("received {n} of {expected} bytes"),
+        ));
     }
-    file.sync_all()
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot flush {}: {e}", dest.display())))?;
+    file.sync_all().await.map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot flush {}: {e}", dest.display()),
+        )
+    })?;
     drop(file);
-    tmp.persist(dest)
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot write {}: {}", dest.display(), e.error)))?;
+    tmp.persist(dest).map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot write {}: {}", dest.display(), e.error),
+        )
+    })?;
     Ok(n)
 }
 
@@ -228,7 +285,15 @@ async fn inspect(g: &Global, object: &str) -> Result<()> {
         .key(&key)
         .send()
         .await
-        .map_err(|e| Error::new(ErrorKind::Service, format!("HeadObject failed: {}", aws_sdk_s3::error::DisplayErrorContext(e))))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Service,
+                format!(
+                    "HeadObject failed: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ),
+            )
+        })?;
     let empty = Default::default();
     let meta = resp.metadata().unwrap_or(&empty);
     println!("object: {object}");
@@ -238,11 +303,18 @@ async fn inspect(g: &Global, object: &str) -> Result<()> {
         return Ok(());
     };
     println!("encrypted: yes (format {:?})", env.version);
-    println!("content algorithm: {}", cryptobucket::envelope::CEK_ALG_AES_CTR);
+    println!(
+        "content algorithm: {}",
+        cryptobucket::envelope::CEK_ALG_AES_CTR
+    );
     println!("wrap algorithm: {}", env.wrap_alg);
     println!("matdesc: {}", env.matdesc);
     let len = |v: &cryptobucket::envelope::WrappedValue| v.decode("").map(|b| b.len()).unwrap_or(0);
-    println!("wrapped key: {} bytes; wrapped iv: {} bytes", len(&env.wrapped_key), len(&env.wrapped_iv));
+    println!(
+        "wrapped key: {} bytes; wrapped iv: {} bytes",
+        len(&env.wrapped_key),
+        len(&env.wrapped_iv)
+    );
     match env.unencrypted_content_length {
         Some(n) => println!("unencrypted content length: {n}"),
         None => println!("unencrypted content length: (not recorded)"),
@@ -264,12 +336,16 @@ async fn inspect(g: &Global, object: &str) -> Result<()> {
 
 fn keygen(out_dir: &Path, bits: u32) -> Result<()> {
     let io = |what: &str, e: std::io::Error| Error::new(ErrorKind::Io, format!("{what}: {e}"));
-    std::fs::create_dir_all(out_dir).map_err(|e| io(&format!("cannot create {}", out_dir.display()), e))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| io(&format!("cannot create {}", out_dir.display()), e))?;
     let private_path = out_dir.join("private.pem");
     let public_path = out_dir.join("public.pem");
     for p in [&private_path, &public_path] {
         if p.exists() {
-            return Err(Error::new(ErrorKind::InvalidInput, format!("{} exists; refusing to overwrite a key", p.display())));
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} exists; refusing to overwrite a key", p.display()),
+            ));
         }
     }
     let (private_pem, public_pem) = cryptobucket::generate_rsa_pem(bits)?;
@@ -277,9 +353,16 @@ fn keygen(out_dir: &Path, bits: u32) -> Result<()> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&private_path).map_err(|e| io(&format!("cannot create {}", private_path.display()), e))?;
-    std::io::Write::write_all(&mut f, private_pem.as_bytes()).map_err(|e| io("cannot write private key", e))?;
+    let mut f = opts
+        .open(&private_path)
+        .map_err(|e| io(&format!("cannot create {}", private_path.display()), e))?;
+    std::io::Write::write_all(&mut f, private_pem.as_bytes())
+        .map_err(|e| io("cannot write private key", e))?;
     std::fs::write(&public_path, public_pem).map_err(|e| io("cannot write public key", e))?;
-    eprintln!("wrote {} and {}", private_path.display(), public_path.display());
+    eprintln!(
+        "wrote {} and {}",
+        private_path.display(),
+        public_path.display()
+    );
     Ok(())
 }

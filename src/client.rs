@@ -86,7 +86,11 @@ impl ClientOptions {
     }
 
     /// Fixed credentials instead of the AWS chain (tests, embedded servers).
-    pub fn static_credentials(mut self, access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
+    pub fn static_credentials(
+        mut self,
+        access_key: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> Self {
         self.static_credentials = Some((access_key.into(), secret_key.into()));
         self
     }

@@ -232,9 +232,8 @@ impl WrappedValue {
 
     /// The value as raw bytes (base64-decoded), as RSA wrapping stores it.
     pub fn decode(&self, what: &str) -> Result<Vec<u8>> {
-        B64.decode(self.text.trim()).map_err(|e| {
-            Error::invalid_metadata(format!("{what} is not valid base64 ({e})"))
-        })
+        B64.decode(self.text.trim())
+            .map_err(|e| Error::invalid_metadata(format!("{what} is not valid base64 ({e})")))
     }
 
     /// Encodes raw bytes as the header value.
@@ -299,7 +298,9 @@ impl Envelope {
         if cek_alg != CEK_ALG_AES_CTR {
             return Err(Error::new(
                 ErrorKind::UnsupportedAlgorithm,
-                format!("unsupported content algorithm {cek_alg:?}; only {CEK_ALG_AES_CTR} exists in this format"),
+                format!(
+                    "unsupported content algorithm {cek_alg:?}; only {CEK_ALG_AES_CTR} exists in this format"
+                ),
             ));
         }
         let matdesc = match lookup(meta, META_MATDESC) {
@@ -361,7 +362,9 @@ impl Envelope {
         if let WrapAlgorithm::Other(s) = &self.wrap_alg {
             return Err(Error::new(
                 ErrorKind::UnsupportedAlgorithm,
-                format!("unsupported key wrap algorithm {s:?}; supported: RSA/NONE/PKCS1Padding, RSA/NONE/OAEPWithSHA-1AndMGF1Padding, KMS/ALICLOUD"),
+                format!(
+                    "unsupported key wrap algorithm {s:?}; supported: RSA/NONE/PKCS1Padding, RSA/NONE/OAEPWithSHA-1AndMGF1Padding, KMS/ALICLOUD"
+                ),
             ));
         }
         if let Some(ps) = self.part_size
@@ -450,26 +453,47 @@ mod tests {
         }
         let mut m = v2();
         m.insert(META_CEK_ALG.into(), "AES/GCM/NoPadding".into());
-        assert_eq!(Envelope::from_metadata(&m).unwrap_err().kind(), ErrorKind::UnsupportedAlgorithm);
+        assert_eq!(
+            Envelope::from_metadata(&m).unwrap_err().kind(),
+            ErrorKind::UnsupportedAlgorithm
+        );
         let mut m = v2();
         m.insert(META_WRAP_ALG.into(), "ROT13".into());
-        assert_eq!(Envelope::from_metadata(&m).unwrap_err().kind(), ErrorKind::UnsupportedAlgorithm);
+        assert_eq!(
+            Envelope::from_metadata(&m).unwrap_err().kind(),
+            ErrorKind::UnsupportedAlgorithm
+        );
         for bad in ["[]", "{\"a\":1}", "{not json", "\"s\""] {
             let mut m = v2();
             m.insert(META_MATDESC.into(), bad.into());
-            assert_eq!(Envelope::from_metadata(&m).unwrap_err().kind(), ErrorKind::InvalidMetadata, "{bad}");
+            assert_eq!(
+                Envelope::from_metadata(&m).unwrap_err().kind(),
+                ErrorKind::InvalidMetadata,
+                "{bad}"
+            );
         }
-        for (k, v) in [(META_UNENCRYPTED_LENGTH, "-1"), (META_DATA_SIZE, "x"), (META_PART_SIZE, "100")] {
+        for (k, v) in [
+            (META_UNENCRYPTED_LENGTH, "-1"),
+            (META_DATA_SIZE, "x"),
+            (META_PART_SIZE, "100"),
+        ] {
             let mut m = v2();
             m.insert(k.into(), v.into());
-            assert_eq!(Envelope::from_metadata(&m).unwrap_err().kind(), ErrorKind::InvalidMetadata, "{k}");
+            assert_eq!(
+                Envelope::from_metadata(&m).unwrap_err().kind(),
+                ErrorKind::InvalidMetadata,
+                "{k}"
+            );
         }
     }
 
     #[test]
     fn bad_base64_is_reported_on_decode() {
         let w = WrappedValue::new("not base64!!");
-        assert_eq!(w.decode("key").unwrap_err().kind(), ErrorKind::InvalidMetadata);
+        assert_eq!(
+            w.decode("key").unwrap_err().kind(),
+            ErrorKind::InvalidMetadata
+        );
     }
 
     #[test]

@@ -131,7 +131,10 @@ impl Error {
     /// Maps an aws-sdk-s3 failure to a kind, keeping the SDK error as source.
     pub(crate) fn from_sdk<E>(
         op: &str,
-        err: aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+        err: aws_sdk_s3::error::SdkError<
+            E,
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+        >,
     ) -> Self
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -142,7 +145,9 @@ impl Error {
                 let e = se.err();
                 let code = e.code().unwrap_or("unknown");
                 let kind = match code {
-                    "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchUpload" => ErrorKind::NotFound,
+                    "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchUpload" => {
+                        ErrorKind::NotFound
+                    }
                     "InvalidRange" => ErrorKind::RangeNotSatisfiable,
                     _ => ErrorKind::Service,
                 };
@@ -154,8 +159,12 @@ impl Error {
                 "the response could not be parsed".to_owned(),
             ),
             SdkError::TimeoutError(_) => (ErrorKind::Transport, "timed out".to_owned()),
-            SdkError::DispatchFailure(_) => (ErrorKind::Transport, "could not reach the store".to_owned()),
-            SdkError::ConstructionFailure(_) => (ErrorKind::InvalidInput, "invalid request".to_owned()),
+            SdkError::DispatchFailure(_) => {
+                (ErrorKind::Transport, "could not reach the store".to_owned())
+            }
+            SdkError::ConstructionFailure(_) => {
+                (ErrorKind::InvalidInput, "invalid request".to_owned())
+            }
             _ => (ErrorKind::Service, "request failed".to_owned()),
         };
         // HEAD has no body, so a missing key arrives as a bare 404.

@@ -29,7 +29,12 @@
 //! Security: the format has no integrity protection (see README's security notes); this crate
 //! checks lengths and sizes, but cannot detect bit flips by someone with write access.
 
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 pub mod body;
 pub mod bucket;
@@ -42,14 +47,15 @@ pub mod range;
 
 pub use body::{DecryptingStream, PutBody};
 pub use bucket::{
-    CryptoBucket, CryptoBucketBuilder, GetObjectOutput, HeadObjectOutput, PutObjectOutput, UnencryptedPolicy,
+    CryptoBucket, CryptoBucketBuilder, GetObjectOutput, HeadObjectOutput, PutObjectOutput,
+    UnencryptedPolicy,
 };
 pub use cipher::ContentMaterial;
 pub use client::{ChecksumPolicy, ClientOptions};
 pub use envelope::{Envelope, FormatVersion, MatDesc, WrapAlgorithm};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{
-    KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile, RsaKeyPair, RsaPadding, WrappedMaterial,
-    generate_rsa_pem,
+    KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile, RsaKeyPair, RsaPadding,
+    WrappedMaterial, generate_rsa_pem,
 };
 pub use range::ByteRange;

@@ -168,20 +168,54 @@ mod tests {
         ] {
             assert_eq!(s.parse::<ByteRange>().unwrap(), want, "{s}");
         }
-        for s in ["", "-", "a-b", "1-2-3", "-0", "5-4", "+1-2", "1 -2", "99999999999999999999-"] {
-            assert_eq!(s.parse::<ByteRange>().unwrap_err().kind(), ErrorKind::InvalidInput, "{s}");
+        for s in [
+            "",
+            "-",
+            "a-b",
+            "1-2-3",
+            "-0",
+            "5-4",
+            "+1-2",
+            "1 -2",
+            "99999999999999999999-",
+        ] {
+            assert_eq!(
+                s.parse::<ByteRange>().unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn resolve_clamps_and_refuses() {
-        assert_eq!(ByteRange::Inclusive { first: 5, last: 1000 }.resolve(10).unwrap(), (5, 5));
+        assert_eq!(
+            ByteRange::Inclusive {
+                first: 5,
+                last: 1000
+            }
+            .resolve(10)
+            .unwrap(),
+            (5, 5)
+        );
         assert_eq!(ByteRange::Suffix(100).resolve(10).unwrap(), (0, 10));
         assert_eq!(ByteRange::From(9).resolve(10).unwrap(), (9, 1));
-        for r in [ByteRange::From(10), ByteRange::Inclusive { first: 10, last: 20 }] {
-            assert_eq!(r.resolve(10).unwrap_err().kind(), ErrorKind::RangeNotSatisfiable);
+        for r in [
+            ByteRange::From(10),
+            ByteRange::Inclusive {
+                first: 10,
+                last: 20,
+            },
+        ] {
+            assert_eq!(
+                r.resolve(10).unwrap_err().kind(),
+                ErrorKind::RangeNotSatisfiable
+            );
         }
-        assert_eq!(ByteRange::Suffix(1).resolve(0).unwrap_err().kind(), ErrorKind::RangeNotSatisfiable);
+        assert_eq!(
+            ByteRange::Suffix(1).resolve(0).unwrap_err().kind(),
+            ErrorKind::RangeNotSatisfiable
+        );
     }
 
     #[test]
@@ -189,8 +223,18 @@ mod tests {
         let c = ContentRange::parse("bytes 10-19/100").unwrap();
         assert_eq!((c.first, c.last, c.total, c.len()), (10, 19, Some(100), 10));
         assert_eq!(ContentRange::parse("bytes 0-0/*").unwrap().total, None);
-        for bad in ["bytes 5-4/10", "bytes 0-10/10", "items 0-1/2", "bytes x-1/2", "bytes 0-1"] {
-            assert_eq!(ContentRange::parse(bad).unwrap_err().kind(), ErrorKind::InvalidResponse, "{bad}");
+        for bad in [
+            "bytes 5-4/10",
+            "bytes 0-10/10",
+            "items 0-1/2",
+            "bytes x-1/2",
+            "bytes 0-1",
+        ] {
+            assert_eq!(
+                ContentRange::parse(bad).unwrap_err().kind(),
+                ErrorKind::InvalidResponse,
+                "{bad}"
+            );
         }
     }
 }

@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use support::{Fault, TestServer, pattern, testdata};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn server(fault: Fault) -> TestServer {
@@ -45,15 +48,24 @@ fn ok(out: &Output) -> String {
 fn fails(out: &Output) -> String {
     assert!(!out.status.success(), "command unexpectedly succeeded");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.trim_end().lines().count(), 1, "stderr must be one line: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "stderr must be one line: {err}"
+    );
     assert!(err.starts_with("cryptobucket: error: "), "{err}");
     err
 }
 
 fn no_leftovers(dir: &Path) {
-    let names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(
-        names.iter().all(|n| !n.to_string_lossy().starts_with(".cryptobucket-")),
+        names
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with(".cryptobucket-")),
         "temp files left: {names:?}"
     );
 }
@@ -68,7 +80,10 @@ fn keygen_put_get_ranges_inspect() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(keys.join("private.pem")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(keys.join("private.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     // Refuses to overwrite an existing key.
@@ -81,20 +96,66 @@ fn keygen_put_get_ranges_inspect() {
     let private = keys.join("private.pem");
     let (pubs, privs) = (public.to_str().unwrap(), private.to_str().unwrap());
     // Common options before the subcommand...
-    ok(&cli(&s, &["--force-path-style", "--rsa-public-key", pubs, "put", input.to_str().unwrap(), "s3://cli/obj", "--matdesc", r#"{"team":"ml"}"#]));
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--rsa-public-key",
+            pubs,
+            "put",
+            input.to_str().unwrap(),
+            "s3://cli/obj",
+            "--matdesc",
+            r#"{"team":"ml"}"#,
+        ],
+    ));
     // ...and after it.
     let out = dir.path().join("out.bin");
-    ok(&cli(&s, &["get", "s3://cli/obj", out.to_str().unwrap(), "--force-path-style", "--rsa-private-key", privs, "--matdesc", r#"{"team": "ml"}"#]));
+    ok(&cli(
+        &s,
+        &[
+            "get",
+            "s3://cli/obj",
+            out.to_str().unwrap(),
+            "--force-path-style",
+            "--rsa-private-key",
+            privs,
+            "--matdesc",
+            r#"{"team": "ml"}"#,
+        ],
+    ));
     assert_eq!(std::fs::read(&out).unwrap(), data);
 
-    for (r, range) in [("100-199", 100..200), ("100-", 100..data.len()), ("-50", data.len() - 50..data.len()), ("5-1000000", 5..data.len())] {
+    for (r, range) in [
+        ("100-199", 100..200),
+        ("100-", 100..data.len()),
+        ("-50", data.len() - 50..data.len()),
+        ("5-1000000", 5..data.len()),
+    ] {
         let p = dir.path().join("range.bin");
-        ok(&cli(&s, &["--force-path-style", "--rsa-private-key", privs, "--matdesc", r#"{"team":"ml"}"#, "get", "s3://cli/obj", p.to_str().unwrap(), "--range", r]));
+        ok(&cli(
+            &s,
+            &[
+                "--force-path-style",
+                "--rsa-private-key",
+                privs,
+                "--matdesc",
+                r#"{"team":"ml"}"#,
+                "get",
+                "s3://cli/obj",
+                p.to_str().unwrap(),
+                "--range",
+                r,
+            ],
+        ));
         assert_eq!(std::fs::read(&p).unwrap(), &data[range], "{r}");
     }
 
     let info = ok(&cli(&s, &["--force-path-style", "inspect", "s3://cli/obj"]));
-    assert!(info.contains("wrap algorithm: RSA/NONE/PKCS1Padding"), "{info}");
+    assert!(
+        info.contains("wrap algorithm: RSA/NONE/PKCS1Padding"),
+        "{info}"
+    );
     assert!(info.contains(r#"matdesc: {"team":"ml"}"#), "{info}");
     assert!(info.contains("unencrypted content length: 70000"), "{info}");
     assert!(info.contains("size: 70000 bytes"), "{info}");
@@ -134,12 +195,39 @@ matdesc = {{ team = "b" }}
     let input = dir.path().join("in");
     std::fs::write(&input, b"keyring data").unwrap();
     let i = input.to_str().unwrap();
-    ok(&cli(&s, &["--force-path-style", "--keyring", r, "put", i, "s3://cli/a"]));
-    ok(&cli(&s, &["--force-path-style", "--keyring", r, "--matdesc", r#"{"team":"b"}"#, "put", i, "s3://cli/b"]));
-    assert!(ok(&cli(&s, &["--force-path-style", "inspect", "s3://cli/b"])).contains(r#"{"team":"b"}"#));
+    ok(&cli(
+        &s,
+        &["--force-path-style", "--keyring", r, "put", i, "s3://cli/a"],
+    ));
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            r,
+            "--matdesc",
+            r#"{"team":"b"}"#,
+            "put",
+            i,
+            "s3://cli/b",
+        ],
+    ));
+    assert!(
+        ok(&cli(&s, &["--force-path-style", "inspect", "s3://cli/b"])).contains(r#"{"team":"b"}"#)
+    );
     for obj in ["a", "b"] {
         let out = dir.path().join(format!("{obj}.out"));
-        ok(&cli(&s, &["--force-path-style", "--keyring", r, "get", &format!("s3://cli/{obj}"), out.to_str().unwrap()]));
+        ok(&cli(
+            &s,
+            &[
+                "--force-path-style",
+                "--keyring",
+                r,
+                "get",
+                &format!("s3://cli/{obj}"),
+                out.to_str().unwrap(),
+            ],
+        ));
         assert_eq!(std::fs::read(&out).unwrap(), b"keyring data");
     }
     // Relative key paths are relative to the keyring file.
@@ -148,10 +236,30 @@ matdesc = {{ team = "b" }}
     let rel = dir.path().join("rel.toml");
     std::fs::write(&rel, "[[keys]]\nkind = \"rsa\"\nprivate_key = \"k/private.pem\"\nmatdesc = { team = \"a\", v = \"1\" }\n").unwrap();
     let out = dir.path().join("rel.out");
-    ok(&cli(&s, &["--force-path-style", "--keyring", rel.to_str().unwrap(), "get", "s3://cli/a", out.to_str().unwrap()]));
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            rel.to_str().unwrap(),
+            "get",
+            "s3://cli/a",
+            out.to_str().unwrap(),
+        ],
+    ));
     // An unknown kind is a clear error.
     std::fs::write(&rel, "[[keys]]\nkind = \"vault\"\n").unwrap();
-    let err = fails(&cli(&s, &["--force-path-style", "--keyring", rel.to_str().unwrap(), "get", "s3://cli/a", out.to_str().unwrap()]));
+    let err = fails(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            rel.to_str().unwrap(),
+            "get",
+            "s3://cli/a",
+            out.to_str().unwrap(),
+        ],
+    ));
     assert!(err.contains("unknown key kind"), "{err}");
 }
 
@@ -160,20 +268,73 @@ fn failures_leave_no_output_file() {
     let s = server(Fault::None);
     let dir = tempfile::tempdir().unwrap();
     let kd = testdata().join("keys");
-    let (a_pub, a_priv, b_priv) = (kd.join("a/public.pem"), kd.join("a/private.pem"), kd.join("b/private.pem"));
+    let (a_pub, a_priv, b_priv) = (
+        kd.join("a/public.pem"),
+        kd.join("a/private.pem"),
+        kd.join("b/private.pem"),
+    );
     let input = dir.path().join("in");
     std::fs::write(&input, pattern(1000, 2)).unwrap();
-    ok(&cli(&s, &["--force-path-style", "--rsa-public-key", a_pub.to_str().unwrap(), "put", input.to_str().unwrap(), "s3://cli/o"]));
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--rsa-public-key",
+            a_pub.to_str().unwrap(),
+            "put",
+            input.to_str().unwrap(),
+            "s3://cli/o",
+        ],
+    ));
     let out = dir.path().join("out");
     let o = out.to_str().unwrap();
     let b = b_priv.to_str().unwrap();
     let a = a_priv.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--rsa-private-key", b, "get", "s3://cli/o", o], "could not unwrap"),
-        (vec!["--rsa-private-key", a, "--matdesc", r#"{"x":"y"}"#, "get", "s3://cli/o", o], "no key in the keyring"),
-        (vec!["--rsa-private-key", a, "get", "s3://cli/missing", o], "no such object"),
-        (vec!["--rsa-private-key", a, "get", "s3://cli/o", o, "--range", "5000-"], "outside"),
-        (vec!["--rsa-private-key", a, "get", "s3://cli/o", o, "--range", "abc"], "invalid range"),
+        (
+            vec!["--rsa-private-key", b, "get", "s3://cli/o", o],
+            "could not unwrap",
+        ),
+        (
+            vec![
+                "--rsa-private-key",
+                a,
+                "--matdesc",
+                r#"{"x":"y"}"#,
+                "get",
+                "s3://cli/o",
+                o,
+            ],
+            "no key in the keyring",
+        ),
+        (
+            vec!["--rsa-private-key", a, "get", "s3://cli/missing", o],
+            "no such object",
+        ),
+        (
+            vec![
+                "--rsa-private-key",
+                a,
+                "get",
+                "s3://cli/o",
+                o,
+                "--range",
+                "5000-",
+            ],
+            "outside",
+        ),
+        (
+            vec![
+                "--rsa-private-key",
+                a,
+                "get",
+                "s3://cli/o",
+                o,
+                "--range",
+                "abc",
+            ],
+            "invalid range",
+        ),
         (vec!["--rsa-private-key", a, "get", "cli/o", o], "s3://"),
         (vec!["get", "s3://cli/o", o], "no key given"),
     ];
@@ -194,9 +355,29 @@ fn truncated_download_leaves_no_file() {
     let kd = testdata().join("keys");
     let input = dir.path().join("in");
     std::fs::write(&input, pattern(500_000, 3)).unwrap();
-    ok(&cli(&s, &["--force-path-style", "--rsa-public-key", kd.join("a/public.pem").to_str().unwrap(), "put", input.to_str().unwrap(), "s3://cli/t"]));
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--rsa-public-key",
+            kd.join("a/public.pem").to_str().unwrap(),
+            "put",
+            input.to_str().unwrap(),
+            "s3://cli/t",
+        ],
+    ));
     let out = dir.path().join("out");
-    let err = fails(&cli(&s, &["--force-path-style", "--rsa-private-key", kd.join("a/private.pem").to_str().unwrap(), "get", "s3://cli/t", out.to_str().unwrap()]));
+    let err = fails(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--rsa-private-key",
+            kd.join("a/private.pem").to_str().unwrap(),
+            "get",
+            "s3://cli/t",
+            out.to_str().unwrap(),
+        ],
+    ));
     assert!(err.contains("broke off") || err.contains("ended"), "{err}");
     assert!(!out.exists());
     no_leftovers(dir.path());

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use aws_sdk_s3::primitives::ByteStream;
-use cryptobucket::{ByteRange, ContentMaterial, CryptoBucket, ErrorKind, Keyring, MatDesc, RsaKeyPair};
+use cryptobucket::{
+    ByteRange, ContentMaterial, CryptoBucket, ErrorKind, Keyring, MatDesc, RsaKeyPair,
+};
 use support::{Fault, TestServer, testdata};
 
 fn interop(name: &str) -> std::path::PathBuf {
@@ -32,7 +34,11 @@ async fn setup() -> (TestServer, CryptoBucket) {
     let server = TestServer::start_with(Fault::None);
     server.create_bucket("interop").await;
     let client = server.client().await;
-    let cb = CryptoBucket::new(client, "interop", Keyring::single(sdk_key(), MatDesc::new()));
+    let cb = CryptoBucket::new(
+        client,
+        "interop",
+        Keyring::single(sdk_key(), MatDesc::new()),
+    );
     (server, cb)
 }
 
@@ -54,14 +60,43 @@ async fn objects_from_go_cpp_python_sdks_decrypt() {
     let expected = std::fs::read(interop("example.jpg")).unwrap();
     assert_eq!(expected.len(), 21839);
     for sdk in ["go", "cpp", "python"] {
-        upload(&cb, sdk, &format!("encrypted_{sdk}_example.jpg"), &format!("encrypted_{sdk}_example_meta.json")).await;
-        let got = cb.get_object().key(sdk).send().await.unwrap().body.collect().await.unwrap();
+        upload(
+            &cb,
+            sdk,
+            &format!("encrypted_{sdk}_example.jpg"),
+            &format!("encrypted_{sdk}_example_meta.json"),
+        )
+        .await;
+        let got = cb
+            .get_object()
+            .key(sdk)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap();
         assert_eq!(&got[..], &expected[..], "{sdk}");
         for r in ["37-56", "16000-", "-1000", "0-0"] {
             let r: ByteRange = r.parse().unwrap();
             let (start, len) = r.resolve(expected.len() as u64).unwrap();
-            let got = cb.get_object().key(sdk).range(r).send().await.unwrap().body.collect().await.unwrap();
-            assert_eq!(&got[..], &expected[start as usize..(start + len) as usize], "{sdk} {r}");
+            let got = cb
+                .get_object()
+                .key(sdk)
+                .range(r)
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap();
+            assert_eq!(
+                &got[..],
+                &expected[start as usize..(start + len) as usize],
+                "{sdk} {r}"
+            );
         }
     }
 }
@@ -69,9 +104,18 @@ async fn objects_from_go_cpp_python_sdks_decrypt() {
 #[tokio::test]
 async fn legacy_v1_rsa_object_decrypts() {
     let (_s, cb) = setup().await;
-    upload(&cb, "v1", "deprecated_encrypted_1MB_a_rsa", "deprecated_encrypted_1MB_a_meta_rsa.json").await;
+    upload(
+        &cb,
+        "v1",
+        "deprecated_encrypted_1MB_a_rsa",
+        "deprecated_encrypted_1MB_a_meta_rsa.json",
+    )
+    .await;
     let got = cb.get_object().key("v1").send().await.unwrap();
-    assert_eq!(got.envelope.as_ref().unwrap().version, cryptobucket::FormatVersion::V1);
+    assert_eq!(
+        got.envelope.as_ref().unwrap().version,
+        cryptobucket::FormatVersion::V1
+    );
     let got = got.body.collect().await.unwrap();
     assert_eq!(got.len(), 1 << 20);
     assert!(got.iter().all(|&b| b == b'a'));
@@ -81,10 +125,14 @@ async fn legacy_v1_rsa_object_decrypts() {
 async fn legacy_v1_kms_object_content_path() {
     // The data key is given in clear by the test data (no vendor KMS here): check the
     // content decryption with V1's counter block (15 zero bytes, then 8).
-    let meta: HashMap<String, String> =
-        serde_json::from_str(&std::fs::read_to_string(interop("deprecated_encrypted_1MB_a_meta_kms.json")).unwrap()).unwrap();
+    let meta: HashMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(interop("deprecated_encrypted_1MB_a_meta_kms.json")).unwrap(),
+    )
+    .unwrap();
     use base64::Engine as _;
-    let key = base64::engine::general_purpose::STANDARD.decode(&meta["base64-plain-key"]).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(&meta["base64-plain-key"])
+        .unwrap();
     let start: u128 = meta["plain-start"].parse().unwrap();
     let m = ContentMaterial::from_slices(&key, &start.to_be_bytes()).unwrap();
     let mut data = std::fs::read(interop("deprecated_encrypted_1MB_a_kms")).unwrap();
@@ -92,7 +140,13 @@ async fn legacy_v1_kms_object_content_path() {
     assert!(data.iter().all(|&b| b == b'a'));
     // Through the bucket, without a KMS provider: a clear error, not garbage.
     let (_s, cb) = setup().await;
-    upload(&cb, "v1kms", "deprecated_encrypted_1MB_a_kms", "deprecated_encrypted_1MB_a_meta_kms.json").await;
+    upload(
+        &cb,
+        "v1kms",
+        "deprecated_encrypted_1MB_a_kms",
+        "deprecated_encrypted_1MB_a_meta_kms.json",
+    )
+    .await;
     let e = cb.get_object().key("v1kms").send().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NoMatchingKey, "{e}");
 }
@@ -117,11 +171,22 @@ fn openssl_ecb(key: &[u8; 32], block: &[u8; 16]) -> Vec<u8> {
     let input = dir.path().join("in");
     std::fs::write(&input, block).unwrap();
     let out = Command::new("openssl")
-        .args(["enc", "-aes-256-ecb", "-nopad", "-K", &hex::encode(key), "-in"])
+        .args([
+            "enc",
+            "-aes-256-ecb",
+            "-nopad",
+            "-K",
+            &hex::encode(key),
+            "-in",
+        ])
         .arg(&input)
         .output()
         .expect("openssl must be installed for this test");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -130,7 +195,11 @@ fn counter_beyond_64_gib_matches_openssl() {
     let key = [0x42u8; 32];
     // Part 5000 of 20 MiB parts: offset ~97.6 GiB, 6.5e9 blocks > 2^32.
     let offset = 4999u64 * 20 * 1024 * 1024;
-    for iv_hex in ["0001020304050607000000000c0d0e0f", "0001020304050607fffffffffffffff0", "ffffffffffffffffffffffffffffffff"] {
+    for iv_hex in [
+        "0001020304050607000000000c0d0e0f",
+        "0001020304050607fffffffffffffff0",
+        "ffffffffffffffffffffffffffffffff",
+    ] {
         let iv: [u8; 16] = hex::decode(iv_hex).unwrap().try_into().unwrap();
         let m = ContentMaterial::from_parts(key, iv);
         for extra in [0u64, 5, 16, 33] {

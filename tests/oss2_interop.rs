@@ -61,14 +61,22 @@ impl Peer {
         let cfg_path = self.path("jobs.json");
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/oss2_peer.py");
-        let out = Command::new(python()).arg(script).arg(&cfg_path).output().expect("run python");
+        let out = Command::new(python())
+            .arg(script)
+            .arg(&cfg_path)
+            .output()
+            .expect("run python");
         assert!(
             out.status.success(),
             "oss2 peer failed:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     async fn bucket(&self, keyring: Keyring) -> CryptoBucket {
@@ -81,7 +89,11 @@ const SIZES: [usize; 7] = [0, 1, 15, 16, 17, 100_000, 3 * 1024 * 1024 + 7];
 #[tokio::test]
 async fn oss2_reads_what_cryptobucket_writes() {
     let peer = Peer::new().await;
-    let descs = [MatDesc::new(), MatDesc::new().with("k", "a"), MatDesc::new().with("team", "x").with("v", "1")];
+    let descs = [
+        MatDesc::new(),
+        MatDesc::new().with("k", "a"),
+        MatDesc::new().with("team", "x").with("v", "1"),
+    ];
     let mut jobs = Vec::new();
     let mut expect = Vec::new();
     for (i, len) in SIZES.iter().enumerate() {
@@ -89,7 +101,12 @@ async fn oss2_reads_what_cryptobucket_writes() {
         let cb = peer.bucket(Keyring::single(rsa("a"), desc.clone())).await;
         let data = pattern(*len, i as u64);
         let key = format!("ours-{len}");
-        cb.put_object().key(&key).body(data.clone()).send().await.unwrap();
+        cb.put_object()
+            .key(&key)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
         let out = peer.path(&format!("{key}.out"));
         jobs.push(json!({"op": "decrypt", "key": key, "out": out}));
         expect.push((out, data.clone(), desc.clone()));
@@ -101,9 +118,19 @@ async fn oss2_reads_what_cryptobucket_writes() {
         }
     }
     // OAEP written by us, read by oss2's LocalRsaProvider.
-    let cb = peer.bucket(Keyring::single(rsa("a").with_padding(RsaPadding::OaepSha1), MatDesc::new())).await;
+    let cb = peer
+        .bucket(Keyring::single(
+            rsa("a").with_padding(RsaPadding::OaepSha1),
+            MatDesc::new(),
+        ))
+        .await;
     let data = pattern(5000, 99);
-    cb.put_object().key("ours-oaep").body(data.clone()).send().await.unwrap();
+    cb.put_object()
+        .key("ours-oaep")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
     let out = peer.path("oaep.out");
     jobs.push(json!({"op": "decrypt", "key": "ours-oaep", "out": out, "oaep": true}));
     expect.push((out, data, MatDesc::new()));
@@ -134,9 +161,14 @@ async fn cryptobucket_reads_what_oss2_writes() {
     }
     let oaep_data = pattern(4321, 5);
     std::fs::write(peer.path("in-oaep"), &oaep_data).unwrap();
-    jobs.push(json!({"op": "encrypt", "key": "theirs-oaep", "in": peer.path("in-oaep"), "oaep": true}));
+    jobs.push(
+        json!({"op": "encrypt", "key": "theirs-oaep", "in": peer.path("in-oaep"), "oaep": true}),
+    );
     let seen = peer.run(jobs);
-    assert_eq!(seen[seen.len() - 1]["wrap_alg"], "RSA/NONE/OAEPWithSHA-1AndMGF1Padding");
+    assert_eq!(
+        seen[seen.len() - 1]["wrap_alg"],
+        "RSA/NONE/OAEPWithSHA-1AndMGF1Padding"
+    );
     assert_eq!(seen[0]["wrap_alg"], "RSA/NONE/PKCS1Padding");
 
     // One keyring holding the same key under each matdesc oss2 wrote (oss2 formats the JSON
@@ -149,22 +181,60 @@ async fn cryptobucket_reads_what_oss2_writes() {
         .unwrap();
     let cb = peer.bucket(keyring).await;
     for (key, data) in &expect {
-        let got = cb.get_object().key(key).send().await.unwrap().body.collect().await.unwrap();
+        let got = cb
+            .get_object()
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap();
         assert_eq!(&got[..], &data[..], "{key}");
         if data.len() > 40 {
             for r in ["5-37", "17-", "-23"] {
                 let r: ByteRange = r.parse().unwrap();
                 let (s, l) = r.resolve(data.len() as u64).unwrap();
-                let got = cb.get_object().key(key).range(r).send().await.unwrap().body.collect().await.unwrap();
+                let got = cb
+                    .get_object()
+                    .key(key)
+                    .range(r)
+                    .send()
+                    .await
+                    .unwrap()
+                    .body
+                    .collect()
+                    .await
+                    .unwrap();
                 assert_eq!(&got[..], &data[s as usize..(s + l) as usize], "{key} {r}");
             }
         }
     }
-    let got = cb.get_object().key("theirs-oaep").send().await.unwrap().body.collect().await.unwrap();
+    let got = cb
+        .get_object()
+        .key("theirs-oaep")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(&got[..], &oaep_data[..]);
     // The raw metadata oss2 wrote uses its own JSON formatting; make sure we saw that form.
-    let head = cb.client().head_object().bucket("interop").key(format!("theirs-{}", SIZES[2])).send().await.unwrap();
-    assert_eq!(head.metadata().unwrap()["client-side-encryption-matdesc"], r#"{"team": "x", "v": "1"}"#);
+    let head = cb
+        .client()
+        .head_object()
+        .bucket("interop")
+        .key(format!("theirs-{}", SIZES[2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.metadata().unwrap()["client-side-encryption-matdesc"],
+        r#"{"team": "x", "v": "1"}"#
+    );
 }
 
 #[tokio::test]
@@ -174,7 +244,9 @@ async fn oss2_style_multipart_object_reads_as_one_stream() {
     const PART: usize = 5 * 1024 * 1024;
     let data = pattern(2 * PART + 12_345, 77);
     std::fs::write(peer.path("mp"), &data).unwrap();
-    peer.run(vec![json!({"op": "encrypt", "key": "mp", "in": peer.path("mp"), "multipart_part_size": PART})]);
+    peer.run(vec![
+        json!({"op": "encrypt", "key": "mp", "in": peer.path("mp"), "multipart_part_size": PART}),
+    ]);
     let cb = peer.bucket(Keyring::single(rsa("a"), MatDesc::new())).await;
     let out = cb.get_object().key("mp").send().await.unwrap();
     let env = out.envelope.clone().unwrap();
@@ -182,7 +254,20 @@ async fn oss2_style_multipart_object_reads_as_one_stream() {
     assert_eq!(env.part_size, Some(PART as u64));
     assert_eq!(&out.body.collect().await.unwrap()[..], &data[..]);
     // A range straddling the part boundary.
-    let r = ByteRange::Inclusive { first: PART as u64 - 10, last: PART as u64 + 20 };
-    let got = cb.get_object().key("mp").range(r).send().await.unwrap().body.collect().await.unwrap();
+    let r = ByteRange::Inclusive {
+        first: PART as u64 - 10,
+        last: PART as u64 + 20,
+    };
+    let got = cb
+        .get_object()
+        .key("mp")
+        .range(r)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(&got[..], &data[PART - 10..=PART + 20]);
 }

@@ -67,7 +67,11 @@ impl KeyringFile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("cannot read keyring file {}", path.display()), e))?;
         let file: KeyringFile = toml::from_str(&text).map_err(|e| {
-            Error::invalid_key(format!("keyring file {} is invalid: {}", path.display(), e.message()))
+            Error::invalid_key(format!(
+                "keyring file {} is invalid: {}",
+                path.display(),
+                e.message()
+            ))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         file.build(base)
@@ -78,9 +82,16 @@ impl KeyringFile {
         for (i, spec) in self.keys.into_iter().enumerate() {
             let default = spec.default;
             let entry = spec.into_entry(base).map_err(|e| {
-                Error::new(e.kind(), format!("keyring entry {}: {}", i + 1, e.message()))
+                Error::new(
+                    e.kind(),
+                    format!("keyring entry {}: {}", i + 1, e.message()),
+                )
             })?;
-            builder = if default { builder.default_key(entry) } else { builder.key(entry) };
+            builder = if default {
+                builder.default_key(entry)
+            } else {
+                builder.key(entry)
+            };
         }
         builder.build()
     }
@@ -94,7 +105,9 @@ impl KeySpec {
                     let full = base.join(p);
                     std::fs::read_to_string(&full)
                         .map(Zeroizing::new)
-                        .map_err(|e| Error::io(format!("cannot read key file {}", full.display()), e))
+                        .map_err(|e| {
+                            Error::io(format!("cannot read key file {}", full.display()), e)
+                        })
                 };
                 let public = self.public_key.as_ref().map(read).transpose()?;
                 let private = self.private_key.as_ref().map(read).transpose()?;
@@ -107,8 +120,11 @@ impl KeySpec {
                         )));
                     }
                 };
-                RsaKeyPair::from_pem(public.as_deref().map(|s| s.as_str()), private.as_deref().map(|s| s.as_str()))?
-                    .with_padding(padding)
+                RsaKeyPair::from_pem(
+                    public.as_deref().map(|s| s.as_str()),
+                    private.as_deref().map(|s| s.as_str()),
+                )?
+                .with_padding(padding)
             }
             other => {
                 return Err(Error::invalid_key(format!(

@@ -224,7 +224,9 @@ impl Keyring {
 
     /// The entry named `name`.
     pub fn by_name(&self, name: &str) -> Option<&KeyEntry> {
-        self.entries.iter().find(|e| e.name.as_deref() == Some(name))
+        self.entries
+            .iter()
+            .find(|e| e.name.as_deref() == Some(name))
     }
 
     /// The entries that may unwrap `envelope`: same matdesc (parsed), a provider that speaks its

@@ -11,7 +11,9 @@ pub(crate) fn decode(text: &str) -> Result<(String, Zeroizing<Vec<u8>>)> {
     let mut lines = text.lines().map(str::trim);
     let label = loop {
         let Some(line) = lines.next() else {
-            return Err(Error::invalid_key("no PEM block found (expected -----BEGIN ...-----)"));
+            return Err(Error::invalid_key(
+                "no PEM block found (expected -----BEGIN ...-----)",
+            ));
         };
         if let Some(rest) = line.strip_prefix("-----BEGIN ") {
             break rest.trim_end_matches('-').to_owned();
@@ -26,7 +28,9 @@ pub(crate) fn decode(text: &str) -> Result<(String, Zeroizing<Vec<u8>>)> {
     let mut body = Zeroizing::new(String::new());
     loop {
         let Some(line) = lines.next() else {
-            return Err(Error::invalid_key(format!("PEM block {label} has no END line")));
+            return Err(Error::invalid_key(format!(
+                "PEM block {label} has no END line"
+            )));
         };
         if line == end {
             break;

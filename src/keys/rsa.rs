@@ -41,7 +41,9 @@ impl Drop for Rsa {
 impl Rsa {
     fn from_raw(ptr: *mut sys::RSA, what: &str) -> Result<Self> {
         clear_errors();
-        let rsa = NonNull::new(ptr).map(Rsa).ok_or_else(|| Error::invalid_key(format!("could not parse {what}")))?;
+        let rsa = NonNull::new(ptr)
+            .map(Rsa)
+            .ok_or_else(|| Error::invalid_key(format!("could not parse {what}")))?;
         // SAFETY: valid RSA pointer.
         let bits = unsafe { sys::RSA_bits(rsa.0.as_ptr()) };
         if bits < MIN_BITS {
@@ -86,12 +88,18 @@ impl Rsa {
                     sys::RSA_private_key_from_bytes(der.as_ptr(), der.len()),
                     "the PKCS#1 private key",
                 ),
-                "PRIVATE KEY" => Self::with_evp(sys::EVP_parse_private_key(&mut cbs), "the PKCS#8 private key"),
+                "PRIVATE KEY" => Self::with_evp(
+                    sys::EVP_parse_private_key(&mut cbs),
+                    "the PKCS#8 private key",
+                ),
                 "RSA PUBLIC KEY" => Self::from_raw(
                     sys::RSA_public_key_from_bytes(der.as_ptr(), der.len()),
                     "the PKCS#1 public key",
                 ),
-                "PUBLIC KEY" => Self::with_evp(sys::EVP_parse_public_key(&mut cbs), "the SubjectPublicKeyInfo public key"),
+                "PUBLIC KEY" => Self::with_evp(
+                    sys::EVP_parse_public_key(&mut cbs),
+                    "the SubjectPublicKeyInfo public key",
+                ),
                 other => Err(Error::invalid_key(format!(
                     "unsupported PEM block {other:?}; expected RSA PRIVATE KEY, PRIVATE KEY, RSA PUBLIC KEY or PUBLIC KEY"
                 ))),
@@ -131,7 +139,9 @@ impl Rsa {
         };
         clear_errors();
         if ok != 1 {
-            return Err(Error::invalid_key("RSA encryption failed (key too small for the padding?)"));
+            return Err(Error::invalid_key(
+                "RSA encryption failed (key too small for the padding?)",
+            ));
         }
         out.truncate(out_len);
         Ok(out)
@@ -236,13 +246,24 @@ impl RsaKeyPair {
                 let again = parse_pem(private_pem.expect("present"), true)?;
                 (again, Some(private))
             }
-            (None, None) => return Err(Error::invalid_key("an RSA key needs a public or a private key")),
+            (None, None) => {
+                return Err(Error::invalid_key(
+                    "an RSA key needs a public or a private key",
+                ));
+            }
         };
         if let Some(private) = &private {
             let probe = [0x5au8; 16];
             let ct = public.encrypt(RsaPadding::Pkcs1, &probe)?;
-            if private.decrypt(RsaPadding::Pkcs1, &ct).as_deref().map(Vec::as_slice) != Some(&probe[..]) {
-                return Err(Error::invalid_key("the public and private keys do not belong together"));
+            if private
+                .decrypt(RsaPadding::Pkcs1, &ct)
+                .as_deref()
+                .map(Vec::as_slice)
+                != Some(&probe[..])
+            {
+                return Err(Error::invalid_key(
+                    "the public and private keys do not belong together",
+                ));
             }
         }
         Ok(Self {
@@ -365,7 +386,11 @@ impl KeyProvider for RsaKeyPair {
             RsaPadding::Pkcs1 => "PKCS#1 v1.5",
             RsaPadding::OaepSha1 => "OAEP-SHA1",
         };
-        let role = if self.private.is_some() { "read/write" } else { "write-only" };
+        let role = if self.private.is_some() {
+            "read/write"
+        } else {
+            "write-only"
+        };
         format!("RSA-{} ({pad}, {role})", self.bits())
     }
 }
@@ -395,8 +420,9 @@ pub fn generate_rsa_pem(bits: u32) -> Result<(Zeroizing<String>, String)> {
     };
     let key = PrivateDecryptingKey::generate(size)
         .map_err(|_| Error::invalid_key("RSA key generation failed"))?;
-    let private_der: Pkcs8V1Der<'static> =
-        key.as_der().map_err(|_| Error::invalid_key("RSA key encoding failed"))?;
+    let private_der: Pkcs8V1Der<'static> = key
+        .as_der()
+        .map_err(|_| Error::invalid_key("RSA key encoding failed"))?;
     let public_der: PublicKeyX509Der<'static> = key
         .public_key()
         .as_der()

@@ -39,7 +39,10 @@ struct FaultyFs {
 }
 
 impl FaultyFs {
-    async fn faulty_get(&self, mut req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn faulty_get(
+        &self,
+        mut req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         match self.fault {
             Fault::IgnoreRange => req.input.range = None,
             Fault::ShiftRange => {
@@ -60,7 +63,10 @@ impl FaultyFs {
                 && length > meta.len()
                 && meta.len() > 0
             {
-                req.input.range = Some(Range::Int { first: 0, last: None });
+                req.input.range = Some(Range::Int {
+                    first: 0,
+                    last: None,
+                });
             }
         }
         let mut resp = self.fs.get_object(req).await?;
@@ -198,7 +204,13 @@ impl TestServer {
 
     /// Creates a bucket.
     pub async fn create_bucket(&self, name: &str) {
-        self.client().await.create_bucket().bucket(name).send().await.expect("create bucket");
+        self.client()
+            .await
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .expect("create bucket");
     }
 }
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's test command (README "Test"): from a fresh clone it creates the Python venv with
+# the reference SDK (oss2 2.19.1) and boto3, then runs formatting and lint checks and the whole
+# test suite, interop tests included (they fail, never skip, without the venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${CRYPTOBUCKET_VENV:-$PWD/.venv}"
+need_venv() {
+  [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import oss2, boto3; assert oss2.__version__ == "2.19.1"' 2>/dev/null
+}
+if need_venv; then
+  echo "== creating Python venv at $VENV (oss2 2.19.1, boto3)"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+export CRYPTOBUCKET_PYTHON="$VENV/bin/python"
+
+# The >64 GiB counter test checks against the OpenSSL command line.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "== installing openssl"
+  apt-get update -qq && apt-get install -y -qq openssl
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked
