@@ -7,7 +7,11 @@ use cryptobucket::ContentMaterial;
 fn bench(c: &mut Criterion) {
     let m = ContentMaterial::from_parts([7u8; 32], [1u8; 16]);
     let mut group = c.benchmark_group("aes-256-ctr");
-    for (label, size) in [("64KiB", 64usize << 10), ("1MiB", 1 << 20), ("16MiB", 16 << 20)] {
+    for (label, size) in [
+        ("64KiB", 64usize << 10),
+        ("1MiB", 1 << 20),
+        ("16MiB", 16 << 20),
+    ] {
         let mut buf = vec![0u8; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(label), &size, |b, _| {
