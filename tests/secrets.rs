@@ -1,0 +1,38 @@
+//! Debug and Display never show key material.
+
+mod support;
+
+use base64::Engine as _;
+use cryptobucket::{ContentMaterial, KeyEntry, Keyring, MatDesc};
+
+#[test]
+fn debug_output_has_no_key_bytes() {
+    let m = ContentMaterial::from_parts([0xAB; 32], [0xCD; 16]);
+    let (private_pem, _) = support::key_pem("a");
+    let key = support::rsa("a");
+    let keyring = Keyring::builder()
+        .default_key(KeyEntry::new(support::rsa("a")).matdesc(MatDesc::new().with("k", "a")))
+        .build()
+        .unwrap();
+    let cipher = m.cipher_at(3).unwrap();
+    let texts = [
+        format!("{m:?}"),
+        format!("{key:?}"),
+        format!("{keyring:?}"),
+        format!("{cipher:?}"),
+    ];
+    let private_b64: String = private_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .take(3)
+        .collect();
+    for t in &texts {
+        for needle in [
+            "ab, ab", "171, 171", "abab", "205, 205", "cdcd", "ABAB", "q6ur",
+        ] {
+            assert!(!t.contains(needle), "{t} contains {needle}");
+        }
+        assert!(!t.contains(&private_b64[..40]), "{t}");
+    }
+    assert!(!texts[0].contains(&base64::engine::general_purpose::STANDARD.encode([0xAB; 32])));
+}
