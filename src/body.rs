@@ -23,7 +23,8 @@ type Reader = Pin<Box<dyn AsyncRead + Send>>;
 
 enum Source {
     Bytes(Bytes),
-    File(PathBuf),
+    /// A file, from a byte offset.
+    File(PathBuf, u64),
     Reader(Mutex<Option<Reader>>),
 }
 
@@ -50,7 +51,8 @@ impl std::fmt::Debug for PutBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.source {
             Source::Bytes(_) => "bytes".to_owned(),
-            Source::File(p) => format!("file {}", p.display()),
+            Source::File(p, 0) => format!("file {}", p.display()),
+            Source::File(p, at) => format!("file {} from byte {at}", p.display()),
             Source::Reader(_) => "reader".to_owned(),
         };
         f.debug_struct("PutBody")
@@ -84,8 +86,38 @@ impl PutBody {
         }
         Ok(Self {
             len: meta.len(),
-            source: Source::File(path),
+            source: Source::File(path, 0),
         })
+    }
+
+    /// A body of `len` bytes of the file at `path`, starting at byte `offset`: one part of a
+    /// multipart upload. Replayable, like [`from_path`](Self::from_path).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let f = tempfile::NamedTempFile::new().unwrap();
+    /// std::fs::write(f.path(), vec![0u8; 100]).unwrap();
+    /// let part = cryptobucket::PutBody::from_file_range(f.path(), 32, 64).await.unwrap();
+    /// assert_eq!(part.len(), 64);
+    /// assert!(cryptobucket::PutBody::from_file_range(f.path(), 64, 64).await.is_err());
+    /// # });
+    /// ```
+    pub async fn from_file_range(path: impl Into<PathBuf>, offset: u64, len: u64) -> Result<Self> {
+        let whole = Self::from_path(path).await?;
+        let Source::File(path, _) = whole.source else {
+            unreachable!("from_path builds a file source")
+        };
+        match offset.checked_add(len) {
+            Some(end) if end <= whole.len => Ok(Self {
+                len,
+                source: Source::File(path, offset),
+            }),
+            _ => Err(Error::invalid_input(format!(
+                "bytes {offset}..+{len} lie outside {} ({} bytes)",
+                path.display(),
+                whole.len
+            ))),
+        }
     }
 
     /// A body read once from `reader`, which must yield exactly `len` bytes.
@@ -106,25 +138,32 @@ impl PutBody {
         self.len == 0
     }
 
-    /// The encrypted request body.
-    pub(crate) fn into_encrypted(self, material: &ContentMaterial) -> Result<ByteStream> {
+    /// The encrypted request body: the plaintext encrypted as the bytes at plaintext offset
+    /// `offset` of the object (0 for a whole object, the part's start for a part).
+    pub(crate) fn into_encrypted(
+        self,
+        material: &ContentMaterial,
+        offset: u64,
+    ) -> Result<ByteStream> {
         let len = self.len;
+        // Set the cipher up once here so a key problem is an error now, not mid-body.
+        CtrCipher::new(material, offset)?;
         let body = match self.source {
             Source::Bytes(bytes) => {
                 let material = material.clone();
                 SdkBody::retryable(move || {
                     let reader: Reader = Box::pin(io::Cursor::new(bytes.clone()));
-                    EncryptingBody::sdk_body(reader, &material, len)
+                    EncryptingBody::sdk_body(reader, &material, offset, len)
                 })
             }
-            Source::File(path) => {
+            Source::File(path, start) => {
                 let material = material.clone();
                 SdkBody::retryable(move || {
-                    let reader: Reader = match std::fs::File::open(&path) {
+                    let reader: Reader = match open_at(&path, start) {
                         Ok(f) => Box::pin(tokio::fs::File::from_std(f)),
                         Err(e) => Box::pin(FailingReader(Some(e))),
                     };
-                    EncryptingBody::sdk_body(reader, &material, len)
+                    EncryptingBody::sdk_body(reader, &material, offset, len)
                 })
             }
             Source::Reader(reader) => {
@@ -133,7 +172,7 @@ impl PutBody {
                     .ok()
                     .flatten()
                     .ok_or_else(|| Error::invalid_input("reader body already used"))?;
-                EncryptingBody::sdk_body(reader, material, len)
+                EncryptingBody::sdk_body(reader, material, offset, len)
             }
         };
         Ok(ByteStream::new(body))
@@ -164,6 +203,15 @@ impl From<String> for PutBody {
     }
 }
 
+fn open_at(path: &std::path::Path, start: u64) -> io::Result<std::fs::File> {
+    use std::io::Seek as _;
+    let mut f = std::fs::File::open(path)?;
+    if start > 0 {
+        f.seek(io::SeekFrom::Start(start))?;
+    }
+    Ok(f)
+}
+
 struct FailingReader(Option<io::Error>);
 
 impl AsyncRead for FailingReader {
@@ -182,28 +230,21 @@ impl AsyncRead for FailingReader {
 /// An HTTP body that reads plaintext and yields ciphertext, exactly `remaining` bytes.
 struct EncryptingBody {
     reader: Mutex<Reader>,
-    cipher: CtrCipher,
+    /// `None` only if the key failed to set up, which `into_encrypted` has already ruled out;
+    /// the body then fails rather than sending anything.
+    cipher: Option<CtrCipher>,
     remaining: u64,
     total: u64,
 }
 
 impl EncryptingBody {
-    fn sdk_body(reader: Reader, material: &ContentMaterial, len: u64) -> SdkBody {
-        match CtrCipher::new(material, 0) {
-            Ok(cipher) => SdkBody::from_body_1_x(Self {
-                reader: Mutex::new(reader),
-                cipher,
-                remaining: len,
-                total: len,
-            }),
-            Err(e) => SdkBody::from_body_1_x(Self {
-                reader: Mutex::new(Box::pin(FailingReader(Some(io::Error::other(e))))),
-                cipher: CtrCipher::new(&ContentMaterial::from_parts([0; 32], [0; 16]), 0)
-                    .expect("a zero key always sets up"),
-                remaining: len,
-                total: len,
-            }),
-        }
+    fn sdk_body(reader: Reader, material: &ContentMaterial, offset: u64, len: u64) -> SdkBody {
+        SdkBody::from_body_1_x(Self {
+            reader: Mutex::new(reader),
+            cipher: CtrCipher::new(material, offset).ok(),
+            remaining: len,
+            total: len,
+        })
     }
 }
 
@@ -219,6 +260,9 @@ impl http_body::Body for EncryptingBody {
         if this.remaining == 0 {
             return Poll::Ready(None);
         }
+        let Some(cipher) = this.cipher.as_mut() else {
+            return Poll::Ready(Some(Err(io::Error::other("AES-256 key setup failed"))));
+        };
         let want = this.remaining.min(CHUNK as u64) as usize;
         let mut buf = BytesMut::with_capacity(want);
         let n = {
@@ -240,7 +284,7 @@ impl http_body::Body for EncryptingBody {
                 ),
             ))));
         }
-        this.cipher.apply(&mut buf);
+        cipher.apply(&mut buf);
         this.remaining -= n as u64;
         Poll::Ready(Some(Ok(http_body::Frame::data(buf.freeze()))))
     }

@@ -202,6 +202,18 @@ impl CryptoBucket {
         }
     }
 
+    /// Starts an encrypted multipart upload (see [`crate::multipart`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let upload = bucket.create_multipart_upload().key("ckpt.bin").data_size(20 << 20).send().await?;
+    /// assert_eq!(upload.part_count(), Some(3)); // 8 MiB parts by default
+    /// # Ok(()) }
+    /// ```
+    pub fn create_multipart_upload(&self) -> crate::multipart::CreateMultipartUploadFluentBuilder {
+        crate::multipart::CreateMultipartUploadFluentBuilder::new(self.clone())
+    }
+
     /// Starts a same-store copy that keeps the encryption metadata (and so the body stays
     /// readable with the same keys).
     pub fn copy_object(&self) -> CopyObjectFluentBuilder {
@@ -234,7 +246,17 @@ impl CryptoBucket {
     }
 }
 
-fn require_key(key: Option<String>) -> Result<String> {
+/// Refuses user metadata that would shadow the encryption envelope.
+pub(crate) fn check_user_metadata(meta: &HashMap<String, String>) -> Result<()> {
+    match meta.keys().find(|k| envelope::is_envelope_key(k)) {
+        Some(bad) => Err(Error::invalid_input(format!(
+            "user metadata key {bad:?} collides with the encryption metadata"
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn require_key(key: Option<String>) -> Result<String> {
     key.ok_or_else(|| Error::invalid_input("the object key is required (call .key(...))"))
 }
 
@@ -327,11 +349,7 @@ impl PutObjectFluentBuilder {
                 "{len} bytes exceed the 5 GiB single-PUT limit; use a multipart upload"
             )));
         }
-        if let Some(bad) = self.metadata.keys().find(|k| envelope::is_envelope_key(k)) {
-            return Err(Error::invalid_input(format!(
-                "user metadata key {bad:?} collides with the encryption metadata"
-            )));
-        }
+        check_user_metadata(&self.metadata)?;
         let inner = &self.bucket.inner;
         let (material, mut env) = inner.keyring.seal().await?;
         env.unencrypted_content_length = Some(len);
@@ -346,7 +364,7 @@ impl PutObjectFluentBuilder {
             .content_length(len as i64)
             .set_content_type(self.content_type)
             .set_metadata(Some(meta))
-            .body(body.into_encrypted(&material)?)
+            .body(body.into_encrypted(&material, 0)?)
             .send()
             .await
             .map_err(|e| Error::from_sdk("PutObject", e))?;

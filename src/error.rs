@@ -12,10 +12,10 @@ use std::fmt;
 ///
 /// ```
 /// use cryptobucket::{Error, ErrorKind};
-/// fn retryable(e: &Error) -> bool {
-///     matches!(e.kind(), ErrorKind::Transport | ErrorKind::Truncated)
+/// fn should_restart(e: &Error) -> bool {
+///     matches!(e.kind(), ErrorKind::Changed | ErrorKind::NotFound)
 /// }
-/// # let _ = retryable;
+/// # let _ = should_restart;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -49,7 +49,13 @@ pub enum ErrorKind {
     SizeMismatch,
     /// The object or bucket does not exist.
     NotFound,
-    /// The store refused the request (access denied, precondition failed, ...).
+    /// The object changed while it was being read (its ETag no longer matches the pinned one,
+    /// HTTP 412), or a resumed transfer's source file changed.
+    Changed,
+    /// A checkpoint file of a resumable transfer is unreadable, belongs to another transfer, or
+    /// its key material does not match (tampered or swapped); it is refused, never trusted.
+    InvalidCheckpoint,
+    /// The store refused the request (access denied, ...).
     Service,
     /// The request could not be sent or the connection failed.
     Transport,
@@ -70,6 +76,8 @@ pub struct Error {
     message: String,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// Set for service answers that say "try again" (5xx, 429, SlowDown).
+    transient: bool,
 }
 
 impl Error {
@@ -79,6 +87,7 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            transient: false,
         }
     }
 
@@ -96,6 +105,19 @@ impl Error {
     /// The message without the source chain.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// True when trying the same request again may succeed: a broken or timed-out connection,
+    /// a body cut short, or a service answer that asks for a retry (HTTP 5xx, 429, `SlowDown`).
+    /// Multipart and resumable transfers retry such failures with backoff.
+    ///
+    /// ```
+    /// use cryptobucket::{Error, ErrorKind};
+    /// assert!(Error::new(ErrorKind::Transport, "connection reset").is_retryable());
+    /// assert!(!Error::new(ErrorKind::KeyUnwrap, "wrong key").is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        self.transient || matches!(self.kind, ErrorKind::Transport | ErrorKind::Truncated)
     }
 
     pub(crate) fn invalid_metadata(message: impl Into<String>) -> Self {
@@ -149,6 +171,7 @@ impl Error {
                         ErrorKind::NotFound
                     }
                     "InvalidRange" => ErrorKind::RangeNotSatisfiable,
+                    "PreconditionFailed" => ErrorKind::Changed,
                     _ => ErrorKind::Service,
                 };
                 let msg = e.message().unwrap_or("");
@@ -173,14 +196,30 @@ impl Error {
             SdkError::ServiceError(se) if se.raw().status().as_u16() == 416 => {
                 ErrorKind::RangeNotSatisfiable
             }
+            SdkError::ServiceError(se) if se.raw().status().as_u16() == 412 => ErrorKind::Changed,
             _ => kind,
+        };
+        let transient = match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                status >= 500
+                    || status == 429
+                    || matches!(
+                        se.err().code(),
+                        Some("SlowDown" | "Throttling" | "RequestTimeout" | "InternalError")
+                    )
+            }
+            SdkError::ResponseError(_) => true,
+            _ => false,
         };
         let detail = if kind == ErrorKind::NotFound {
             "no such object or bucket".to_owned()
         } else {
             detail
         };
-        Self::new(kind, format!("{op} failed: {detail}")).with_source(err)
+        let mut out = Self::new(kind, format!("{op} failed: {detail}")).with_source(err);
+        out.transient = transient;
+        out
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`envelope`]: the metadata format (V2, and legacy V1 for reading) and [`MatDesc`];
 //! - [`keys`]: the [`KeyProvider`] trait, [`RsaKeyPair`], the [`Keyring`] and its TOML file;
 //! - [`bucket`]: [`CryptoBucket`] and its request builders;
+//! - [`multipart`]: encrypted multipart uploads, parts in any order and in parallel;
 //! - [`body`]: the streaming encrypt/decrypt data path;
 //! - [`range`]: byte ranges and response checks;
 //! - [`client`]: building an S3 client for any store.
@@ -43,6 +44,7 @@ pub mod client;
 pub mod envelope;
 mod error;
 pub mod keys;
+pub mod multipart;
 pub mod range;
 
 pub use body::{DecryptingStream, PutBody};

@@ -8,20 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use cryptobucket::{
     ByteRange, CryptoBucket, ErrorKind, KeyEntry, Keyring, MatDesc, PutBody, UnencryptedPolicy,
 };
-use support::{Fault, bucket_with, keyring_a, pattern, rsa};
-
-async fn raw_object(cb: &CryptoBucket, key: &str) -> (Vec<u8>, HashMap<String, String>) {
-    let out = cb
-        .client()
-        .get_object()
-        .bucket("bkt")
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let meta = out.metadata().cloned().unwrap_or_default();
-    (out.body.collect().await.unwrap().to_vec(), meta)
-}
+use support::{Fault, bucket_with, keyring_a, pattern, raw_object, rsa};
 
 async fn put_raw(cb: &CryptoBucket, key: &str, body: Vec<u8>, meta: HashMap<String, String>) {
     cb.client()

@@ -271,3 +271,39 @@ async fn oss2_style_multipart_object_reads_as_one_stream() {
         .unwrap();
     assert_eq!(&got[..], &data[PART - 10..=PART + 20]);
 }
+
+#[tokio::test]
+async fn oss2_reads_our_multipart_object() {
+    let peer = Peer::new().await;
+    const PART: u64 = 5 * 1024 * 1024;
+    let data = pattern((2 * PART + 4321) as usize, 78);
+    let cb = peer
+        .bucket(Keyring::single(rsa("a"), MatDesc::new().with("k", "a")))
+        .await;
+    let upload = cb
+        .create_multipart_upload()
+        .key("our-mp")
+        .data_size(data.len() as u64)
+        .part_size(cryptobucket::multipart::PartSize::Target(PART))
+        .send()
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for n in [3, 1, 2] {
+        let (off, len) = upload.part_range(n).unwrap();
+        let body = data[off as usize..(off + len) as usize].to_vec();
+        parts.push(upload.upload_part(n, body).await.unwrap());
+    }
+    upload.complete(parts).await.unwrap();
+    let whole = peer.path("our-mp.out");
+    let slice = peer.path("our-mp.range");
+    let (first, last) = (PART - 7, 2 * PART + 9);
+    let seen = peer.run(vec![
+        json!({"op": "decrypt", "key": "our-mp", "out": whole}),
+        json!({"op": "decrypt", "key": "our-mp", "out": slice, "range": [first, last]}),
+    ]);
+    assert_eq!(seen[0]["data_size"], data.len().to_string());
+    assert_eq!(seen[0]["part_size"], PART.to_string());
+    assert!(std::fs::read(&whole).unwrap() == data);
+    assert!(std::fs::read(&slice).unwrap() == data[first as usize..=last as usize]);
+}

@@ -101,7 +101,9 @@ def decrypt(s3, cfg, job):
         plain = plain[rng[0] - start:]
     with open(job["out"], "wb") as f:
         f.write(plain)
-    return {"wrap_alg": material.wrap_alg, "matdesc": material.mat_desc or {}}
+    return {"wrap_alg": material.wrap_alg, "matdesc": material.mat_desc or {},
+            "data_size": headers.get(PREFIX + "client-side-encryption-data-size"),
+            "part_size": headers.get(PREFIX + "client-side-encryption-part-size")}
 
 
 def main():

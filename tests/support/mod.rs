@@ -3,6 +3,7 @@
 
 pub mod server;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
@@ -53,4 +54,27 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// The stored (encrypted) bytes and metadata of an object, fetched with the plain S3 client.
+pub async fn raw_object(cb: &CryptoBucket, key: &str) -> (Vec<u8>, HashMap<String, String>) {
+    let out = cb
+        .client()
+        .get_object()
+        .bucket(cb.bucket())
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let meta = out.metadata().cloned().unwrap_or_default();
+    (out.body.collect().await.unwrap().to_vec(), meta)
+}
+
+/// AES-256-CTR from RustCrypto (independent of the crate's AWS-LC cipher): encrypts `data` as
+/// the bytes at plaintext `offset` of a stream whose first counter block is `iv`.
+pub fn reference_ctr(cek: &[u8; 32], iv: &[u8; 16], offset: u64, data: &mut [u8]) {
+    use ctr::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+    let mut c = ctr::Ctr128BE::<aes::Aes256>::new(cek.into(), iv.into());
+    c.seek(offset);
+    c.apply_keystream(data);
 }

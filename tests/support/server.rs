@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -32,13 +34,39 @@ pub enum Fault {
     TruncateBody,
 }
 
+/// What the server has received and sent, for tests that bound the bytes a transfer moves.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Bytes of UploadPart bodies received (by Content-Length), including failed parts.
+    pub part_bytes_in: AtomicU64,
+    /// UploadPart requests received.
+    pub parts_in: AtomicU64,
+    /// Bytes of GetObject bodies sent (by Content-Length).
+    pub bytes_out: AtomicU64,
+}
+
 struct FaultyFs {
     fs: FileSystem,
     root: std::path::PathBuf,
     fault: Fault,
+    stats: Arc<Stats>,
 }
 
 impl FaultyFs {
+    /// s3s-fs 0.14.1 lists parts of an upload that does not exist as an empty list and answers
+    /// AccessDenied to parts sent to one; S3 answers NoSuchUpload (404). Behave as S3 does.
+    fn require_upload(&self, upload_id: &str) -> S3Result<()> {
+        if self
+            .root
+            .join(format!(".upload-{upload_id}.json"))
+            .is_file()
+        {
+            Ok(())
+        } else {
+            Err(s3s::s3_error!(NoSuchUpload))
+        }
+    }
+
     async fn faulty_get(
         &self,
         mut req: S3Request<GetObjectInput>,
@@ -70,6 +98,10 @@ impl FaultyFs {
             }
         }
         let mut resp = self.fs.get_object(req).await?;
+        self.stats.bytes_out.fetch_add(
+            resp.output.content_length.unwrap_or(0) as u64,
+            Ordering::Relaxed,
+        );
         if self.fault == Fault::TruncateBody
             && let Some(body) = resp.output.body.take()
         {
@@ -102,6 +134,28 @@ macro_rules! faulty_impl {
             async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
                 self.faulty_get(req).await
             }
+
+            async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+                self.require_upload(&req.input.upload_id)?;
+                self.stats.parts_in.fetch_add(1, Ordering::Relaxed);
+                self.stats.part_bytes_in.fetch_add(req.input.content_length.unwrap_or(0) as u64, Ordering::Relaxed);
+                self.fs.upload_part(req).await
+            }
+
+            async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+                self.require_upload(&req.input.upload_id)?;
+                self.fs.list_parts(req).await
+            }
+
+            async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+                self.require_upload(&req.input.upload_id)?;
+                self.fs.complete_multipart_upload(req).await
+            }
+
+            async fn abort_multipart_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+                self.require_upload(&req.input.upload_id)?;
+                self.fs.abort_multipart_upload(req).await
+            }
         }
     };
 }
@@ -117,10 +171,6 @@ faulty_impl! {
     list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
     list_objects: ListObjectsInput => ListObjectsOutput;
     create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
-    upload_part: UploadPartInput => UploadPartOutput;
-    list_parts: ListPartsInput => ListPartsOutput;
-    complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput;
-    abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
 }
 
 /// A running server; stopped and its data removed on drop.
@@ -129,6 +179,8 @@ pub struct TestServer {
     pub endpoint: String,
     /// Where the objects are stored.
     pub root: std::path::PathBuf,
+    /// Traffic counters.
+    pub stats: Arc<Stats>,
     _dir: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -154,6 +206,8 @@ impl TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let fs_root = root.clone();
+        let stats = Arc::new(Stats::default());
+        let server_stats = stats.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -162,7 +216,7 @@ impl TestServer {
                 .expect("server runtime");
             rt.block_on(async move {
                 let fs = FileSystem::new(&fs_root).expect("s3s-fs root");
-                let mut b = s3s::service::S3ServiceBuilder::new(FaultyFs { fs, root: fs_root.clone(), fault });
+                let mut b = s3s::service::S3ServiceBuilder::new(FaultyFs { fs, root: fs_root.clone(), fault, stats: server_stats });
                 b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = b.build();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -185,6 +239,7 @@ impl TestServer {
         Self {
             endpoint: format!("http://{addr}"),
             root,
+            stats,
             _dir: None,
             shutdown: Some(stop_tx),
             thread: Some(thread),
@@ -200,6 +255,13 @@ impl TestServer {
             .static_credentials(ACCESS_KEY, SECRET_KEY)
             .build()
             .await
+    }
+
+    /// The stored bytes of part `n` of an unfinished multipart upload (s3s-fs keeps each part
+    /// in a file named after the upload id), for tests that check a part without assembling it.
+    pub fn stored_part(&self, upload_id: &str, n: u32) -> Vec<u8> {
+        std::fs::read(self.root.join(format!(".upload_id-{upload_id}.part-{n}")))
+            .expect("stored part")
     }
 
     /// Creates a bucket.

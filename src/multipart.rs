@@ -1,0 +1,609 @@
+//! Encrypted multipart uploads: the low-level API.
+//!
+//! One content key and IV per object, fixed at initiate; part `n` (1-based) holds plaintext
+//! bytes `(n-1) × part_size ..` encrypted with the counter `IV + (n-1) × part_size / 16`. Parts
+//! can therefore be uploaded in any order, in parallel, and retried: a retried part is encrypted
+//! with the same key and counter, so it is byte-identical. The finished object equals
+//! single-stream AES-CTR over the whole plaintext, which is what every OSS SDK reads.
+//!
+//! [`upload_file`](crate::CryptoBucket::upload_file) drives this API for whole files; use it
+//! directly for data that is produced in pieces.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedPart};
+
+use crate::body::PutBody;
+use crate::bucket::{CryptoBucket, check_user_metadata, require_key};
+use crate::cipher::{BLOCK_LEN, ContentMaterial};
+use crate::envelope::Envelope;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Smallest part S3 accepts, except for the last part (5 MiB).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest part S3 accepts (5 GiB).
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Most parts one upload may have (S3 and OSS: 10,000).
+pub const MAX_PARTS: u64 = 10_000;
+/// Part size chosen when the caller gives none and the data fits 10,000 of them (8 MiB, as
+/// the AWS transfer manager does): small enough to keep memory low, large enough for speed.
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Part size for streams of unknown length (16 MiB: up to ~156 GiB in 10,000 parts).
+pub const DEFAULT_UNKNOWN_SIZE_PART_SIZE: u64 = 16 * 1024 * 1024;
+
+/// How to choose the part size.
+///
+/// ```
+/// use cryptobucket::multipart::PartSize;
+/// // A 100 GB checkpoint: the automatic size keeps within 10,000 parts.
+/// let size = PartSize::Auto.resolve(Some(100_000_000_000)).unwrap();
+/// assert!(size % 16 == 0 && 100_000_000_000u64.div_ceil(size) <= 10_000);
+/// assert!(PartSize::Target(5 * 1024 * 1024 + 1).resolve(Some(1 << 30)).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PartSize {
+    /// 8 MiB, or the smallest whole number of MiB that fits the data in 10,000 parts.
+    #[default]
+    Auto,
+    /// Exactly this many bytes: a multiple of 16, 5 MiB..=5 GiB, at most 10,000 parts.
+    Target(u64),
+}
+
+impl PartSize {
+    /// The part size for `data_size` bytes (`None`: unknown length), or a clear
+    /// [`ErrorKind::InvalidInput`] error explaining which rule a requested size breaks.
+    pub fn resolve(self, data_size: Option<u64>) -> Result<u64> {
+        let max_data = MAX_PARTS * MAX_PART_SIZE;
+        if let Some(size) = data_size
+            && size > max_data
+        {
+            return Err(Error::invalid_input(format!(
+                "{size} bytes exceed what one multipart upload can hold \
+                 ({MAX_PARTS} parts of 5 GiB = {max_data} bytes)"
+            )));
+        }
+        match self {
+            PartSize::Auto => Ok(match data_size {
+                None => DEFAULT_UNKNOWN_SIZE_PART_SIZE,
+                Some(size) => {
+                    const MIB: u64 = 1024 * 1024;
+                    let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+                    needed.max(DEFAULT_PART_SIZE)
+                }
+            }),
+            PartSize::Target(part) => {
+                if part % BLOCK_LEN != 0 {
+                    return Err(Error::invalid_input(format!(
+                        "part size {part} is not a multiple of 16 (the AES block size); \
+                         each part must start on a block boundary, e.g. {}",
+                        part.next_multiple_of(BLOCK_LEN)
+                    )));
+                }
+                if part < MIN_PART_SIZE {
+                    return Err(Error::invalid_input(format!(
+                        "part size {part} is below S3's 5 MiB ({MIN_PART_SIZE} bytes) minimum"
+                    )));
+                }
+                if part > MAX_PART_SIZE {
+                    return Err(Error::invalid_input(format!(
+                        "part size {part} exceeds S3's 5 GiB ({MAX_PART_SIZE} bytes) maximum"
+                    )));
+                }
+                if let Some(size) = data_size
+                    && size.div_ceil(part) > MAX_PARTS
+                {
+                    return Err(Error::invalid_input(format!(
+                        "{size} bytes in parts of {part} make {} parts, more than S3's {MAX_PARTS}; \
+                         use a part size of at least {}",
+                        size.div_ceil(part),
+                        size.div_ceil(MAX_PARTS).next_multiple_of(BLOCK_LEN)
+                    )));
+                }
+                Ok(part)
+            }
+        }
+    }
+}
+
+/// One finished part, as [`MultipartUpload::complete`] needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompletedPart {
+    /// 1-based part number.
+    pub part_number: u32,
+    /// The ETag the store returned for the part.
+    pub e_tag: String,
+    /// Plaintext (= ciphertext) length of the part.
+    pub size: u64,
+}
+
+impl CompletedPart {
+    /// A completed part record (for resuming from your own bookkeeping).
+    ///
+    /// ```
+    /// let p = cryptobucket::multipart::CompletedPart::new(1, "\"abc\"", 8 << 20);
+    /// assert_eq!(p.part_number, 1);
+    /// ```
+    pub fn new(part_number: u32, e_tag: impl Into<String>, size: u64) -> Self {
+        Self {
+            part_number,
+            e_tag: e_tag.into(),
+            size,
+        }
+    }
+}
+
+/// A part as the store lists it ([`MultipartUpload::list_parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListedPart {
+    /// 1-based part number.
+    pub part_number: u32,
+    /// ETag, when the store reports one (some S3 implementations do not).
+    pub e_tag: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What completing an upload returns.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CompleteMultipartUploadOutput {
+    /// ETag of the assembled object.
+    pub e_tag: Option<String>,
+    /// Version id, on versioned buckets.
+    pub version_id: Option<String>,
+    /// Plaintext size of the object.
+    pub size: u64,
+}
+
+/// Builder of an encrypted multipart upload; see [`CryptoBucket::create_multipart_upload`].
+pub struct CreateMultipartUploadFluentBuilder {
+    bucket: CryptoBucket,
+    key: Option<String>,
+    data_size: Option<u64>,
+    part_size: PartSize,
+    content_type: Option<String>,
+    metadata: HashMap<String, String>,
+}
+
+impl fmt::Debug for CreateMultipartUploadFluentBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateMultipartUploadFluentBuilder")
+            .field("key", &self.key)
+            .field("data_size", &self.data_size)
+            .field("part_size", &self.part_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CreateMultipartUploadFluentBuilder {
+    pub(crate) fn new(bucket: CryptoBucket) -> Self {
+        Self {
+            bucket,
+            key: None,
+            data_size: None,
+            part_size: PartSize::Auto,
+            content_type: None,
+            metadata: HashMap::new(),
+        }
+    }
+
+    /// Object key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Total plaintext size, recorded as `client-side-encryption-data-size`.
+    ///
+    /// Give it whenever it is known: OSS checks server-side that the parts add up to it, and
+    /// downloads check the object against it. Without it (a stream of unknown length) the
+    /// upload works on S3-compatible stores; OSS's CSE checks require it.
+    pub fn data_size(mut self, size: u64) -> Self {
+        self.data_size = Some(size);
+        self
+    }
+
+    /// Part size (default [`PartSize::Auto`]), recorded as `client-side-encryption-part-size`.
+    pub fn part_size(mut self, part_size: PartSize) -> Self {
+        self.part_size = part_size;
+        self
+    }
+
+    /// Content type of the final object.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Adds one user-metadata entry (stored in clear).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Generates and wraps the content key, and initiates the upload.
+    pub async fn send(self) -> Result<MultipartUpload> {
+        let key = require_key(self.key)?;
+        let part_size = self.part_size.resolve(self.data_size)?;
+        check_user_metadata(&self.metadata)?;
+        let (material, mut env) = self.bucket.keyring().seal().await?;
+        env.data_size = self.data_size;
+        env.part_size = Some(part_size);
+        let mut meta = self.metadata;
+        meta.extend(env.to_metadata());
+        let out = self
+            .bucket
+            .client()
+            .create_multipart_upload()
+            .bucket(self.bucket.bucket())
+            .key(&key)
+            .set_content_type(self.content_type)
+            .set_metadata(Some(meta))
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk("CreateMultipartUpload", e))?;
+        let upload_id = out.upload_id.ok_or_else(|| {
+            Error::invalid_response("CreateMultipartUpload returned no upload id")
+        })?;
+        Ok(MultipartUpload {
+            inner: Arc::new(UploadInner {
+                bucket: self.bucket,
+                key,
+                upload_id,
+                material,
+                envelope: env,
+                part_size,
+                data_size: self.data_size,
+            }),
+        })
+    }
+}
+
+struct UploadInner {
+    bucket: CryptoBucket,
+    key: String,
+    upload_id: String,
+    material: ContentMaterial,
+    envelope: Envelope,
+    part_size: u64,
+    data_size: Option<u64>,
+}
+
+/// An encrypted multipart upload in progress. Cheap to clone; clones share the content key, so
+/// parts can be sent from several tasks at once.
+///
+/// ```no_run
+/// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+/// use cryptobucket::multipart::PartSize;
+/// let part = 8 * 1024 * 1024;
+/// let data = vec![7u8; 2 * part + 100];
+/// let upload = bucket.create_multipart_upload().key("big").data_size(data.len() as u64)
+///     .part_size(PartSize::Target(part as u64)).send().await?;
+/// // Any order, any concurrency:
+/// let p3 = upload.upload_part(3, data[2 * part..].to_vec()).await?;
+/// let p1 = upload.upload_part(1, data[..part].to_vec()).await?;
+/// let p2 = upload.upload_part(2, data[part..2 * part].to_vec()).await?;
+/// upload.complete(vec![p3, p1, p2]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MultipartUpload {
+    inner: Arc<UploadInner>,
+}
+
+impl fmt::Debug for MultipartUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultipartUpload")
+            .field("key", &self.inner.key)
+            .field("upload_id", &self.inner.upload_id)
+            .field("part_size", &self.inner.part_size)
+            .field("data_size", &self.inner.data_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MultipartUpload {
+    /// Re-attaches to an upload started earlier (by this process or another), given the
+    /// envelope that was written at initiate. The content key is unwrapped through the bucket's
+    /// keyring, once. The envelope must carry `part-size`.
+    ///
+    /// S3 cannot tell us which key an upload was started with, so keep the envelope with the
+    /// upload id (as [`upload_file`](CryptoBucket::upload_file)'s checkpoints do); a wrong
+    /// envelope would produce an object that mixes two keys.
+    pub async fn resume(
+        bucket: &CryptoBucket,
+        key: impl Into<String>,
+        upload_id: impl Into<String>,
+        envelope: Envelope,
+    ) -> Result<Self> {
+        let part_size = envelope.part_size.ok_or_else(|| {
+            Error::invalid_metadata("the envelope of a multipart upload must record its part size")
+        })?;
+        if part_size == 0 || part_size % BLOCK_LEN != 0 {
+            return Err(Error::invalid_metadata(format!(
+                "part size {part_size} is not a positive multiple of 16"
+            )));
+        }
+        let material = bucket.keyring().unwrap(&envelope).await?;
+        Ok(Self {
+            inner: Arc::new(UploadInner {
+                bucket: bucket.clone(),
+                key: key.into(),
+                upload_id: upload_id.into(),
+                material,
+                data_size: envelope.data_size,
+                envelope,
+                part_size,
+            }),
+        })
+    }
+
+    /// Object key.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The store's upload id.
+    pub fn upload_id(&self) -> &str {
+        &self.inner.upload_id
+    }
+
+    /// Part size in bytes (every part but the last has exactly this size).
+    pub fn part_size(&self) -> u64 {
+        self.inner.part_size
+    }
+
+    /// Total plaintext size, when known.
+    pub fn data_size(&self) -> Option<u64> {
+        self.inner.data_size
+    }
+
+    /// The envelope written at initiate (wrapped key material only).
+    pub fn envelope(&self) -> &Envelope {
+        &self.inner.envelope
+    }
+
+    /// Number of parts, when the data size is known (an empty object has one empty part).
+    pub fn part_count(&self) -> Option<u32> {
+        self.inner
+            .data_size
+            .map(|size| size.div_ceil(self.inner.part_size).max(1) as u32)
+    }
+
+    /// Plaintext `(offset, length)` of part `part_number`, when the data size is known.
+    ///
+    /// ```no_run
+    /// # fn demo(upload: cryptobucket::multipart::MultipartUpload) -> cryptobucket::Result<()> {
+    /// let (offset, len) = upload.part_range(2)?;
+    /// assert_eq!(offset, upload.part_size());
+    /// # let _ = len; Ok(()) }
+    /// ```
+    pub fn part_range(&self, part_number: u32) -> Result<(u64, u64)> {
+        let offset = self.part_offset(part_number)?;
+        let size = self.inner.data_size.ok_or_else(|| {
+            Error::invalid_input("the upload's data size is unknown, so part lengths are too")
+        })?;
+        if offset >= size && !(size == 0 && part_number == 1) {
+            return Err(Error::invalid_input(format!(
+                "part {part_number} starts at byte {offset}, past the {size}-byte object"
+            )));
+        }
+        Ok((offset, (size - offset).min(self.inner.part_size)))
+    }
+
+    fn part_offset(&self, part_number: u32) -> Result<u64> {
+        if part_number == 0 || u64::from(part_number) > MAX_PARTS {
+            return Err(Error::invalid_input(format!(
+                "part number {part_number} is outside 1..={MAX_PARTS}"
+            )));
+        }
+        Ok(u64::from(part_number - 1) * self.inner.part_size)
+    }
+
+    /// Encrypts `body` as part `part_number` and uploads it. The body must be exactly the
+    /// part's plaintext: `part_size` bytes, or the remainder for the last part.
+    pub async fn upload_part(
+        &self,
+        part_number: u32,
+        body: impl Into<PutBody>,
+    ) -> Result<CompletedPart> {
+        let body = body.into();
+        let offset = self.part_offset(part_number)?;
+        let len = body.len();
+        match self.inner.data_size {
+            Some(_) => {
+                let (_, expected) = self.part_range(part_number)?;
+                if len != expected {
+                    return Err(Error::invalid_input(format!(
+                        "part {part_number} must be {expected} bytes, got {len}"
+                    )));
+                }
+            }
+            None if len > self.inner.part_size || len == 0 && part_number > 1 => {
+                return Err(Error::invalid_input(format!(
+                    "part {part_number} is {len} bytes; parts are 1..={} bytes",
+                    self.inner.part_size
+                )));
+            }
+            None => {}
+        }
+        let inner = &self.inner;
+        let out = inner
+            .bucket
+            .client()
+            .upload_part()
+            .bucket(inner.bucket.bucket())
+            .key(&inner.key)
+            .upload_id(&inner.upload_id)
+            .part_number(part_number as i32)
+            .content_length(len as i64)
+            .body(body.into_encrypted(&inner.material, offset)?)
+            .send()
+            .await
+            .map_err(|e| self.upload_error("UploadPart", e))?;
+        let e_tag = out
+            .e_tag
+            .ok_or_else(|| Error::invalid_response("UploadPart returned no ETag"))?;
+        Ok(CompletedPart {
+            part_number,
+            e_tag,
+            size: len,
+        })
+    }
+
+    /// The parts the store holds for this upload, sorted by part number.
+    pub async fn list_parts(&self) -> Result<Vec<ListedPart>> {
+        let inner = &self.inner;
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = inner
+                .bucket
+                .client()
+                .list_parts()
+                .bucket(inner.bucket.bucket())
+                .key(&inner.key)
+                .upload_id(&inner.upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| self.upload_error("ListParts", e))?;
+            for p in out.parts() {
+                let (Some(n), Some(size)) = (p.part_number(), p.size()) else {
+                    return Err(Error::invalid_response(
+                        "ListParts returned a part without number or size",
+                    ));
+                };
+                let (Ok(part_number), Ok(size)) = (u32::try_from(n), u64::try_from(size)) else {
+                    return Err(Error::invalid_response(
+                        "ListParts returned a negative part number or size",
+                    ));
+                };
+                parts.push(ListedPart {
+                    part_number,
+                    e_tag: p.e_tag().map(str::to_owned).filter(|t| !t.is_empty()),
+                    size,
+                });
+            }
+            match (out.is_truncated(), out.next_part_number_marker()) {
+                (Some(true), Some(next)) if !next.is_empty() => marker = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        parts.sort_by_key(|p| p.part_number);
+        parts.dedup_by_key(|p| p.part_number);
+        Ok(parts)
+    }
+
+    /// Checks that `parts` make up the whole object (numbers 1..=n, every part but the last of
+    /// `part_size` bytes, the total equal to the data size when known), then completes.
+    pub async fn complete(
+        &self,
+        mut parts: Vec<CompletedPart>,
+    ) -> Result<CompleteMultipartUploadOutput> {
+        let inner = &self.inner;
+        parts.sort_by_key(|p| p.part_number);
+        if parts.is_empty() {
+            return Err(Error::invalid_input("no parts to complete the upload with"));
+        }
+        let mut total = 0u64;
+        for (i, p) in parts.iter().enumerate() {
+            let expected = i as u32 + 1;
+            if p.part_number != expected {
+                return Err(Error::invalid_input(format!(
+                    "part {expected} is missing (or duplicated) among the parts to complete"
+                )));
+            }
+            let last = i + 1 == parts.len();
+            if !last && p.size != inner.part_size {
+                return Err(Error::invalid_input(format!(
+                    "part {} is {} bytes; every part but the last must be {}",
+                    p.part_number, p.size, inner.part_size
+                )));
+            }
+            total += p.size;
+        }
+        if let Some(size) = inner.data_size
+            && size != total
+        {
+            return Err(Error::invalid_input(format!(
+                "the parts hold {total} bytes but the upload was started for {size}"
+            )));
+        }
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| {
+                        SdkCompletedPart::builder()
+                            .part_number(p.part_number as i32)
+                            .e_tag(&p.e_tag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let out = inner
+            .bucket
+            .client()
+            .complete_multipart_upload()
+            .bucket(inner.bucket.bucket())
+            .key(&inner.key)
+            .upload_id(&inner.upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(|e| self.upload_error("CompleteMultipartUpload", e))?;
+        Ok(CompleteMultipartUploadOutput {
+            e_tag: out.e_tag,
+            version_id: out.version_id,
+            size: total,
+        })
+    }
+
+    /// Aborts the upload; the store discards its parts.
+    pub async fn abort(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner
+            .bucket
+            .client()
+            .abort_multipart_upload()
+            .bucket(inner.bucket.bucket())
+            .key(&inner.key)
+            .upload_id(&inner.upload_id)
+            .send()
+            .await
+            .map_err(|e| self.upload_error("AbortMultipartUpload", e))?;
+        Ok(())
+    }
+
+    fn upload_error<E>(
+        &self,
+        op: &str,
+        err: aws_sdk_s3::error::SdkError<
+            E,
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+        >,
+    ) -> Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let e = Error::from_sdk(op, err);
+        if e.kind() == ErrorKind::NotFound {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{op} failed: upload {} of {:?} no longer exists (completed, aborted or expired)",
+                    self.inner.upload_id, self.inner.key
+                ),
+            )
+        } else {
+            e
+        }
+    }
+}
