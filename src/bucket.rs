@@ -9,6 +9,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::types::MetadataDirective;
 
 use crate::body::{DecryptingStream, PutBody};
+use crate::cipher::ContentMaterial;
 use crate::envelope::{self, Envelope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Keyring;
@@ -44,7 +45,7 @@ struct Inner {
 ///
 /// Cheap to clone (shared state). Build it from an [`aws_sdk_s3::Client`]; for stores such as
 /// Garage that reject aws-sdk-s3's default streaming checksum trailer, build that client with
-/// [`client_config`](crate::client_config) or set
+/// [`ClientOptions`](crate::ClientOptions) (its default) or set
 /// `RequestChecksumCalculation::WhenRequired` yourself.
 ///
 /// ```no_run
@@ -183,6 +184,7 @@ impl CryptoBucket {
             key: None,
             range: None,
             if_match: None,
+            preset: None,
         }
     }
 
@@ -214,6 +216,32 @@ impl CryptoBucket {
         crate::multipart::CreateMultipartUploadFluentBuilder::new(self.clone())
     }
 
+    /// Uploads a local file: one PUT when small, otherwise a parallel encrypted multipart upload
+    /// that keeps a checkpoint and resumes after a crash (see [`crate::resumable`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let out = bucket.upload_file().key("ckpt/model.safetensors")
+    ///     .path("model.safetensors").concurrency(16).send().await?;
+    /// if out.resumed_bytes > 0 { println!("resumed: {} bytes were already there", out.resumed_bytes); }
+    /// # Ok(()) }
+    /// ```
+    pub fn upload_file(&self) -> crate::resumable::UploadFileFluentBuilder {
+        crate::resumable::UploadFileFluentBuilder::new(self.clone())
+    }
+
+    /// Downloads an object to a local file with parallel ranged GETs, resumably; the file
+    /// appears only when complete (see [`crate::resumable`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// bucket.download_file().key("ckpt/model.safetensors").path("model.safetensors").send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn download_file(&self) -> crate::resumable::DownloadFileFluentBuilder {
+        crate::resumable::DownloadFileFluentBuilder::new(self.clone())
+    }
+
     /// Starts a same-store copy that keeps the encryption metadata (and so the body stays
     /// readable with the same keys).
     pub fn copy_object(&self) -> CopyObjectFluentBuilder {
@@ -233,6 +261,12 @@ impl CryptoBucket {
     ) -> Result<Option<Envelope>> {
         let empty = HashMap::new();
         let env = Envelope::from_metadata(meta.unwrap_or(&empty))?;
+        self.check_unencrypted(key, env.as_ref())?;
+        Ok(env)
+    }
+
+    /// Applies the unencrypted-object policy to an object with envelope `env`.
+    pub(crate) fn check_unencrypted(&self, key: &str, env: Option<&Envelope>) -> Result<()> {
         if env.is_none() && self.inner.unencrypted == UnencryptedPolicy::Refuse {
             return Err(Error::new(
                 ErrorKind::NotEncrypted,
@@ -242,7 +276,7 @@ impl CryptoBucket {
                 ),
             ));
         }
-        Ok(env)
+        Ok(())
     }
 }
 
@@ -320,6 +354,12 @@ impl PutObjectFluentBuilder {
         self
     }
 
+    /// Sets or clears the content type.
+    pub fn set_content_type(mut self, content_type: Option<String>) -> Self {
+        self.content_type = content_type;
+        self
+    }
+
     /// Adds one user-metadata entry (stored in clear; must not use the encryption prefixes).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
@@ -383,6 +423,9 @@ pub struct GetObjectFluentBuilder {
     key: Option<String>,
     range: Option<ByteRange>,
     if_match: Option<String>,
+    /// Material already unwrapped for the object whose wrapped key is the given text (parallel
+    /// downloads unwrap once, not once per range).
+    preset: Option<(String, ContentMaterial)>,
 }
 
 /// What a GET returns: the plaintext stream and what is known about it.
@@ -430,6 +473,12 @@ impl GetObjectFluentBuilder {
     /// Only succeed if the object's ETag still equals `etag`.
     pub fn if_match(mut self, etag: impl Into<String>) -> Self {
         self.if_match = Some(etag.into());
+        self
+    }
+
+    /// Uses `material` instead of unwrapping, if the object's wrapped key is `wrapped_key`.
+    pub(crate) fn preset_material(mut self, wrapped_key: &str, material: ContentMaterial) -> Self {
+        self.preset = Some((wrapped_key.to_owned(), material));
         self
     }
 
@@ -510,7 +559,10 @@ impl GetObjectFluentBuilder {
                         ),
                     ));
                 }
-                let material = inner.keyring.unwrap(env).await?;
+                let material = match &self.preset {
+                    Some((wrapped, m)) if *wrapped == env.wrapped_key.text => m.clone(),
+                    _ => inner.keyring.unwrap(env).await?,
+                };
                 Some(material.cipher_at(start)?)
             }
             None => None,

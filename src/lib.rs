@@ -11,6 +11,8 @@
 //! - [`keys`]: the [`KeyProvider`] trait, [`RsaKeyPair`], the [`Keyring`] and its TOML file;
 //! - [`bucket`]: [`CryptoBucket`] and its request builders;
 //! - [`multipart`]: encrypted multipart uploads, parts in any order and in parallel;
+//! - [`resumable`]: whole-file upload/download, parallel, retried, resumable; its
+//!   [`checkpoint`] files and [`progress`] reports;
 //! - [`body`]: the streaming encrypt/decrypt data path;
 //! - [`range`]: byte ranges and response checks;
 //! - [`client`]: building an S3 client for any store.
@@ -39,13 +41,16 @@
 
 pub mod body;
 pub mod bucket;
+pub mod checkpoint;
 pub mod cipher;
 pub mod client;
 pub mod envelope;
 mod error;
 pub mod keys;
 pub mod multipart;
+pub mod progress;
 pub mod range;
+pub mod resumable;
 
 pub use body::{DecryptingStream, PutBody};
 pub use bucket::{
@@ -60,4 +65,7 @@ pub use keys::{
     KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile, RsaKeyPair, RsaPadding,
     WrappedMaterial, generate_rsa_pem,
 };
+pub use multipart::{MultipartUpload, PartSize};
+pub use progress::{Progress, ProgressEvent, ProgressListener};
 pub use range::ByteRange;
+pub use resumable::{DownloadFileOutput, UploadFileOutput};

@@ -582,6 +582,10 @@ impl MultipartUpload {
         Ok(())
     }
 
+    pub(crate) fn material(&self) -> &ContentMaterial {
+        &self.inner.material
+    }
+
     fn upload_error<E>(
         &self,
         op: &str,

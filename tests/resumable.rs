@@ -1,0 +1,580 @@
+//! Whole-file transfers: upload_file / download_file, their checkpoints and resume paths,
+//! against the in-process S3 server. (The kill -9 crash test is in `crash.rs`.)
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use cryptobucket::{
+    CryptoBucket, ErrorKind, Keyring, MatDesc, PartSize, ProgressEvent, ProgressListener,
+};
+use support::{Fault, bucket_with, keyring_a, pattern, rsa};
+
+const PART: u64 = 5 * 1024 * 1024;
+
+struct Env {
+    server: support::TestServer,
+    cb: CryptoBucket,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn new() -> Self {
+        Self::with(Fault::None).await
+    }
+
+    async fn with(fault: Fault) -> Self {
+        let (server, cb) = bucket_with(fault, keyring_a()).await;
+        Self {
+            server,
+            cb,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cp_dir(&self) -> PathBuf {
+        self.path("checkpoints")
+    }
+
+    fn checkpoints(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.cp_dir()) {
+            Ok(d) => d
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn write(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    fn upload(&self, key: &str, file: &Path) -> cryptobucket::resumable::UploadFileFluentBuilder {
+        self.cb
+            .upload_file()
+            .key(key)
+            .path(file)
+            .part_size(PartSize::Target(PART))
+            .concurrency(2)
+            .checkpoint_dir(self.cp_dir())
+    }
+
+    fn download(
+        &self,
+        key: &str,
+        file: &Path,
+    ) -> cryptobucket::resumable::DownloadFileFluentBuilder {
+        self.cb
+            .download_file()
+            .key(key)
+            .path(file)
+            .part_size(PartSize::Target(PART))
+            .concurrency(2)
+            .checkpoint_dir(self.cp_dir())
+    }
+
+    async fn read(&self, key: &str) -> Vec<u8> {
+        let got = self.cb.get_object().key(key).send().await.unwrap();
+        got.body.collect().await.unwrap().to_vec()
+    }
+}
+
+/// Records every progress event.
+fn recorder() -> (ProgressListener, Arc<Mutex<Vec<cryptobucket::Progress>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    (
+        ProgressListener::new(move |p| s.lock().unwrap().push(p.clone())),
+        seen,
+    )
+}
+
+/// A listener that fires `tx` after `n` finished parts, so the test can kill the transfer.
+fn stop_after(n: usize) -> (ProgressListener, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let count = Arc::new(Mutex::new(0usize));
+    (
+        ProgressListener::new(move |p| {
+            if matches!(p.event, ProgressEvent::PartDone { .. }) {
+                let mut c = count.lock().unwrap();
+                *c += 1;
+                if *c == n {
+                    let _ = tx.send(());
+                }
+            }
+        }),
+        rx,
+    )
+}
+
+/// Runs `fut` until the listener fires, then drops it mid-transfer (as a crash would stop it).
+async fn interrupt<T: Send + 'static>(
+    fut: impl Future<Output = T> + Send + 'static,
+    mut fired: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let task = tokio::spawn(fut);
+    fired
+        .recv()
+        .await
+        .expect("the transfer should report a part");
+    task.abort();
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn upload_and_download_file_round_trip_with_progress() {
+    let env = Env::new().await;
+    let data = pattern((3 * PART + 17) as usize, 1);
+    let src = env.write("src", &data);
+    let (listener, seen) = recorder();
+    let out = env
+        .upload("big", &src)
+        .progress(listener)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.size, out.parts, out.part_size),
+        (data.len() as u64, 4, Some(PART))
+    );
+    assert_eq!((out.resumed_bytes, out.bytes_sent), (0, data.len() as u64));
+    let events = seen.lock().unwrap().clone();
+    assert!(matches!(
+        events[0].event,
+        ProgressEvent::Started {
+            resumed_bytes: 0,
+            ..
+        }
+    ));
+    let parts: u64 = events
+        .iter()
+        .filter_map(|p| match p.event {
+            ProgressEvent::PartDone { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(parts, data.len() as u64);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.done, last.total, &last.event),
+        (
+            data.len() as u64,
+            data.len() as u64,
+            &ProgressEvent::Finished
+        )
+    );
+    assert!(
+        env.checkpoints().is_empty(),
+        "checkpoint left after success"
+    );
+    assert!(env.read("big").await == data);
+
+    let dst = env.path("dst");
+    let got = env.download("big", &dst).send().await.unwrap();
+    assert_eq!(
+        (got.size, got.resumed_bytes, got.bytes_received),
+        (data.len() as u64, 0, data.len() as u64)
+    );
+    assert!(std::fs::read(&dst).unwrap() == data);
+    assert!(env.checkpoints().is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn small_and_empty_files() {
+    let env = Env::new().await;
+    for (name, len) in [("empty", 0usize), ("small", 1000), ("edge", PART as usize)] {
+        let data = pattern(len, 2);
+        let src = env.write(name, &data);
+        let out = env.upload(name, &src).send().await.unwrap();
+        assert_eq!(out.size, len as u64);
+        assert!(env.read(name).await == data, "{name}");
+        let dst = env.path(&format!("{name}.out"));
+        env.download(name, &dst).send().await.unwrap();
+        assert!(std::fs::read(&dst).unwrap() == data, "{name}");
+    }
+    // Multipart forced for a small file (threshold 0): still one part, still right.
+    let data = pattern(100, 3);
+    let src = env.write("tiny", &data);
+    let out = env
+        .upload("tiny", &src)
+        .multipart_threshold(0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((out.part_size, out.parts), (Some(PART), 1));
+    assert!(env.read("tiny").await == data);
+    assert!(env.checkpoints().is_empty());
+}
+
+#[tokio::test]
+async fn interrupted_upload_resumes_without_resending_and_checkpoint_holds_no_key() {
+    let env = Env::new().await;
+    let data = pattern((6 * PART + 5) as usize, 4);
+    let src = env.write("src", &data);
+    let (listener, fired) = stop_after(2);
+    interrupt(env.upload("r", &src).progress(listener).send(), fired).await;
+
+    let cps = env.checkpoints();
+    assert_eq!(cps.len(), 1, "one checkpoint while unfinished");
+    let text = std::fs::read(&cps[0]).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(json["key"], "r");
+    assert_eq!(json["part_size"], PART);
+    assert!(json["parts"].as_array().unwrap().len() >= 2);
+    // The checkpoint's envelope unwraps (through the keyring) to the real key; that key and IV
+    // appear nowhere in the file, in any common encoding.
+    let meta = serde_json::from_value(json["envelope"].clone()).unwrap();
+    let envl = cryptobucket::Envelope::from_metadata(&meta)
+        .unwrap()
+        .unwrap();
+    let m = env.cb.keyring().unwrap(&envl).await.unwrap();
+    let hay = String::from_utf8_lossy(&text).to_lowercase();
+    for secret in [&m.cek()[..], &m.iv()[..]] {
+        for enc in [
+            hex::encode(secret),
+            base64::engine::general_purpose::STANDARD
+                .encode(secret)
+                .to_lowercase(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(secret)
+                .to_lowercase(),
+        ] {
+            assert!(!hay.contains(&enc), "checkpoint contains key material");
+        }
+        assert!(!text.windows(secret.len()).any(|w| w == secret));
+    }
+
+    let before = env
+        .server
+        .stats
+        .part_bytes_in
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let (listener, seen) = recorder();
+    let out = env
+        .upload("r", &src)
+        .progress(listener)
+        .send()
+        .await
+        .unwrap();
+    let after = env
+        .server
+        .stats
+        .part_bytes_in
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(out.resumed_bytes >= 2 * PART, "{out:?}");
+    assert_eq!(out.resumed_bytes + out.bytes_sent, data.len() as u64);
+    // Only missing parts are sent (a request of the killed run may still land meanwhile,
+    // hence at most one part per connection more).
+    assert!(
+        after - before >= out.bytes_sent && after - before <= out.bytes_sent + 2 * PART,
+        "sent {} for {} missing bytes",
+        after - before,
+        out.bytes_sent
+    );
+    assert!(matches!(
+        seen.lock().unwrap()[0].event,
+        ProgressEvent::Started { resumed_bytes, .. } if resumed_bytes == out.resumed_bytes
+    ));
+    assert!(env.read("r").await == data);
+    assert!(env.checkpoints().is_empty());
+}
+
+#[tokio::test]
+async fn changed_source_or_vanished_upload_starts_over() {
+    let env = Env::new().await;
+    let data = pattern((4 * PART) as usize, 5);
+    let src = env.write("src", &data);
+    let (listener, fired) = stop_after(1);
+    interrupt(env.upload("c", &src).progress(listener).send(), fired).await;
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&env.checkpoints()[0]).unwrap()).unwrap();
+    let old_id = cp["upload_id"].as_str().unwrap().to_owned();
+
+    // The file changes (same size, new content and mtime): never a mixed object.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let data2 = pattern((4 * PART) as usize, 6);
+    std::fs::write(&src, &data2).unwrap();
+    let out = env.upload("c", &src).send().await.unwrap();
+    let why = out.restarted.expect("a restart reason");
+    assert!(why.contains("changed") && why.contains(&old_id), "{why}");
+    assert_eq!(out.resumed_bytes, 0);
+    assert!(env.read("c").await == data2);
+    // The stale upload was aborted.
+    let listed = env
+        .cb
+        .client()
+        .list_parts()
+        .bucket("bkt")
+        .key("c")
+        .upload_id(&old_id)
+        .send()
+        .await;
+    assert!(listed.is_err(), "stale upload still exists");
+
+    // The upload vanishes from the server (aborted by a lifecycle rule, say).
+    let (listener, fired) = stop_after(1);
+    interrupt(env.upload("v", &src).progress(listener).send(), fired).await;
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&env.checkpoints()[0]).unwrap()).unwrap();
+    env.cb
+        .client()
+        .abort_multipart_upload()
+        .bucket("bkt")
+        .key("v")
+        .upload_id(cp["upload_id"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let out = env.upload("v", &src).send().await.unwrap();
+    assert!(out.restarted.unwrap().contains("no longer exists"));
+    assert!(env.read("v").await == data2);
+}
+
+#[tokio::test]
+async fn finished_upload_with_stale_checkpoint_is_recognised() {
+    let env = Env::new().await;
+    let data = pattern((3 * PART) as usize, 7);
+    let src = env.write("src", &data);
+    let (listener, fired) = stop_after(1);
+    interrupt(env.upload("f", &src).progress(listener).send(), fired).await;
+    let cp_path = env.checkpoints()[0].clone();
+    let saved = std::fs::read(&cp_path).unwrap();
+    env.upload("f", &src).send().await.unwrap();
+    // As if the process died after CompleteMultipartUpload but before removing the checkpoint.
+    std::fs::write(&cp_path, saved).unwrap();
+    let before = env
+        .server
+        .stats
+        .parts_in
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let out = env.upload("f", &src).send().await.unwrap();
+    assert_eq!((out.resumed_bytes, out.bytes_sent), (data.len() as u64, 0));
+    assert_eq!(
+        env.server
+            .stats
+            .parts_in
+            .load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+    assert!(env.checkpoints().is_empty());
+    assert!(env.read("f").await == data);
+}
+
+#[tokio::test]
+async fn tampered_or_foreign_checkpoints_are_refused() {
+    let env = Env::new().await;
+    let data = pattern((3 * PART) as usize, 8);
+    let src = env.write("src", &data);
+    let src2 = env.write("src2", &data);
+    let (listener, fired) = stop_after(1);
+    interrupt(env.upload("t", &src).progress(listener).send(), fired).await;
+    let cp_path = env.checkpoints()[0].clone();
+    let original = std::fs::read(&cp_path).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&original).unwrap();
+
+    // 1. Key material swapped for another valid wrap under the same key (a different CEK).
+    let other = env
+        .cb
+        .put_object()
+        .key("other")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    let mut edited = json.clone();
+    let other_meta = other.envelope.to_metadata();
+    for h in ["client-side-encryption-key", "client-side-encryption-start"] {
+        edited["envelope"][h] = other_meta[h].clone().into();
+    }
+    std::fs::write(&cp_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let err = env.upload("t", &src).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCheckpoint, "{err}");
+
+    // 2. Key material corrupted: cannot unwrap.
+    let mut edited = json.clone();
+    edited["envelope"]["client-side-encryption-key"] = "AAAA".into();
+    std::fs::write(&cp_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let err = env.upload("t", &src).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCheckpoint, "{err}");
+
+    // 3. Part list edited (claims a part that was never sent).
+    let mut edited = json.clone();
+    edited["parts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"part_number": 3, "e_tag": "\"x\"", "size": PART}));
+    std::fs::write(&cp_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let err = env.upload("t", &src).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCheckpoint, "{err}");
+
+    // 4. A checkpoint of another object, planted where this transfer's would be.
+    std::fs::write(&cp_path, &original).unwrap();
+    let foreign = env.upload("t2", &src2);
+    let out = foreign.send().await.unwrap(); // writes and removes its own checkpoint
+    assert_eq!(out.resumed_bytes, 0);
+    let (listener, fired) = stop_after(1);
+    interrupt(env.upload("t2", &src2).progress(listener).send(), fired).await;
+    let t2_cp = env
+        .checkpoints()
+        .into_iter()
+        .find(|p| *p != cp_path)
+        .unwrap();
+    std::fs::copy(&cp_path, &t2_cp).unwrap();
+    let err = env.upload("t2", &src2).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCheckpoint);
+    assert!(err.to_string().contains("another transfer"), "{err}");
+
+    // 5. Garbage.
+    std::fs::write(&cp_path, b"{\"format\":").unwrap();
+    let err = env.upload("t", &src).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCheckpoint);
+
+    // The untouched checkpoint still resumes.
+    std::fs::write(&cp_path, &original).unwrap();
+    let out = env.upload("t", &src).send().await.unwrap();
+    assert!(out.resumed_bytes > 0);
+    assert!(env.read("t").await == data);
+}
+
+#[tokio::test]
+async fn interrupted_download_resumes_and_appears_only_when_complete() {
+    let env = Env::new().await;
+    let data = pattern((5 * PART + 3) as usize, 9);
+    let src = env.write("src", &data);
+    env.upload("d", &src).send().await.unwrap();
+    let dst = env.path("dst");
+    let (listener, fired) = stop_after(2);
+    interrupt(env.download("d", &dst).progress(listener).send(), fired).await;
+    assert!(
+        !dst.exists(),
+        "the destination must not appear before it is complete"
+    );
+    assert_eq!(env.checkpoints().len(), 1);
+
+    let before = env
+        .server
+        .stats
+        .bytes_out
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let out = env.download("d", &dst).send().await.unwrap();
+    let after = env
+        .server
+        .stats
+        .bytes_out
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(out.resumed_bytes >= 2 * PART, "{out:?}");
+    assert_eq!(out.resumed_bytes + out.bytes_received, data.len() as u64);
+    assert!(
+        after - before >= out.bytes_received && after - before <= out.bytes_received + 2 * PART,
+        "fetched {} for {} missing bytes",
+        after - before,
+        out.bytes_received
+    );
+    assert!(std::fs::read(&dst).unwrap() == data);
+    assert!(env.checkpoints().is_empty());
+}
+
+#[tokio::test]
+async fn download_restarts_when_the_object_changed() {
+    let env = Env::new().await;
+    let data = pattern((4 * PART) as usize, 10);
+    let src = env.write("src", &data);
+    env.upload("o", &src).send().await.unwrap();
+    let dst = env.path("dst");
+    let (listener, fired) = stop_after(1);
+    interrupt(env.download("o", &dst).progress(listener).send(), fired).await;
+    let data2 = pattern((4 * PART) as usize, 11);
+    std::fs::write(&src, &data2).unwrap();
+    env.upload("o", &src).send().await.unwrap();
+    let out = env.download("o", &dst).send().await.unwrap();
+    assert!(out.restarted.unwrap().contains("changed"));
+    assert_eq!(out.resumed_bytes, 0);
+    assert!(std::fs::read(&dst).unwrap() == data2);
+}
+
+#[tokio::test]
+async fn failed_downloads_leave_no_file() {
+    // A server that cuts every body short: retried, then a Truncated error, no output file.
+    let env = Env::with(Fault::TruncateBody).await;
+    let data = pattern((2 * PART) as usize, 12);
+    let src = env.write("src", &data);
+    env.upload("x", &src).send().await.unwrap();
+    let dst = env.path("dst");
+    let err = env
+        .download("x", &dst)
+        .max_attempts(2)
+        .resumable(false)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Truncated, "{err}");
+    assert!(!dst.exists());
+
+    // Wrong key: refused before any byte is written.
+    let env = Env::new().await;
+    let src = env.write("src", &data);
+    env.upload("y", &src).send().await.unwrap();
+    let wrong = CryptoBucket::new(
+        env.server.client().await,
+        "bkt",
+        Keyring::single(rsa("b"), MatDesc::new().with("k", "a")),
+    );
+    let dst = env.path("dst");
+    let err = wrong
+        .download_file()
+        .key("y")
+        .path(&dst)
+        .checkpoint_dir(env.cp_dir())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyUnwrap);
+    assert!(!dst.exists());
+    assert!(env.checkpoints().is_empty());
+}
+
+#[tokio::test]
+async fn bad_options_are_refused() {
+    let env = Env::new().await;
+    let src = env.write("src", &pattern(100, 1));
+    let err = env
+        .upload("k", &src)
+        .concurrency(0)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let big = env.write("big", &pattern((PART + 1) as usize, 1));
+    let err = env
+        .upload("k", &big)
+        .multipart_threshold(0)
+        .part_size(PartSize::Target(PART + 1))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("multiple of 16"));
+    let err = env.upload("k", env.dir.path()).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = env
+        .download("missing", &env.path("m"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
