@@ -601,6 +601,8 @@ pub struct HeadObjectOutput {
     pub metadata: HashMap<String, String>,
     /// The parsed envelope; `None` for a plain object.
     pub envelope: Option<Envelope>,
+    /// When the object was last written, if the store says.
+    pub last_modified: Option<std::time::SystemTime>,
 }
 
 impl HeadObjectFluentBuilder {
@@ -631,6 +633,9 @@ impl HeadObjectFluentBuilder {
             content_type: resp.content_type().map(str::to_owned),
             metadata: user_metadata(resp.metadata()),
             envelope,
+            last_modified: resp
+                .last_modified()
+                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
         })
     }
 }

@@ -7,7 +7,17 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    match cli::run(args).await {
+    let outcome = tokio::select! {
+        r = cli::run(args) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!(
+                "cryptobucket: interrupted; unfinished transfers keep their checkpoints, run the \
+                 same command again to resume"
+            );
+            return std::process::ExitCode::from(130);
+        }
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line, no secrets: our messages never include key material.

@@ -30,8 +30,14 @@ fn cli(server: &TestServer, args: &[&str]) -> Output {
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env("AWS_ENDPOINT_URL", &server.endpoint)
+        .env("CRYPTOBUCKET_CHECKPOINT_DIR", checkpoint_dir())
         .output()
         .unwrap()
+}
+
+/// Checkpoints of CLI runs go under the target directory, never into the user's home.
+fn checkpoint_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-checkpoints")
 }
 
 fn ok(out: &Output) -> String {
@@ -44,17 +50,19 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A failed command: non-zero exit, one line on stderr; returns it.
+/// A failed command: non-zero exit, one error line on stderr (after, at most, notices of
+/// retries); returns that line.
 fn fails(out: &Output) -> String {
     assert!(!out.status.success(), "command unexpectedly succeeded");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "stderr must be one line: {err}"
+    let all = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = all.trim_end().lines().collect();
+    let (err, notices) = lines.split_last().expect("an error line");
+    assert!(err.starts_with("cryptobucket: error: "), "{all}");
+    assert!(
+        notices.iter().all(|l| l.contains(": retrying part ")),
+        "stderr must be one error line (after retry notices): {all}"
     );
-    assert!(err.starts_with("cryptobucket: error: "), "{err}");
-    err
+    err.to_string()
 }
 
 fn no_leftovers(dir: &Path) {
@@ -381,4 +389,204 @@ fn truncated_download_leaves_no_file() {
     assert!(err.contains("broke off") || err.contains("ended"), "{err}");
     assert!(!out.exists());
     no_leftovers(dir.path());
+    // What stays is the hidden partial file a rerun resumes from, never the destination.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "in" || n == "checkpoints" || n == ".out.cryptobucket-partial"),
+        "{names:?}"
+    );
+}
+
+/// `--force-path-style --rsa-private-key a` plus the public key: both directions work.
+fn keyed(args: &[&str]) -> Vec<String> {
+    let kd = testdata().join("keys/a");
+    let mut v: Vec<String> = vec![
+        "--force-path-style".into(),
+        "--rsa-public-key".into(),
+        kd.join("public.pem").to_string_lossy().into_owned(),
+        "--rsa-private-key".into(),
+        kd.join("private.pem").to_string_lossy().into_owned(),
+    ];
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(s: &TestServer, args: &[&str]) -> Output {
+    let v = keyed(args);
+    let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+    cli(s, &refs)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn large_put_and_get_with_transfer_options() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let cps = dir.path().join("checkpoints");
+    let cp = cps.to_str().unwrap();
+    let data = pattern(2 * 5 * 1024 * 1024 + 3, 40);
+    let input = dir.path().join("big.bin");
+    std::fs::write(&input, &data).unwrap();
+    let i = input.to_str().unwrap();
+    let out = run(
+        &s,
+        &[
+            "put",
+            i,
+            "s3://cli/big",
+            "--part-size",
+            "5MiB",
+            "--concurrency",
+            "3",
+            "--checkpoint-dir",
+            cp,
+        ],
+    );
+    ok(&out);
+    assert!(
+        stderr(&out).contains("3 parts of 5242880"),
+        "{}",
+        stderr(&out)
+    );
+    let dest = dir.path().join("big.out");
+    let d = dest.to_str().unwrap();
+    let out = run(
+        &s,
+        &[
+            "get",
+            "s3://cli/big",
+            d,
+            "--part-size",
+            "5242880",
+            "--checkpoint-dir",
+            cp,
+        ],
+    );
+    ok(&out);
+    assert!(std::fs::read(&dest).unwrap() == data);
+    assert_eq!(
+        std::fs::read_dir(&cps).unwrap().count(),
+        0,
+        "checkpoints must be removed"
+    );
+
+    // Bad transfer options: clear one-line errors.
+    let e = fails(&run(&s, &["put", i, "s3://cli/x", "--part-size", "1024"]));
+    assert!(e.contains("5 MiB"), "{e}");
+    let e = fails(&run(
+        &s,
+        &["put", i, "s3://cli/x", "--part-size", "5242881"],
+    ));
+    assert!(e.contains("multiple of 16"), "{e}");
+    let e = fails(&run(&s, &["put", i, "s3://cli/x", "--concurrency", "0"]));
+    assert!(e.contains("concurrency"), "{e}");
+    let out = run(&s, &["put", i, "s3://cli/x", "--part-size", "8 parsecs"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown unit"), "{}", stderr(&out));
+}
+
+fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn cp_recursive_both_ways_skips_what_is_complete() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(model.join("shards/deep")).unwrap();
+    std::fs::write(model.join("config.json"), b"{\"layers\": 2}").unwrap();
+    std::fs::write(model.join("empty"), b"").unwrap();
+    std::fs::write(model.join("shards/0.bin"), pattern(6 * 1024 * 1024 + 5, 41)).unwrap();
+    std::fs::write(model.join("shards/deep/1.bin"), pattern(4321, 42)).unwrap();
+    let m = model.to_str().unwrap();
+    let args = ["--part-size", "5MiB"];
+    let up = |s: &TestServer| {
+        let mut a = vec!["cp", "-r", m, "s3://cli/ckpt/step-1/"];
+        a.extend(args);
+        run(s, &a)
+    };
+    let out = up(&s);
+    ok(&out);
+    assert!(stderr(&out).contains("copied 4 files"), "{}", stderr(&out));
+    let out = up(&s);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("copied 0 files") && stderr(&out).contains("skipped 4"),
+        "{}",
+        stderr(&out)
+    );
+
+    let back = dir.path().join("back");
+    let b = back.to_str().unwrap();
+    let out = run(&s, &["cp", "-r", "s3://cli/ckpt/step-1", b]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("copied 4 objects"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree(&back), tree(&model));
+    let out = run(&s, &["cp", "-r", "s3://cli/ckpt/step-1/", b]);
+    ok(&out);
+    assert!(stderr(&out).contains("skipped 4"), "{}", stderr(&out));
+
+    // A changed shard is uploaded again, the others skipped.
+    std::fs::write(model.join("shards/deep/1.bin"), pattern(999, 43)).unwrap();
+    let out = up(&s);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("copied 1 files") && stderr(&out).contains("skipped 3"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Single-object cp, both ways, with a directory-style destination.
+    let out = run(
+        &s,
+        &[
+            "cp",
+            model.join("config.json").to_str().unwrap(),
+            "s3://cli/single/",
+        ],
+    );
+    ok(&out);
+    let out = run(
+        &s,
+        &[
+            "cp",
+            "s3://cli/single/config.json",
+            &format!("{}/", dir.path().display()),
+        ],
+    );
+    ok(&out);
+    assert_eq!(
+        std::fs::read(dir.path().join("config.json")).unwrap(),
+        b"{\"layers\": 2}"
+    );
+    // Both sides local, or both remote: refused.
+    fails(&run(&s, &["cp", m, b]));
+    fails(&run(&s, &["cp", "s3://cli/a", "s3://cli/b"]));
 }

@@ -1,11 +1,16 @@
-//! The `cryptobucket` command line: put, get, inspect, keygen.
+//! The `cryptobucket` command line: put, get, cp, inspect, keygen.
+//!
+//! `mod.rs` holds the arguments and the small commands; `transfer.rs` the file transfers
+//! (put, get, cp -r) and their progress bars.
+
+mod transfer;
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use cryptobucket::{
     ByteRange, ChecksumPolicy, ClientOptions, CryptoBucket, Error, ErrorKind, KeyEntry, Keyring,
-    KeyringFile, MatDesc, PutBody, Result, RsaKeyPair,
+    KeyringFile, MatDesc, Result, RsaKeyPair,
 };
 use zeroize::Zeroizing;
 
@@ -20,7 +25,7 @@ pub(crate) struct Cli {
 }
 
 #[derive(Debug, Args)]
-struct Global {
+pub(crate) struct Global {
     /// S3 endpoint (MinIO, Garage, OSS's S3 endpoint, ...).
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
@@ -51,14 +56,16 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Encrypt FILE and upload it.
+    /// Encrypt FILE and upload it (large files: parallel multipart, resumable).
     Put {
         /// Local file to upload.
         file: PathBuf,
         /// Destination, s3://BUCKET/KEY.
         dest: String,
+        #[command(flatten)]
+        transfer: transfer::TransferArgs,
     },
-    /// Download and decrypt to FILE (written only on full success).
+    /// Download and decrypt to FILE (parallel, resumable; FILE appears only when complete).
     Get {
         /// Source, s3://BUCKET/KEY.
         src: String,
@@ -67,6 +74,22 @@ enum Command {
         /// Plaintext byte range: FIRST-LAST, FIRST- or -SUFFIX (e.g. 100-199, 100-, -50).
         #[arg(long, allow_hyphen_values = true)]
         range: Option<String>,
+        #[command(flatten)]
+        transfer: transfer::TransferArgs,
+    },
+    /// Copy between the local disk and a bucket: `cp FILE s3://B/KEY`, `cp s3://B/KEY FILE`,
+    /// or with -r a whole directory, `cp -r DIR s3://B/PREFIX/` and back. Files already
+    /// complete at the destination (same size, newer) are skipped; unfinished ones resume.
+    Cp {
+        /// Copy a directory tree (every object under the prefix, every file under DIR).
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Source: a local path or s3://BUCKET/KEY (or PREFIX/ with -r).
+        src: String,
+        /// Destination: a local path or s3://BUCKET/KEY (or PREFIX/ with -r).
+        dest: String,
+        #[command(flatten)]
+        transfer: transfer::TransferArgs,
     },
     /// Show an object's encryption metadata (no secrets).
     Inspect {
@@ -84,7 +107,7 @@ enum Command {
     },
 }
 
-fn parse_s3_url(url: &str) -> Result<(String, String)> {
+pub(crate) fn parse_s3_url(url: &str) -> Result<(String, String)> {
     let rest = url.strip_prefix("s3://").ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidInput,
@@ -122,7 +145,7 @@ impl Global {
             .transpose()
     }
 
-    fn keyring(&self, for_write: bool) -> Result<Keyring> {
+    pub(crate) fn keyring(&self, for_write: bool) -> Result<Keyring> {
         if let Some(path) = &self.keyring {
             let keyring = KeyringFile::load(path)?;
             return match (for_write, self.matdesc()?) {
@@ -176,7 +199,7 @@ impl Global {
             .build()
     }
 
-    async fn client(&self) -> aws_sdk_s3::Client {
+    pub(crate) async fn client(&self) -> aws_sdk_s3::Client {
         ClientOptions::new()
             .set_endpoint_url(self.endpoint_url.clone())
             .set_region(self.region.clone())
@@ -195,31 +218,47 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match &cli.command {
         Command::Keygen { out_dir, bits } => keygen(out_dir, *bits),
-        Command::Put { file, dest } => {
+        Command::Put {
+            file,
+            dest,
+            transfer,
+        } => {
             let (bucket, key) = parse_s3_url(dest)?;
-            let keyring = g.keyring(true)?;
-            let body = PutBody::from_path(file).await?;
-            let cb = CryptoBucket::new(g.client().await, bucket, keyring);
-            let len = body.len();
-            cb.put_object().key(&key).body(body).send().await?;
-            eprintln!(
-                "uploaded {} ({len} bytes, encrypted) to {dest}",
-                file.display()
-            );
-            Ok(())
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
+            transfer::put(&cb, file, &key, dest, transfer).await
         }
-        Command::Get { src, file, range } => {
+        Command::Get {
+            src,
+            file,
+            range: Some(range),
+            ..
+        } => {
             let (bucket, key) = parse_s3_url(src)?;
-            let range = range.as_deref().map(str::parse::<ByteRange>).transpose()?;
-            let keyring = g.keyring(false)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, keyring);
-            let n = download(&cb, &key, range, file).await?;
+            let range = range.parse::<ByteRange>()?;
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            let n = download(&cb, &key, Some(range), file).await?;
             eprintln!(
-                "downloaded {src} ({n} bytes, decrypted) to {}",
+                "downloaded {range} of {src} ({n} bytes, decrypted) to {}",
                 file.display()
             );
             Ok(())
         }
+        Command::Get {
+            src,
+            file,
+            range: None,
+            transfer,
+        } => {
+            let (bucket, key) = parse_s3_url(src)?;
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            transfer::get(&cb, &key, src, file, transfer).await
+        }
+        Command::Cp {
+            recursive,
+            src,
+            dest,
+            transfer,
+        } => transfer::cp(g, src, dest, *recursive, transfer).await,
         Command::Inspect { object } => inspect(g, object).await,
     }
 }

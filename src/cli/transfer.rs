@@ -1,0 +1,504 @@
+//! File transfers of the CLI: `put`, `get`, `cp` (and `cp -r`), with progress bars.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use clap::Args;
+use cryptobucket::{
+    CryptoBucket, Error, ErrorKind, PartSize, ProgressEvent, ProgressListener, Result,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Global, parse_s3_url};
+
+/// Options of every file transfer.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TransferArgs {
+    /// Part size: plain bytes, or with a suffix KiB/MiB/GiB (also K/M/G; KB/MB/GB are powers
+    /// of 1000). A multiple of 16, 5 MiB to 5 GiB. Default: 8 MiB, more for files over ~78 GiB
+    /// so that 10,000 parts suffice.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    part_size: Option<u64>,
+    /// Parts transferred at once (memory use is about this many parts).
+    #[arg(long, value_name = "N", default_value_t = cryptobucket::resumable::DEFAULT_CONCURRENCY)]
+    concurrency: usize,
+    /// Where checkpoints of unfinished transfers live; they are removed when a transfer
+    /// completes. Default: $CRYPTOBUCKET_CHECKPOINT_DIR, else
+    /// $XDG_STATE_HOME/cryptobucket/checkpoints, else ~/.local/state/cryptobucket/checkpoints.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl TransferArgs {
+    fn part_size(&self) -> PartSize {
+        self.part_size.map_or(PartSize::Auto, PartSize::Target)
+    }
+}
+
+/// Parses `8388608`, `8MiB`, `8M`, `8MB` (= 8,000,000), `1.5GiB`.
+pub(crate) fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use bytes or KiB, MiB, GiB (K, M, G), KB, MB, GB"
+            ));
+        }
+    };
+    let bad = || format!("{text:?} is not a size (examples: 8388608, 8MiB, 64M)");
+    if num.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult).ok_or_else(bad);
+    }
+    let f: f64 = num.parse().map_err(|_| bad())?;
+    let v = f * mult as f64;
+    if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 && v.fract() == 0.0 {
+        Ok(v as u64)
+    } else {
+        Err(format!("{text:?} is not a whole number of bytes"))
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal or with --no-progress) and
+/// the listener that feeds it. Resumes, restarts and retries are always reported as lines.
+fn progress(
+    label: &str,
+    verb: &'static str,
+    args: &TransferArgs,
+) -> (ProgressBar, ProgressListener) {
+    let target = if args.no_progress {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
+    let bar = ProgressBar::with_draw_target(None, target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(label.to_owned());
+    let (b, label) = (bar.clone(), label.to_owned());
+    let listener = ProgressListener::new(move |p| {
+        b.set_length(p.total);
+        b.set_position(p.done);
+        match &p.event {
+            ProgressEvent::Started {
+                resumed_bytes,
+                resumed_parts,
+            } if *resumed_bytes > 0 => b.suspend(|| {
+                eprintln!(
+                    "resuming {verb} of {label}: {resumed_parts} parts ({resumed_bytes} of {} bytes) already done",
+                    p.total
+                )
+            }),
+            ProgressEvent::Restarted { reason } => {
+                b.suspend(|| eprintln!("{label}: {reason}"));
+            }
+            ProgressEvent::Retrying {
+                part_number,
+                attempt,
+                reason,
+            } => b.suspend(|| {
+                eprintln!("{label}: retrying part {part_number} (attempt {attempt}): {reason}")
+            }),
+            _ => {}
+        }
+    });
+    (bar, listener)
+}
+
+/// Uploads one file.
+pub(crate) async fn put(
+    cb: &CryptoBucket,
+    file: &Path,
+    key: &str,
+    dest: &str,
+    args: &TransferArgs,
+) -> Result<()> {
+    let (bar, listener) = progress(&file.display().to_string(), "upload", args);
+    let mut up = cb
+        .upload_file()
+        .key(key)
+        .path(file)
+        .part_size(args.part_size())
+        .concurrency(args.concurrency)
+        .progress(listener);
+    if let Some(dir) = &args.checkpoint_dir {
+        up = up.checkpoint_dir(dir);
+    }
+    let out = up.send().await;
+    bar.finish_and_clear();
+    let out = out?;
+    let how = match out.part_size {
+        Some(p) => format!("{} parts of {p}", out.parts),
+        None => "one request".to_owned(),
+    };
+    let resumed = if out.resumed_bytes > 0 {
+        format!(
+            "; resumed, {} bytes were already uploaded",
+            out.resumed_bytes
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "uploaded {} ({} bytes, encrypted, {how}{resumed}) to {dest}",
+        file.display(),
+        out.size
+    );
+    Ok(())
+}
+
+/// Downloads one object to a file.
+pub(crate) async fn get(
+    cb: &CryptoBucket,
+    key: &str,
+    src: &str,
+    file: &Path,
+    args: &TransferArgs,
+) -> Result<()> {
+    let (bar, listener) = progress(src, "download", args);
+    let mut down = cb
+        .download_file()
+        .key(key)
+        .path(file)
+        .part_size(args.part_size())
+        .concurrency(args.concurrency)
+        .progress(listener);
+    if let Some(dir) = &args.checkpoint_dir {
+        down = down.checkpoint_dir(dir);
+    }
+    let out = down.send().await;
+    bar.finish_and_clear();
+    let out = out?;
+    let resumed = if out.resumed_bytes > 0 {
+        format!(
+            "; resumed, {} bytes were already downloaded",
+            out.resumed_bytes
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "downloaded {src} ({} bytes, decrypted{resumed}) to {}",
+        out.size,
+        file.display()
+    );
+    Ok(())
+}
+
+/// `s3://BUCKET/PREFIX` with a possibly empty prefix.
+fn parse_s3_prefix(url: &str) -> Result<(String, String)> {
+    let rest = url.strip_prefix("s3://").unwrap_or_default();
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{url:?} is not an s3://BUCKET/PREFIX URL"),
+        ));
+    }
+    Ok((bucket.to_owned(), prefix.to_owned()))
+}
+
+/// `cp`: one file or (with `recursive`) a tree, in either direction.
+pub(crate) async fn cp(
+    g: &Global,
+    src: &str,
+    dest: &str,
+    recursive: bool,
+    args: &TransferArgs,
+) -> Result<()> {
+    let remote = |s: &str| s.starts_with("s3://");
+    match (remote(src), remote(dest), recursive) {
+        (false, true, false) => {
+            let (bucket, mut key) = parse_s3_prefix(dest)?;
+            let file = Path::new(src);
+            if key.is_empty() || key.ends_with('/') {
+                key.push_str(&file_name(file)?);
+            }
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
+            let shown = format!("s3://{}/{key}", cb.bucket());
+            put(&cb, file, &key, &shown, args).await
+        }
+        (true, false, false) => {
+            let (bucket, key) = parse_s3_url(src)?;
+            let mut file = PathBuf::from(dest);
+            if file.is_dir() || dest.ends_with('/') {
+                file = file.join(key.rsplit('/').next().unwrap_or(&key));
+            }
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            get(&cb, &key, src, &file, args).await
+        }
+        (false, true, true) => {
+            let (bucket, prefix) = parse_s3_prefix(dest)?;
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
+            upload_tree(&cb, Path::new(src), &dir_prefix(prefix), args).await
+        }
+        (true, false, true) => {
+            let (bucket, prefix) = parse_s3_prefix(src)?;
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            download_tree(&cb, &dir_prefix(prefix), Path::new(dest), args).await
+        }
+        _ => Err(Error::new(
+            ErrorKind::InvalidInput,
+            "cp copies between the local disk and a bucket: exactly one side must be s3://...",
+        )),
+    }
+}
+
+fn dir_prefix(mut prefix: String) -> String {
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    prefix
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} has no usable file name", path.display()),
+            )
+        })
+}
+
+/// Every regular file under `dir`, as (path, key suffix with '/' separators), sorted.
+fn walk(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let io = |p: &Path, e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", p.display()));
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
+            let entry = entry.map_err(|e| io(&d, e))?;
+            let path = entry.path();
+            let ty = entry.file_type().map_err(|e| io(&path, e))?;
+            if ty.is_dir() {
+                stack.push(path);
+            } else if ty.is_file() {
+                let rel = path.strip_prefix(dir).unwrap_or(&path);
+                let parts: Option<Vec<&str>> =
+                    rel.components().map(|c| c.as_os_str().to_str()).collect();
+                let Some(parts) = parts else {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        format!(
+                            "{} is not valid UTF-8; cannot name an object after it",
+                            path.display()
+                        ),
+                    ));
+                };
+                out.push((path.clone(), parts.join("/")));
+            }
+            // Symlinks and special files are skipped: only regular files are copied.
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+async fn upload_tree(
+    cb: &CryptoBucket,
+    dir: &Path,
+    prefix: &str,
+    args: &TransferArgs,
+) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is not a directory (cp -r copies directories)",
+                dir.display()
+            ),
+        ));
+    }
+    let files = walk(dir)?;
+    let (mut copied, mut skipped) = (0usize, 0usize);
+    for (path, rel) in &files {
+        let key = format!("{prefix}{rel}");
+        let meta = std::fs::metadata(path).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        if let Ok(head) = cb.head_object().key(&key).send().await
+            && head.envelope.is_some()
+            && head.object_size == meta.len()
+            && newer_or_same(head.last_modified, meta.modified().ok())
+        {
+            skipped += 1;
+            continue;
+        }
+        let shown = format!("s3://{}/{key}", cb.bucket());
+        put(cb, path, &key, &shown, args).await?;
+        copied += 1;
+    }
+    eprintln!(
+        "copied {copied} files to s3://{}/{prefix}, skipped {skipped} already there",
+        cb.bucket()
+    );
+    Ok(())
+}
+
+/// True when `a` is at least as new as `b` (unknown times count as not newer).
+fn newer_or_same(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (a, b) {
+        // Object stores keep whole seconds: compare at that resolution.
+        (Some(a), Some(b)) => secs(a) >= secs(b),
+        _ => false,
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The local path for an object key below `prefix`, refusing keys that would escape `dir`
+/// (`..`, absolute paths, empty segments): object keys come from the network.
+fn local_path(dir: &Path, rel: &str) -> Result<PathBuf> {
+    let unsafe_key = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "refusing object key suffix {rel:?}: it is not a plain relative path (.., absolute or empty segments)"
+            ),
+        )
+    };
+    let mut out = dir.to_path_buf();
+    for seg in rel.split('/') {
+        let mut comps = Path::new(seg).components();
+        match (comps.next(), comps.next()) {
+            (Some(Component::Normal(c)), None) if !seg.contains('\\') => out.push(c),
+            _ => return Err(unsafe_key()),
+        }
+    }
+    Ok(out)
+}
+
+async fn download_tree(
+    cb: &CryptoBucket,
+    prefix: &str,
+    dir: &Path,
+    args: &TransferArgs,
+) -> Result<()> {
+    // List first, check every key, then copy: an unsafe key stops the run before any write.
+    let mut objects = Vec::new();
+    let mut pages = cb
+        .client()
+        .list_objects_v2()
+        .bucket(cb.bucket())
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            Error::new(
+                ErrorKind::Service,
+                format!(
+                    "ListObjectsV2 failed: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ),
+            )
+        })?;
+        for o in page.contents() {
+            let Some(key) = o.key() else { continue };
+            let rel = key.strip_prefix(prefix).unwrap_or(key);
+            if rel.is_empty() || rel.ends_with('/') {
+                continue; // "directory" markers
+            }
+            objects.push((key.to_owned(), local_path(dir, rel)?));
+        }
+    }
+    let (mut copied, mut skipped) = (0usize, 0usize);
+    for (key, path) in &objects {
+        if let (Ok(local), Ok(head)) = (
+            std::fs::metadata(path),
+            cb.head_object().key(key).send().await,
+        ) && local.len() == head.object_size
+            && newer_or_same(local.modified().ok(), head.last_modified)
+        {
+            skipped += 1;
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("cannot create {}: {e}", parent.display()),
+                )
+            })?;
+        }
+        let shown = format!("s3://{}/{key}", cb.bucket());
+        get(cb, key, &shown, path, args).await?;
+        copied += 1;
+    }
+    eprintln!(
+        "copied {copied} objects from s3://{}/{prefix} to {}, skipped {skipped} already there",
+        cb.bucket(),
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8388608"), Ok(8 << 20));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("8 mib"), Ok(8 << 20));
+        assert_eq!(parse_size("5GiB"), Ok(5 << 30));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("0.3B").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn object_keys_cannot_escape_the_directory() {
+        let d = Path::new("/dst");
+        assert_eq!(local_path(d, "a/b.bin").unwrap(), Path::new("/dst/a/b.bin"));
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\..\\x",
+            "",
+        ] {
+            assert!(local_path(d, bad).is_err(), "{bad}");
+        }
+    }
+}
