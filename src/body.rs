@@ -36,7 +36,7 @@ enum Source {
 /// ```
 /// use cryptobucket::PutBody;
 /// let b = PutBody::from(b"hello".to_vec());
-/// assert_eq!(b.len(), 5);
+/// assert_eq!(b.len(), Some(5));
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let r = PutBody::from_reader(tokio::io::empty(), 0);
 /// assert!(r.is_empty());
@@ -45,6 +45,8 @@ enum Source {
 pub struct PutBody {
     source: Source,
     len: u64,
+    /// False for [`PutBody::from_stream`]: the length is found by reading.
+    known_len: bool,
 }
 
 impl std::fmt::Debug for PutBody {
@@ -57,7 +59,7 @@ impl std::fmt::Debug for PutBody {
         };
         f.debug_struct("PutBody")
             .field("source", &kind)
-            .field("len", &self.len)
+            .field("len", &self.known_len.then_some(self.len))
             .finish()
     }
 }
@@ -69,6 +71,7 @@ impl PutBody {
         Self {
             len: bytes.len() as u64,
             source: Source::Bytes(bytes),
+            known_len: true,
         }
     }
 
@@ -87,6 +90,7 @@ impl PutBody {
         Ok(Self {
             len: meta.len(),
             source: Source::File(path, 0),
+            known_len: true,
         })
     }
 
@@ -98,7 +102,7 @@ impl PutBody {
     /// let f = tempfile::NamedTempFile::new().unwrap();
     /// std::fs::write(f.path(), vec![0u8; 100]).unwrap();
     /// let part = cryptobucket::PutBody::from_file_range(f.path(), 32, 64).await.unwrap();
-    /// assert_eq!(part.len(), 64);
+    /// assert_eq!(part.len(), Some(64));
     /// assert!(cryptobucket::PutBody::from_file_range(f.path(), 64, 64).await.is_err());
     /// # });
     /// ```
@@ -111,6 +115,7 @@ impl PutBody {
             Some(end) if end <= whole.len => Ok(Self {
                 len,
                 source: Source::File(path, offset),
+                known_len: true,
             }),
             _ => Err(Error::invalid_input(format!(
                 "bytes {offset}..+{len} lie outside {} ({} bytes)",
@@ -125,17 +130,54 @@ impl PutBody {
         Self {
             len,
             source: Source::Reader(Mutex::new(Some(Box::pin(reader)))),
+            known_len: true,
         }
     }
 
-    /// Plaintext length.
-    pub fn len(&self) -> u64 {
-        self.len
+    /// A body read once from `reader` until it ends, length unknown in advance (a pipe, a
+    /// generator, a network stream). [`put_object`](crate::CryptoBucket::put_object) sends it
+    /// as one PUT if it ends within one part, otherwise as a multipart upload, holding at most
+    /// `concurrency × part size` bytes in memory.
+    ///
+    /// Such objects carry `part-size` but no `data-size` metadata (the size is not known when
+    /// the upload starts). S3-compatible stores accept that; OSS's server-side checks of
+    /// client-side-encrypted multipart uploads require `data-size`, so give the length (use
+    /// [`from_reader`](Self::from_reader)) when writing to OSS.
+    ///
+    /// ```
+    /// let b = cryptobucket::PutBody::from_stream(tokio::io::empty());
+    /// assert_eq!(b.len(), None);
+    /// ```
+    pub fn from_stream(reader: impl AsyncRead + Send + 'static) -> Self {
+        Self {
+            len: 0,
+            source: Source::Reader(Mutex::new(Some(Box::pin(reader)))),
+            known_len: false,
+        }
     }
 
-    /// True for an empty body.
+    /// Plaintext length; `None` for a [stream](Self::from_stream) of unknown length.
+    pub fn len(&self) -> Option<u64> {
+        self.known_len.then_some(self.len)
+    }
+
+    /// True for a body known to be empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == Some(0)
+    }
+
+    /// Splits the body into what the multipart path reads parts from.
+    pub(crate) fn into_part_source(self) -> Result<PartSource> {
+        Ok(match self.source {
+            Source::Bytes(b) => PartSource::Bytes(b),
+            Source::File(path, start) => PartSource::File(path, start),
+            Source::Reader(r) => PartSource::Reader(
+                r.into_inner()
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| Error::invalid_input("reader body already used"))?,
+            ),
+        })
     }
 
     /// The encrypted request body: the plaintext encrypted as the bytes at plaintext offset
@@ -145,6 +187,11 @@ impl PutBody {
         material: &ContentMaterial,
         offset: u64,
     ) -> Result<ByteStream> {
+        if !self.known_len {
+            return Err(Error::invalid_input(
+                "a body of unknown length cannot be one request; use put_object",
+            ));
+        }
         let len = self.len;
         // Set the cipher up once here so a key problem is an error now, not mid-body.
         CtrCipher::new(material, offset)?;
@@ -210,6 +257,14 @@ fn open_at(path: &std::path::Path, start: u64) -> io::Result<std::fs::File> {
         f.seek(io::SeekFrom::Start(start))?;
     }
     Ok(f)
+}
+
+/// Where the parts of a multipart upload come from.
+pub(crate) enum PartSource {
+    Bytes(Bytes),
+    /// A file, from a byte offset.
+    File(PathBuf, u64),
+    Reader(Pin<Box<dyn AsyncRead + Send>>),
 }
 
 struct FailingReader(Option<io::Error>);

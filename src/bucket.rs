@@ -174,6 +174,9 @@ impl CryptoBucket {
             content_type: None,
             metadata: HashMap::new(),
             record_md5: None,
+            part_size: crate::PartSize::Auto,
+            concurrency: crate::resumable::DEFAULT_CONCURRENCY,
+            multipart_threshold: MAX_SINGLE_PUT,
         }
     }
 
@@ -312,6 +315,9 @@ pub struct PutObjectFluentBuilder {
     content_type: Option<String>,
     metadata: HashMap<String, String>,
     record_md5: Option<String>,
+    part_size: crate::PartSize,
+    concurrency: usize,
+    multipart_threshold: u64,
 }
 
 impl std::fmt::Debug for PutObjectFluentBuilder {
@@ -377,19 +383,70 @@ impl PutObjectFluentBuilder {
         self
     }
 
-    /// Encrypts and uploads.
+    /// Part size if the body is sent as a multipart upload (over the
+    /// [threshold](Self::multipart_threshold) or of unknown length). Default
+    /// [`PartSize::Auto`](crate::PartSize::Auto): 8 MiB or more for known lengths, 16 MiB for
+    /// streams.
+    pub fn part_size(mut self, part_size: crate::PartSize) -> Self {
+        self.part_size = part_size;
+        self
+    }
+
+    /// Parts in flight at once in a multipart upload (default 8). Memory for a stream of
+    /// unknown length is about this many parts.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Bodies larger than this many bytes are sent as a multipart upload (default and maximum:
+    /// 5 GiB, S3's single-PUT limit).
+    pub fn multipart_threshold(mut self, bytes: u64) -> Self {
+        self.multipart_threshold = bytes.min(MAX_SINGLE_PUT);
+        self
+    }
+
+    /// Encrypts and uploads: one PUT, or a multipart upload for bodies over the threshold and
+    /// for streams longer than one part.
     pub async fn send(self) -> Result<PutObjectOutput> {
-        let key = require_key(self.key)?;
-        let body = self
-            .body
-            .unwrap_or_else(|| PutBody::from_bytes(bytes::Bytes::new()));
-        let len = body.len();
-        if len > MAX_SINGLE_PUT {
-            return Err(Error::invalid_input(format!(
-                "{len} bytes exceed the 5 GiB single-PUT limit; use a multipart upload"
-            )));
-        }
+        let key = require_key(self.key.clone())?;
         check_user_metadata(&self.metadata)?;
+        let mut this = self;
+        let body = this
+            .body
+            .take()
+            .unwrap_or_else(|| PutBody::from_bytes(bytes::Bytes::new()));
+        match body.len() {
+            Some(len) if len <= this.multipart_threshold => this.single(key, body, len).await,
+            Some(_) => this.multipart(key, body).await,
+            None => {
+                // Read the first part: a stream that ends within it is one ordinary PUT.
+                let part_size = this.part_size.resolve(None)?;
+                let mut reader = match body.into_part_source()? {
+                    crate::body::PartSource::Reader(r) => r,
+                    _ => unreachable!("only readers have unknown length"),
+                };
+                let mut first = Vec::new();
+                {
+                    use tokio::io::AsyncReadExt as _;
+                    (&mut reader)
+                        .take(part_size)
+                        .read_to_end(&mut first)
+                        .await
+                        .map_err(|e| Error::io("cannot read the upload source", e))?;
+                }
+                if (first.len() as u64) < part_size {
+                    let len = first.len() as u64;
+                    return this.single(key, PutBody::from_bytes(first), len).await;
+                }
+                use tokio::io::AsyncReadExt as _;
+                let rest = std::io::Cursor::new(first).chain(reader);
+                this.multipart(key, PutBody::from_stream(rest)).await
+            }
+        }
+    }
+
+    async fn single(self, key: String, body: PutBody, len: u64) -> Result<PutObjectOutput> {
         let inner = &self.bucket.inner;
         let (material, mut env) = inner.keyring.seal().await?;
         env.unencrypted_content_length = Some(len);
@@ -412,6 +469,32 @@ impl PutObjectFluentBuilder {
             e_tag: out.e_tag,
             version_id: out.version_id,
             envelope: env,
+        })
+    }
+
+    async fn multipart(self, key: String, body: PutBody) -> Result<PutObjectOutput> {
+        if self.record_md5.is_some() {
+            return Err(Error::invalid_input(
+                "record_unencrypted_md5 applies to single PUTs only; this body is sent as a \
+                 multipart upload",
+            ));
+        }
+        let mut create = self
+            .bucket
+            .create_multipart_upload()
+            .key(key)
+            .part_size(self.part_size);
+        if let Some(ct) = self.content_type {
+            create = create.content_type(ct);
+        }
+        for (k, v) in self.metadata {
+            create = create.metadata(k, v);
+        }
+        let (upload, out) = crate::multipart::put_multipart(create, body, self.concurrency).await?;
+        Ok(PutObjectOutput {
+            e_tag: out.e_tag,
+            version_id: out.version_id,
+            envelope: upload.envelope().clone(),
         })
     }
 }

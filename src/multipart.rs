@@ -414,7 +414,9 @@ impl MultipartUpload {
     ) -> Result<CompletedPart> {
         let body = body.into();
         let offset = self.part_offset(part_number)?;
-        let len = body.len();
+        let len = body
+            .len()
+            .ok_or_else(|| Error::invalid_input("a part must have a known length"))?;
         match self.inner.data_size {
             Some(_) => {
                 let (_, expected) = self.part_range(part_number)?;
@@ -609,5 +611,135 @@ impl MultipartUpload {
         } else {
             e
         }
+    }
+}
+
+/// Sends `body` as an encrypted multipart upload with at most `concurrency` parts in flight;
+/// the path [`put_object`](CryptoBucket::put_object) takes for bodies over 5 GiB and for
+/// streams of unknown length. Files and bytes are read part by part where they lie; a reader
+/// is read sequentially into part buffers, so memory stays within `concurrency × part size`.
+/// On failure the upload is aborted.
+pub(crate) async fn put_multipart(
+    create: CreateMultipartUploadFluentBuilder,
+    body: PutBody,
+    concurrency: usize,
+) -> Result<(MultipartUpload, CompleteMultipartUploadOutput)> {
+    let data_size = body.len();
+    let create = match data_size {
+        Some(n) => create.data_size(n),
+        None => create,
+    };
+    let upload = create.send().await?;
+    match send_all_parts(&upload, body, concurrency.max(1)).await {
+        Ok(parts) => {
+            let done = upload.complete(parts).await;
+            match done {
+                Ok(out) => Ok((upload, out)),
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    Err(e)
+                }
+            }
+        }
+        Err(e) => {
+            let _ = upload.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn send_all_parts(
+    upload: &MultipartUpload,
+    body: PutBody,
+    concurrency: usize,
+) -> Result<Vec<CompletedPart>> {
+    use crate::body::PartSource;
+    use tokio::io::AsyncReadExt as _;
+
+    let part_size = upload.part_size();
+    let known = body.len();
+    let mut source = body.into_part_source()?;
+    let mut set = tokio::task::JoinSet::new();
+    let mut parts = Vec::new();
+    let mut first_err: Option<Error> = None;
+    type Joined = std::result::Result<Result<CompletedPart>, tokio::task::JoinError>;
+    fn record(joined: Joined, parts: &mut Vec<CompletedPart>, first_err: &mut Option<Error>) {
+        let failed = match joined {
+            Ok(Ok(p)) => {
+                parts.push(p);
+                return;
+            }
+            Ok(Err(e)) => e,
+            Err(e) => Error::new(ErrorKind::Io, format!("a part upload task failed: {e}")),
+        };
+        first_err.get_or_insert(failed);
+    }
+    let mut n: u32 = 0;
+    loop {
+        // At most `concurrency` parts, and so part buffers, in flight.
+        while set.len() >= concurrency {
+            if let Some(joined) = set.join_next().await {
+                record(joined, &mut parts, &mut first_err);
+            }
+        }
+        if first_err.is_some() {
+            break;
+        }
+        n += 1;
+        let offset = u64::from(n - 1) * part_size;
+        let remaining = known.map(|total| total.saturating_sub(offset));
+        let (part, last) = match &mut source {
+            PartSource::Bytes(b) => {
+                let len = remaining.unwrap_or(0).min(part_size);
+                let start = offset as usize;
+                let part = PutBody::from_bytes(b.slice(start..start + len as usize));
+                (part, remaining == Some(len))
+            }
+            PartSource::File(path, start) => {
+                let len = remaining.unwrap_or(0).min(part_size);
+                let part = PutBody::from_file_range(path.clone(), *start + offset, len).await?;
+                (part, remaining == Some(len))
+            }
+            PartSource::Reader(reader) => {
+                let want = remaining.unwrap_or(part_size).min(part_size);
+                let mut buf = Vec::with_capacity(want as usize);
+                reader
+                    .take(want)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(|e| Error::io("cannot read the upload source", e))?;
+                let got = buf.len() as u64;
+                if known.is_some() && got < want {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!(
+                            "the upload source ended after {} of {} bytes",
+                            offset + got,
+                            known.unwrap_or(0)
+                        ),
+                    ));
+                }
+                if got == 0 && n > 1 {
+                    break; // a stream that ended exactly at a part boundary
+                }
+                let last = match remaining {
+                    Some(r) => r == got,
+                    None => got < part_size,
+                };
+                (PutBody::from_bytes(buf), last)
+            }
+        };
+        let u = upload.clone();
+        set.spawn(async move { u.upload_part(n, part).await });
+        if last {
+            break;
+        }
+    }
+    while let Some(joined) = set.join_next().await {
+        record(joined, &mut parts, &mut first_err);
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(parts),
     }
 }

@@ -341,3 +341,95 @@ async fn counter_of_part_past_64_gib_matches_independent_ctr() {
         "part 5000 ciphertext differs from AES-CTR at its offset"
     );
 }
+
+#[tokio::test]
+async fn put_object_switches_to_multipart_for_streams_and_large_bodies() {
+    use cryptobucket::PutBody;
+    let (_server, cb) = bucket_with(Fault::None, keyring_a()).await;
+    // Streams of unknown length: a short one is one PUT (and records its length) ...
+    let small = pattern(1000, 20);
+    let out = cb
+        .put_object()
+        .key("s-small")
+        .body(PutBody::from_stream(std::io::Cursor::new(small.clone())))
+        .part_size(PartSize::Target(PART))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.envelope.unencrypted_content_length, Some(1000));
+    assert_eq!(out.envelope.part_size, None);
+    // ... longer ones go multipart, including one ending exactly on a part boundary.
+    for (name, len) in [
+        ("s-odd", 2 * PART + 5),
+        ("s-even", 2 * PART),
+        ("s-one", PART),
+    ] {
+        let data = pattern(len as usize, len);
+        let out = cb
+            .put_object()
+            .key(name)
+            .body(PutBody::from_stream(std::io::Cursor::new(data.clone())))
+            .part_size(PartSize::Target(PART))
+            .concurrency(2)
+            .content_type("application/octet-stream")
+            .send()
+            .await
+            .unwrap();
+        let env = &out.envelope;
+        assert_eq!((env.data_size, env.part_size), (None, Some(PART)), "{name}");
+        let got = cb.get_object().key(name).send().await.unwrap();
+        assert_eq!(
+            got.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+        assert!(got.body.collect().await.unwrap() == data, "{name}");
+    }
+    // Known-length bodies over the threshold: multipart with data-size, from bytes and files.
+    let data = pattern((2 * PART + 77) as usize, 21);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &data).unwrap();
+    for (name, body) in [
+        ("k-bytes", PutBody::from(data.clone())),
+        ("k-file", PutBody::from_path(file.path()).await.unwrap()),
+        (
+            "k-reader",
+            PutBody::from_reader(std::io::Cursor::new(data.clone()), data.len() as u64),
+        ),
+    ] {
+        let out = cb
+            .put_object()
+            .key(name)
+            .body(body)
+            .multipart_threshold(PART)
+            .part_size(PartSize::Target(PART))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.envelope.data_size, Some(data.len() as u64), "{name}");
+        let got = cb.get_object().key(name).send().await.unwrap();
+        assert!(got.body.collect().await.unwrap() == data, "{name}");
+    }
+    // A reader shorter than it promised: an error, and no object.
+    let err = cb
+        .put_object()
+        .key("short")
+        .body(PutBody::from_reader(
+            std::io::Cursor::new(vec![0u8; PART as usize + 10]),
+            2 * PART,
+        ))
+        .multipart_threshold(PART)
+        .part_size(PartSize::Target(PART))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ended after"), "{err}");
+    assert_eq!(
+        cb.head_object()
+            .key("short")
+            .send()
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}

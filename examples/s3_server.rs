@@ -1,0 +1,47 @@
+//! A local S3 server for trying the CLI and for measurements: s3s-fs over HTTP on 127.0.0.1,
+//! the same one the tests use, with fixed test credentials.
+//!
+//! ```text
+//! cargo run --release --example s3_server -- [--dir DATA_DIR] [--bucket NAME]...
+//! ```
+//!
+//! It prints the endpoint and the credentials to export, then serves until Ctrl-C. Without
+//! `--dir` the data lives in a temp directory removed at exit.
+
+#[path = "../tests/support/server.rs"]
+#[allow(unreachable_pub)]
+mod server;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut dir = None;
+    let mut buckets = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => {
+                dir = Some(std::path::PathBuf::from(
+                    args.next().ok_or("--dir needs a value")?,
+                ))
+            }
+            "--bucket" => buckets.push(args.next().ok_or("--bucket needs a value")?),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let server = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            server::TestServer::start_in(d, server::Fault::None)
+        }
+        None => server::TestServer::start(),
+    };
+    for b in &buckets {
+        server.create_bucket(b).await;
+    }
+    println!("export AWS_ENDPOINT_URL={}", server.endpoint);
+    println!("export AWS_ACCESS_KEY_ID={}", server::ACCESS_KEY);
+    println!("export AWS_SECRET_ACCESS_KEY={}", server::SECRET_KEY);
+    println!("# buckets: {buckets:?}; use --force-path-style with the CLI. Ctrl-C stops.");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

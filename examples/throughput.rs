@@ -1,0 +1,348 @@
+//! Throughput: the same file uploaded and downloaded through `CryptoBucket` (encrypted,
+//! checkpointed) and through plain aws-sdk-s3 (no encryption, no checkpoints), with identical
+//! part size and concurrency, against the same server, in one run.
+//!
+//! ```text
+//! cargo run --release --example throughput -- --size 2GiB [--part-size 8MiB] [--concurrency 8]
+//!     [--rounds 3] [--endpoint-url URL --bucket B]
+//! ```
+//!
+//! Without `--endpoint-url` each round starts a fresh in-process s3s-fs server in a new temp
+//! directory (s3s-fs slows down on a reused data dir), so server work shares the machine's
+//! cores with the client. Rounds alternate which side goes first; the best round of each side
+//! counts. The last line is `encrypted/plain throughput ratio: put X get Y`.
+
+#[path = "../tests/support/server.rs"]
+#[allow(unreachable_pub)]
+mod server;
+
+use std::path::Path;
+use std::time::Instant;
+
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use cryptobucket::{ClientOptions, CryptoBucket, Keyring, MatDesc, PartSize, RsaKeyPair};
+use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::task::JoinSet;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Opts {
+    size: u64,
+    part: u64,
+    concurrency: usize,
+    rounds: usize,
+    endpoint: Option<String>,
+    bucket: String,
+}
+
+fn parse_size(s: &str) -> Result<u64, BoxError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        other => return Err(format!("unknown unit {other}").into()),
+    };
+    Ok(n.parse::<u64>()? * mult)
+}
+
+fn opts() -> Result<Opts, BoxError> {
+    let mut o = Opts {
+        size: 2 << 30,
+        part: 8 << 20,
+        concurrency: 8,
+        rounds: 3,
+        endpoint: None,
+        bucket: "bench".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut v = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--size" => o.size = parse_size(&v()?)?,
+            "--part-size" => o.part = parse_size(&v()?)?,
+            "--concurrency" => o.concurrency = v()?.parse()?,
+            "--rounds" => o.rounds = v()?.parse()?,
+            "--endpoint-url" => o.endpoint = Some(v()?),
+            "--bucket" => o.bucket = v()?,
+            "--bench" => {} // passed by `cargo bench`-style runners; ignored
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(o)
+}
+
+/// Fills `path` with `size` bytes of AES-CTR keystream (incompressible, fast to make).
+fn make_file(path: &Path, size: u64) -> Result<(), BoxError> {
+    use std::io::Write as _;
+    let m = cryptobucket::ContentMaterial::from_parts([5; 32], [6; 16]);
+    let mut c = m.cipher_at(0)?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut buf = vec![0u8; 8 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        c.apply(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Plain multipart upload with the same part size and concurrency.
+async fn plain_put(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    o: &Opts,
+) -> Result<(), BoxError> {
+    let id = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await?
+        .upload_id
+        .ok_or("no upload id")?;
+    let count = o.size.div_ceil(o.part).max(1);
+    let mut set = JoinSet::new();
+    let mut parts = Vec::new();
+    let mut next = 0u64;
+    loop {
+        while set.len() < o.concurrency && next < count {
+            let (client, bucket, key, id, path) = (
+                client.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                id.clone(),
+                path.to_owned(),
+            );
+            let off = next * o.part;
+            let len = (o.size - off).min(o.part);
+            let n = next as i32 + 1;
+            set.spawn(async move {
+                let body = ByteStream::read_from()
+                    .path(&path)
+                    .offset(off)
+                    .length(Length::Exact(len))
+                    .build()
+                    .await?;
+                let out = client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .part_number(n)
+                    .content_length(len as i64)
+                    .body(body)
+                    .send()
+                    .await?;
+                Ok::<_, BoxError>(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag)
+                        .build(),
+                )
+            });
+            next += 1;
+        }
+        match set.join_next().await {
+            Some(r) => parts.push(r??),
+            None => break,
+        }
+    }
+    parts.sort_by_key(|p| p.part_number);
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// Plain parallel ranged download into a preallocated file.
+async fn plain_get(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    o: &Opts,
+) -> Result<(), BoxError> {
+    std::fs::File::create(path)?.set_len(o.size)?;
+    let count = o.size.div_ceil(o.part);
+    let mut set = JoinSet::new();
+    let mut next = 0u64;
+    loop {
+        while set.len() < o.concurrency && next < count {
+            let (client, bucket, key, path) = (
+                client.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                path.to_owned(),
+            );
+            let off = next * o.part;
+            let last = (off + o.part).min(o.size) - 1;
+            set.spawn(async move {
+                let mut body = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .range(format!("bytes={off}-{last}"))
+                    .send()
+                    .await?
+                    .body;
+                let mut f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .await?;
+                f.seek(std::io::SeekFrom::Start(off)).await?;
+                while let Some(chunk) = body.next().await {
+                    f.write_all(&chunk?).await?;
+                }
+                f.flush().await?;
+                Ok::<_, BoxError>(())
+            });
+            next += 1;
+        }
+        match set.join_next().await {
+            Some(r) => r??,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn mbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e6
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let o = opts()?;
+    let work = tempfile::tempdir()?;
+    let src = work.path().join("source.bin");
+    make_file(&src, o.size)?;
+    let (private, _) = cryptobucket::generate_rsa_pem(2048)?;
+    let keyring = Keyring::single(RsaKeyPair::from_private_pem(&private)?, MatDesc::new());
+    println!(
+        "size {} bytes, part size {}, concurrency {}, {} rounds, {}",
+        o.size,
+        o.part,
+        o.concurrency,
+        o.rounds,
+        o.endpoint
+            .as_deref()
+            .unwrap_or("in-process s3s-fs (fresh data dir per round)")
+    );
+    let mut best = [f64::MAX; 4]; // plain put, enc put, plain get, enc get (seconds)
+    for round in 0..o.rounds {
+        let server = match &o.endpoint {
+            None => Some(server::TestServer::start()),
+            Some(_) => None,
+        };
+        let client = match (&server, &o.endpoint) {
+            (Some(s), _) => {
+                s.create_bucket(&o.bucket).await;
+                s.client().await
+            }
+            (None, Some(url)) => {
+                ClientOptions::new()
+                    .endpoint_url(url)
+                    .force_path_style(true)
+                    .build()
+                    .await
+            }
+            (None, None) => unreachable!(),
+        };
+        let cb = CryptoBucket::new(client.clone(), &o.bucket, keyring.clone());
+        let cps = work.path().join("checkpoints");
+        let enc_first = round % 2 == 1;
+        let mut times = [0f64; 4];
+        for step in 0..4 {
+            // put plain/enc (order alternates per round), then get plain/enc.
+            let enc = (step % 2 == 1) != enc_first;
+            let get = step >= 2;
+            let dst = work.path().join(if enc { "enc.out" } else { "plain.out" });
+            let t = Instant::now();
+            match (get, enc) {
+                (false, false) => plain_put(&client, &o.bucket, "plain", &src, &o).await?,
+                (false, true) => {
+                    cb.upload_file()
+                        .key("enc")
+                        .path(&src)
+                        .part_size(PartSize::Target(o.part))
+                        .concurrency(o.concurrency)
+                        .checkpoint_dir(&cps)
+                        .send()
+                        .await?;
+                }
+                (true, false) => plain_get(&client, &o.bucket, "plain", &dst, &o).await?,
+                (true, true) => {
+                    cb.download_file()
+                        .key("enc")
+                        .path(&dst)
+                        .part_size(PartSize::Target(o.part))
+                        .concurrency(o.concurrency)
+                        .checkpoint_dir(&cps)
+                        .send()
+                        .await?;
+                }
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let slot = usize::from(get) * 2 + usize::from(enc);
+            times[slot] = secs;
+            best[slot] = best[slot].min(secs);
+            if get {
+                std::fs::remove_file(&dst)?;
+            }
+        }
+        println!(
+            "round {round}: put plain {:.0} MB/s, encrypted {:.0} MB/s; get plain {:.0} MB/s, encrypted {:.0} MB/s",
+            mbps(o.size, times[0]),
+            mbps(o.size, times[1]),
+            mbps(o.size, times[2]),
+            mbps(o.size, times[3])
+        );
+        drop(server);
+    }
+    println!(
+        "best: put plain {:.0} MB/s, encrypted {:.0} MB/s; get plain {:.0} MB/s, encrypted {:.0} MB/s",
+        mbps(o.size, best[0]),
+        mbps(o.size, best[1]),
+        mbps(o.size, best[2]),
+        mbps(o.size, best[3])
+    );
+    match peak_rss_mib() {
+        Some(m) => {
+            println!("peak RSS of this process (client and, if in-process, server): {m:.0} MiB")
+        }
+        None => println!("peak RSS: unavailable"),
+    }
+    println!(
+        "encrypted/plain throughput ratio: put {:.2} get {:.2}",
+        best[0] / best[1],
+        best[2] / best[3]
+    );
+    Ok(())
+}
