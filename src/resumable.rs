@@ -254,6 +254,79 @@ async fn store_checkpoint(cp: &Checkpoint, path: &Path) -> Result<()> {
         .map_err(|e| Error::new(ErrorKind::Io, format!("checkpoint writer failed: {e}")))?
 }
 
+/// Records finished parts in the checkpoint on a blocking thread, off the async workers. Parts
+/// that finish while a write is under way go into the next write together, so a fast transfer
+/// costs one fsync per batch, not per part. For downloads it first syncs the data file, so a
+/// checkpoint never claims bytes the disk might not hold after a power cut.
+struct Checkpointer {
+    tx: Option<std::sync::mpsc::Sender<DonePart>>,
+    task: tokio::task::JoinHandle<Result<Checkpoint>>,
+}
+
+impl Checkpointer {
+    /// `store`: write the checkpoint file (resumable transfers); otherwise parts are only
+    /// collected. `data_file`: synced before each write.
+    fn start(
+        mut cp: Checkpoint,
+        path: PathBuf,
+        material: ContentMaterial,
+        data_file: Option<PathBuf>,
+        store: bool,
+    ) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<DonePart>();
+        let task = tokio::task::spawn_blocking(move || {
+            let file = data_file
+                .map(|p| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .map_err(|e| Error::io(format!("cannot open {}", p.display()), e))
+                })
+                .transpose()?;
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                if let Some(f) = &file {
+                    f.sync_data()
+                        .map_err(|e| Error::io("cannot sync the downloaded data", e))?;
+                }
+                cp.parts.extend(batch);
+                cp.parts.sort_by_key(|p| p.part_number);
+                if store {
+                    cp.seal(&material)?;
+                    cp.store(&path)?;
+                }
+            }
+            Ok(cp)
+        });
+        Self { tx: Some(tx), task }
+    }
+
+    fn record(&self, part: DonePart) -> Result<()> {
+        match &self.tx {
+            Some(tx) if tx.send(part).is_ok() => Ok(()),
+            _ => Err(Error::new(ErrorKind::Io, "the checkpoint writer stopped")),
+        }
+    }
+
+    /// Waits until every recorded part is written; returns the final checkpoint, or the
+    /// writer's error.
+    async fn finish(mut self) -> Result<Checkpoint> {
+        drop(self.tx.take());
+        self.task
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("checkpoint writer failed: {e}")))?
+    }
+}
+
+/// The outcome of the parts and of their checkpoint writer: the writer's error wins (it is the
+/// cause when both failed).
+async fn settle<T>(run: Result<T>, writer: Checkpointer) -> Result<(T, Checkpoint)> {
+    let cp = writer.finish().await;
+    let cp = cp?;
+    Ok((run?, cp))
+}
+
 fn invalid_checkpoint(path: &Path, err: Error) -> Error {
     Error::new(
         ErrorKind::InvalidCheckpoint,
@@ -646,28 +719,29 @@ impl UploadFileFluentBuilder {
             });
         }
         let mut sent = 0u64;
-        let resumable = self.opts.resumable;
-        run_bounded(self.opts.concurrency, jobs, |part: CompletedPart| {
+        let writer = Checkpointer::start(
+            cp.clone(),
+            cp_path.to_owned(),
+            upload.material().clone(),
+            None,
+            self.opts.resumable,
+        );
+        let run = run_bounded(self.opts.concurrency, jobs, |part: CompletedPart| {
             sent += part.size;
-            cp.parts.push(DonePart {
-                part_number: part.part_number,
-                e_tag: Some(part.e_tag),
-                size: part.size,
-            });
-            cp.parts.sort_by_key(|p| p.part_number);
-            if resumable {
-                cp.seal(upload.material())?;
-                // Written synchronously here (a few ms) so the record never runs ahead of disk.
-                cp.store(cp_path)?;
-            }
             report.add(part.size);
             report.emit(ProgressEvent::PartDone {
                 part_number: part.part_number,
                 bytes: part.size,
             });
-            Ok(())
+            writer.record(DonePart {
+                part_number: part.part_number,
+                e_tag: Some(part.e_tag),
+                size: part.size,
+            })
         })
-        .await?;
+        .await;
+        let ((), done) = settle(run, writer).await?;
+        *cp = done;
         Ok(sent)
     }
 
@@ -889,7 +963,7 @@ impl DownloadFileFluentBuilder {
                 }
             }
         }
-        let mut cp = match cp {
+        let cp = match cp {
             Some(cp) => cp,
             None => {
                 let part_size = self.opts.part_size.resolve(Some(size))?;
@@ -966,23 +1040,24 @@ impl DownloadFileFluentBuilder {
         }
         let mut received = 0u64;
         let resumable = self.opts.resumable;
-        run_bounded(self.opts.concurrency, jobs, |part: DonePart| {
+        let writer = Checkpointer::start(
+            cp.clone(),
+            cp_path.to_owned(),
+            binding_key.clone(),
+            resumable.then(|| temp.to_owned()),
+            resumable,
+        );
+        let run = run_bounded(self.opts.concurrency, jobs, |part: DonePart| {
             received += part.size;
             report.add(part.size);
-            let (n, bytes) = (part.part_number, part.size);
-            cp.parts.push(part);
-            cp.parts.sort_by_key(|p| p.part_number);
-            if resumable {
-                cp.seal(&binding_key)?;
-                cp.store(cp_path)?;
-            }
             report.emit(ProgressEvent::PartDone {
-                part_number: n,
-                bytes,
+                part_number: part.part_number,
+                bytes: part.size,
             });
-            Ok(())
+            writer.record(part)
         })
-        .await?;
+        .await;
+        settle(run, writer).await?;
 
         // Every byte is in place: make it durable, then publish it under its name.
         let io = |what: &str, e| Error::io(format!("cannot {what} {}", temp.display()), e);
@@ -1008,8 +1083,8 @@ impl DownloadFileFluentBuilder {
     }
 }
 
-/// Fetches plaintext bytes `offset..offset+len` (pinned to `e_tag`) into `temp` at `offset`,
-/// and makes them durable before returning.
+/// Fetches plaintext bytes `offset..offset+len` (pinned to `e_tag`) into `temp` at `offset`.
+/// (The checkpoint writer syncs the file before recording the part.)
 async fn fetch_range(
     bucket: &CryptoBucket,
     key: &str,
@@ -1045,6 +1120,5 @@ async fn fetch_range(
         file.write_all(&chunk?).await.map_err(io)?;
     }
     file.flush().await.map_err(io)?;
-    file.sync_data().await.map_err(io)?;
     Ok(())
 }

@@ -98,36 +98,34 @@ fn recorder() -> (ProgressListener, Arc<Mutex<Vec<cryptobucket::Progress>>>) {
     )
 }
 
-/// A listener that fires `tx` after `n` finished parts, so the test can kill the transfer.
-fn stop_after(n: usize) -> (ProgressListener, tokio::sync::mpsc::UnboundedReceiver<()>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let count = Arc::new(Mutex::new(0usize));
-    (
-        ProgressListener::new(move |p| {
-            if matches!(p.event, ProgressEvent::PartDone { .. }) {
-                let mut c = count.lock().unwrap();
-                *c += 1;
-                if *c == n {
-                    let _ = tx.send(());
-                }
-            }
-        }),
-        rx,
-    )
-}
+impl Env {
+    /// Uploads `file` while the server accepts only `parts` parts (then 503 SlowDown) and no
+    /// retries are allowed: the upload stops with `parts` parts done and checkpointed, as an
+    /// interrupted run leaves it. (Killing the process is `crash.rs`'s job.)
+    async fn upload_interrupted(&self, key: &str, file: &Path, parts: i64) {
+        self.server.stats.limit(parts, i64::MAX);
+        let err = self
+            .upload(key, file)
+            .max_attempts(1)
+            .send()
+            .await
+            .unwrap_err();
+        self.server.stats.limit(i64::MAX, i64::MAX);
+        assert!(err.is_retryable(), "{err}");
+    }
 
-/// Runs `fut` until the listener fires, then drops it mid-transfer (as a crash would stop it).
-async fn interrupt<T: Send + 'static>(
-    fut: impl Future<Output = T> + Send + 'static,
-    mut fired: tokio::sync::mpsc::UnboundedReceiver<()>,
-) {
-    let task = tokio::spawn(fut);
-    fired
-        .recv()
-        .await
-        .expect("the transfer should report a part");
-    task.abort();
-    let _ = task.await;
+    /// The same for a download: `ranges` ranged GETs succeed, then the server refuses.
+    async fn download_interrupted(&self, key: &str, file: &Path, ranges: i64) {
+        self.server.stats.limit(i64::MAX, ranges);
+        let err = self
+            .download(key, file)
+            .max_attempts(1)
+            .send()
+            .await
+            .unwrap_err();
+        self.server.stats.limit(i64::MAX, i64::MAX);
+        assert!(err.is_retryable(), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -226,8 +224,7 @@ async fn interrupted_upload_resumes_without_resending_and_checkpoint_holds_no_ke
     let env = Env::new().await;
     let data = pattern((6 * PART + 5) as usize, 4);
     let src = env.write("src", &data);
-    let (listener, fired) = stop_after(2);
-    interrupt(env.upload("r", &src).progress(listener).send(), fired).await;
+    env.upload_interrupted("r", &src, 2).await;
 
     let cps = env.checkpoints();
     assert_eq!(cps.len(), 1, "one checkpoint while unfinished");
@@ -276,15 +273,12 @@ async fn interrupted_upload_resumes_without_resending_and_checkpoint_holds_no_ke
         .stats
         .part_bytes_in
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(out.resumed_bytes >= 2 * PART, "{out:?}");
+    assert_eq!(out.resumed_bytes, 2 * PART, "{out:?}");
     assert_eq!(out.resumed_bytes + out.bytes_sent, data.len() as u64);
-    // Only missing parts are sent (a request of the killed run may still land meanwhile,
-    // hence at most one part per connection more).
-    assert!(
-        after - before >= out.bytes_sent && after - before <= out.bytes_sent + 2 * PART,
-        "sent {} for {} missing bytes",
+    assert_eq!(
         after - before,
-        out.bytes_sent
+        out.bytes_sent,
+        "only the missing parts are sent"
     );
     assert!(matches!(
         seen.lock().unwrap()[0].event,
@@ -299,8 +293,7 @@ async fn changed_source_or_vanished_upload_starts_over() {
     let env = Env::new().await;
     let data = pattern((4 * PART) as usize, 5);
     let src = env.write("src", &data);
-    let (listener, fired) = stop_after(1);
-    interrupt(env.upload("c", &src).progress(listener).send(), fired).await;
+    env.upload_interrupted("c", &src, 1).await;
     let cp: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&env.checkpoints()[0]).unwrap()).unwrap();
     let old_id = cp["upload_id"].as_str().unwrap().to_owned();
@@ -327,8 +320,7 @@ async fn changed_source_or_vanished_upload_starts_over() {
     assert!(listed.is_err(), "stale upload still exists");
 
     // The upload vanishes from the server (aborted by a lifecycle rule, say).
-    let (listener, fired) = stop_after(1);
-    interrupt(env.upload("v", &src).progress(listener).send(), fired).await;
+    env.upload_interrupted("v", &src, 1).await;
     let cp: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&env.checkpoints()[0]).unwrap()).unwrap();
     env.cb
@@ -350,8 +342,7 @@ async fn finished_upload_with_stale_checkpoint_is_recognised() {
     let env = Env::new().await;
     let data = pattern((3 * PART) as usize, 7);
     let src = env.write("src", &data);
-    let (listener, fired) = stop_after(1);
-    interrupt(env.upload("f", &src).progress(listener).send(), fired).await;
+    env.upload_interrupted("f", &src, 1).await;
     let cp_path = env.checkpoints()[0].clone();
     let saved = std::fs::read(&cp_path).unwrap();
     env.upload("f", &src).send().await.unwrap();
@@ -381,8 +372,7 @@ async fn tampered_or_foreign_checkpoints_are_refused() {
     let data = pattern((3 * PART) as usize, 8);
     let src = env.write("src", &data);
     let src2 = env.write("src2", &data);
-    let (listener, fired) = stop_after(1);
-    interrupt(env.upload("t", &src).progress(listener).send(), fired).await;
+    env.upload_interrupted("t", &src, 1).await;
     let cp_path = env.checkpoints()[0].clone();
     let original = std::fs::read(&cp_path).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&original).unwrap();
@@ -427,8 +417,7 @@ async fn tampered_or_foreign_checkpoints_are_refused() {
     let foreign = env.upload("t2", &src2);
     let out = foreign.send().await.unwrap(); // writes and removes its own checkpoint
     assert_eq!(out.resumed_bytes, 0);
-    let (listener, fired) = stop_after(1);
-    interrupt(env.upload("t2", &src2).progress(listener).send(), fired).await;
+    env.upload_interrupted("t2", &src2, 1).await;
     let t2_cp = env
         .checkpoints()
         .into_iter()
@@ -458,8 +447,7 @@ async fn interrupted_download_resumes_and_appears_only_when_complete() {
     let src = env.write("src", &data);
     env.upload("d", &src).send().await.unwrap();
     let dst = env.path("dst");
-    let (listener, fired) = stop_after(2);
-    interrupt(env.download("d", &dst).progress(listener).send(), fired).await;
+    env.download_interrupted("d", &dst, 2).await;
     assert!(
         !dst.exists(),
         "the destination must not appear before it is complete"
@@ -477,13 +465,12 @@ async fn interrupted_download_resumes_and_appears_only_when_complete() {
         .stats
         .bytes_out
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(out.resumed_bytes >= 2 * PART, "{out:?}");
+    assert_eq!(out.resumed_bytes, 2 * PART, "{out:?}");
     assert_eq!(out.resumed_bytes + out.bytes_received, data.len() as u64);
-    assert!(
-        after - before >= out.bytes_received && after - before <= out.bytes_received + 2 * PART,
-        "fetched {} for {} missing bytes",
+    assert_eq!(
         after - before,
-        out.bytes_received
+        out.bytes_received,
+        "only the missing ranges are fetched"
     );
     assert!(std::fs::read(&dst).unwrap() == data);
     assert!(env.checkpoints().is_empty());
@@ -496,8 +483,7 @@ async fn download_restarts_when_the_object_changed() {
     let src = env.write("src", &data);
     env.upload("o", &src).send().await.unwrap();
     let dst = env.path("dst");
-    let (listener, fired) = stop_after(1);
-    interrupt(env.download("o", &dst).progress(listener).send(), fired).await;
+    env.download_interrupted("o", &dst, 1).await;
     let data2 = pattern((4 * PART) as usize, 11);
     std::fs::write(&src, &data2).unwrap();
     env.upload("o", &src).send().await.unwrap();
@@ -577,4 +563,50 @@ async fn bad_options_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn throttled_parts_and_ranges_are_retried_with_the_same_bytes() {
+    let env = Env::new().await;
+    let data = pattern((3 * PART + 9) as usize, 13);
+    let src = env.write("src", &data);
+    // The store answers SlowDown after one part; the retry notice lifts the throttle.
+    let stats = env.server.stats.clone();
+    let retries = Arc::new(Mutex::new(Vec::new()));
+    let r = retries.clone();
+    let listener = ProgressListener::new(move |p| {
+        if let ProgressEvent::Retrying { reason, .. } = &p.event {
+            r.lock().unwrap().push(reason.clone());
+            stats.limit(i64::MAX, i64::MAX);
+        }
+    });
+    env.server.stats.limit(1, i64::MAX);
+    let out = env
+        .upload("slow", &src)
+        .progress(listener.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.resumed_bytes, 0);
+    // SlowDown, or a reset connection when the store answers before reading the body.
+    let seen = retries.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|m| m.contains("SlowDown") || m.contains("could not reach")),
+        "{seen:?}"
+    );
+    assert!(env.read("slow").await == data);
+
+    retries.lock().unwrap().clear();
+    env.server.stats.limit(i64::MAX, 1);
+    let dst = env.path("slow.out");
+    env.download("slow", &dst)
+        .progress(listener)
+        .send()
+        .await
+        .unwrap();
+    assert!(!retries.lock().unwrap().is_empty());
+    assert!(std::fs::read(&dst).unwrap() == data);
 }

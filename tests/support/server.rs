@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -43,6 +43,36 @@ pub struct Stats {
     pub parts_in: AtomicU64,
     /// Bytes of GetObject bodies sent (by Content-Length).
     pub bytes_out: AtomicU64,
+    /// UploadPart requests still answered normally; later ones get 503 SlowDown.
+    pub part_budget: AtomicI64,
+    /// GetObject requests still answered normally; later ones get 503 SlowDown.
+    pub get_budget: AtomicI64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            part_budget: AtomicI64::new(i64::MAX),
+            get_budget: AtomicI64::new(i64::MAX),
+            ..Self::default()
+        }
+    }
+
+    /// From now on, answer only `parts` more UploadParts and `gets` more GetObjects normally
+    /// (`i64::MAX`: no limit), like a store that starts throttling or going away mid-transfer.
+    pub fn limit(&self, parts: i64, gets: i64) {
+        self.part_budget.store(parts, Ordering::SeqCst);
+        self.get_budget.store(gets, Ordering::SeqCst);
+    }
+}
+
+fn spend(budget: &AtomicI64) -> S3Result<()> {
+    if budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
+        budget.store(0, Ordering::SeqCst);
+        Err(s3s::s3_error!(SlowDown, "test budget exhausted"))
+    } else {
+        Ok(())
+    }
 }
 
 struct FaultyFs {
@@ -132,11 +162,13 @@ macro_rules! faulty_impl {
             })*
 
             async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+                spend(&self.stats.get_budget)?;
                 self.faulty_get(req).await
             }
 
             async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
                 self.require_upload(&req.input.upload_id)?;
+                spend(&self.stats.part_budget)?;
                 self.stats.parts_in.fetch_add(1, Ordering::Relaxed);
                 self.stats.part_bytes_in.fetch_add(req.input.content_length.unwrap_or(0) as u64, Ordering::Relaxed);
                 self.fs.upload_part(req).await
@@ -206,7 +238,7 @@ impl TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let fs_root = root.clone();
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats::new());
         let server_stats = stats.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
