@@ -69,3 +69,8 @@ pub use multipart::{MultipartUpload, PartSize};
 pub use progress::{Progress, ProgressEvent, ProgressListener};
 pub use range::ByteRange;
 pub use resumable::{DownloadFileOutput, UploadFileOutput};
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

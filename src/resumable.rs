@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio::task::JoinSet;
 
 use crate::body::PutBody;
@@ -1106,19 +1105,64 @@ async fn fetch_range(
         get = get.preset_material(wrapped, m.clone());
     }
     let out = get.send().await?;
-    let io = |e| Error::io(format!("cannot write {}", temp.display()), e);
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .open(temp)
-        .await
-        .map_err(io)?;
-    file.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(io)?;
+        .map_err(|e| Error::io(format!("cannot open {}", temp.display()), e))?;
+    let file = Arc::new(file);
+    // Decrypted chunks are gathered to about 1 MiB and written with positioned writes on the
+    // blocking pool: one thread hand-off per MiB instead of one per network chunk.
     let mut body = out.body;
-    while let Some(chunk) = body.next().await {
-        file.write_all(&chunk?).await.map_err(io)?;
+    let mut pending: Vec<bytes::Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    let mut at = offset;
+    loop {
+        let chunk = body.next().await.transpose()?;
+        let end = chunk.is_none();
+        if let Some(c) = chunk {
+            pending_len += c.len();
+            pending.push(c);
+        }
+        if pending_len >= WRITE_BATCH || (end && pending_len > 0) {
+            let (f, batch, pos) = (file.clone(), std::mem::take(&mut pending), at);
+            at += pending_len as u64;
+            pending_len = 0;
+            tokio::task::spawn_blocking(move || write_all_at(&f, &batch, pos))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
+                .map_err(|e| Error::io(format!("cannot write {}", temp.display()), e))?;
+        }
+        if end {
+            return Ok(());
+        }
     }
-    file.flush().await.map_err(io)?;
-    Ok(())
+}
+
+/// Bytes gathered before one positioned write of a download.
+const WRITE_BATCH: usize = 1 << 20;
+
+fn write_all_at(
+    file: &std::fs::File,
+    chunks: &[bytes::Bytes],
+    mut pos: u64,
+) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt as _;
+        for c in chunks {
+            file.write_all_at(c, pos)?;
+            pos += c.len() as u64;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek as _, Write as _};
+        let mut f = file;
+        f.seek(std::io::SeekFrom::Start(pos))?;
+        for c in chunks {
+            f.write_all(c)?;
+        }
+        Ok(())
+    }
 }
