@@ -281,3 +281,52 @@ fn upload_and_download_survive_repeated_sigkill() {
         "downloaded file differs from the source"
     );
 }
+
+#[test]
+fn ctrl_c_keeps_the_checkpoint_and_a_rerun_resumes() {
+    let rig = Rig::new();
+    let size = 96 << 20;
+    let src = rig.dir.path().join("data.bin");
+    let digest = make_file(&src, size);
+    let s = src.to_str().unwrap();
+    let mut child = rig.spawn(&["put", s, "s3://crash/data.bin"]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while rig.checkpointed() == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before Ctrl-C"
+        );
+        assert!(Instant::now() < deadline, "no part was checkpointed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("run the same command again"),
+        "{err}"
+    );
+    assert!(rig.checkpointed() > 0, "the checkpoint survives Ctrl-C");
+
+    let out = rig
+        .spawn(&["put", s, "s3://crash/data.bin"])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming upload of"), "{err}");
+    assert_eq!(rig.checkpointed(), 0);
+    let check = rig.dir.path().join("check.bin");
+    let out = rig
+        .spawn(&["get", "s3://crash/data.bin", check.to_str().unwrap()])
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(sha256_file(&check) == digest);
+}
