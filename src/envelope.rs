@@ -69,6 +69,9 @@ pub enum WrapAlgorithm {
     RsaOaepSha1,
     /// `KMS/ALICLOUD`: Alibaba Cloud KMS.
     AliyunKms,
+    /// `CRYPTOBUCKET/AES-256-GCM`: a local 256-bit master key
+    /// ([`AesMasterKey`](crate::AesMasterKey)); this crate's own, not read by the OSS SDKs.
+    LocalAes256Gcm,
     /// Any other string, kept so that errors can name it.
     Other(String),
 }
@@ -80,6 +83,7 @@ impl WrapAlgorithm {
             Self::RsaPkcs1 => "RSA/NONE/PKCS1Padding",
             Self::RsaOaepSha1 => "RSA/NONE/OAEPWithSHA-1AndMGF1Padding",
             Self::AliyunKms => "KMS/ALICLOUD",
+            Self::LocalAes256Gcm => "CRYPTOBUCKET/AES-256-GCM",
             Self::Other(s) => s,
         }
     }
@@ -90,6 +94,7 @@ impl WrapAlgorithm {
             "RSA/NONE/PKCS1Padding" => Self::RsaPkcs1,
             "RSA/NONE/OAEPWithSHA-1AndMGF1Padding" => Self::RsaOaepSha1,
             "KMS/ALICLOUD" => Self::AliyunKms,
+            "CRYPTOBUCKET/AES-256-GCM" => Self::LocalAes256Gcm,
             other => Self::Other(other.to_owned()),
         }
     }

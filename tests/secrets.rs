@@ -15,11 +15,20 @@ fn debug_output_has_no_key_bytes() {
         .build()
         .unwrap();
     let cipher = m.cipher_at(3).unwrap();
+    let aes = cryptobucket::AesMasterKey::from_bytes(&[0xAB; 32]).unwrap();
+    let aes_ring = Keyring::single(
+        cryptobucket::AesMasterKey::from_bytes(&[0xAB; 32]).unwrap(),
+        MatDesc::new(),
+    );
+    let aes_err = cryptobucket::AesMasterKey::from_bytes(&[0xAB; 31]).unwrap_err();
     let texts = [
         format!("{m:?}"),
         format!("{key:?}"),
         format!("{keyring:?}"),
         format!("{cipher:?}"),
+        format!("{aes:?}"),
+        format!("{aes_ring:?}"),
+        format!("{aes_err:?} {aes_err}"),
     ];
     let private_b64: String = private_pem
         .lines()

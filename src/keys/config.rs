@@ -9,7 +9,14 @@
 //! default = true                 # exactly one entry (optional when there is one entry)
 //! ```
 //!
-//! Secrets are never written into this file; it only points at key files.
+//! ```toml
+//! [[keys]]
+//! name = "airgap"
+//! kind = "aes"                   # a local 256-bit master key (AES-256-GCM wrap)
+//! key_env = "CKPT_MASTER_KEY"    # base64 of 32 bytes; or key_file = "master.key"
+//! ```
+//!
+//! Secrets are never written into this file; it only points at key files and variables.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{KeyEntry, Keyring, RsaKeyPair, RsaPadding};
+use super::{AesMasterKey, KeyEntry, KeyProvider, Keyring, RsaKeyPair, RsaPadding};
 use crate::envelope::MatDesc;
 use crate::error::{Error, Result};
 
@@ -54,6 +61,10 @@ struct KeySpec {
     private_key: Option<PathBuf>,
     /// `pkcs1` (default) or `oaep-sha1`: the padding used when writing.
     padding: Option<String>,
+    /// `aes`: environment variable holding the base64 key.
+    key_env: Option<String>,
+    /// `aes`: file holding the key (32 raw bytes or base64).
+    key_file: Option<PathBuf>,
     #[serde(default)]
     matdesc: BTreeMap<String, String>,
     #[serde(default)]
@@ -98,7 +109,28 @@ impl KeyringFile {
 }
 
 impl KeySpec {
+    /// Refuses fields that belong to another kind (a likely mistake, e.g. `key_env` on an RSA
+    /// entry).
+    fn check_fields(&self) -> Result<()> {
+        let rsa_only =
+            self.public_key.is_some() || self.private_key.is_some() || self.padding.is_some();
+        let aes_only = self.key_env.is_some() || self.key_file.is_some();
+        let bad = match self.kind.as_str() {
+            "rsa" if aes_only => Some("key_env/key_file"),
+            "aes" if rsa_only => Some("public_key/private_key/padding"),
+            _ => None,
+        };
+        match bad {
+            Some(fields) => Err(Error::invalid_key(format!(
+                "{fields} do not apply to a {:?} key",
+                self.kind
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn into_entry(self, base: &Path) -> Result<KeyEntry> {
+        self.check_fields()?;
         let provider = match self.kind.as_str() {
             "rsa" => {
                 let read = |p: &PathBuf| -> Result<Zeroizing<String>> {
@@ -120,19 +152,35 @@ impl KeySpec {
                         )));
                     }
                 };
-                RsaKeyPair::from_pem(
-                    public.as_deref().map(|s| s.as_str()),
-                    private.as_deref().map(|s| s.as_str()),
-                )?
-                .with_padding(padding)
+                Box::new(
+                    RsaKeyPair::from_pem(
+                        public.as_deref().map(|s| s.as_str()),
+                        private.as_deref().map(|s| s.as_str()),
+                    )?
+                    .with_padding(padding),
+                ) as Box<dyn KeyProvider>
+            }
+            "aes" => {
+                let key = match (&self.key_env, &self.key_file) {
+                    (Some(var), None) => AesMasterKey::from_env(var)?,
+                    (None, Some(file)) => AesMasterKey::from_file(&base.join(file))?,
+                    _ => {
+                        return Err(Error::invalid_key(
+                            "an \"aes\" key needs exactly one of key_env (an environment variable \
+                             holding the base64 key) or key_file",
+                        ));
+                    }
+                };
+                Box::new(key) as Box<dyn KeyProvider>
             }
             other => {
                 return Err(Error::invalid_key(format!(
-                    "unknown key kind {other:?}; supported kinds: \"rsa\""
+                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\""
                 )));
             }
         };
-        let mut entry = KeyEntry::new(provider).matdesc(MatDesc::from(self.matdesc));
+        let mut entry =
+            KeyEntry::from_arc(std::sync::Arc::from(provider)).matdesc(MatDesc::from(self.matdesc));
         if let Some(name) = self.name {
             entry = entry.name(name);
         }

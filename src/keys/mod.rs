@@ -5,6 +5,7 @@
 //! ([`MatDesc`]); one is the default used for writing. On reading, the object's `matdesc` picks
 //! the key: parsed-map equality, no silent fallback.
 
+pub mod aes;
 mod config;
 mod pem;
 mod rsa;
@@ -18,6 +19,7 @@ use crate::cipher::ContentMaterial;
 use crate::envelope::{Envelope, MatDesc, WrapAlgorithm, WrappedValue};
 use crate::error::{Error, ErrorKind, Result};
 
+pub use self::aes::AesMasterKey;
 pub use self::config::KeyringFile;
 pub use self::rsa::{RsaKeyPair, RsaPadding, generate_rsa_pem};
 
