@@ -245,6 +245,20 @@ impl CryptoBucket {
         crate::resumable::DownloadFileFluentBuilder::new(self.clone())
     }
 
+    /// Re-wraps an object's content key under another master key without touching the body
+    /// (see [`crate::rewrap`]): key rotation without rewriting terabytes.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let target = bucket.keyring().by_name("prod-2024").cloned().expect("a key named prod-2024");
+    /// let out = bucket.rewrap_object().key("ckpt/model.bin").to(target).send().await?;
+    /// println!("{} -> {}", out.from, out.to);
+    /// # Ok(()) }
+    /// ```
+    pub fn rewrap_object(&self) -> crate::rewrap::RewrapObjectFluentBuilder {
+        crate::rewrap::RewrapObjectFluentBuilder::new(self.clone())
+    }
+
     /// Starts a same-store copy that keeps the encryption metadata (and so the body stays
     /// readable with the same keys).
     pub fn copy_object(&self) -> CopyObjectFluentBuilder {
@@ -817,7 +831,7 @@ impl CopyObjectFluentBuilder {
 }
 
 /// Percent-encodes an object key for `x-amz-copy-source`, keeping `/`.
-fn percent_encode_key(key: &str) -> String {
+pub(crate) fn percent_encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         match b {

@@ -13,6 +13,7 @@
 //! - [`multipart`]: encrypted multipart uploads, parts in any order and in parallel;
 //! - [`resumable`]: whole-file upload/download, parallel, retried, resumable; its
 //!   [`checkpoint`] files and [`progress`] reports;
+//! - [`rewrap`]: key rotation by re-wrapping the content key, body untouched;
 //! - [`body`]: the streaming encrypt/decrypt data path;
 //! - [`range`]: byte ranges and response checks;
 //! - [`client`]: building an S3 client for any store.
@@ -51,6 +52,7 @@ pub mod multipart;
 pub mod progress;
 pub mod range;
 pub mod resumable;
+pub mod rewrap;
 
 pub use body::{DecryptingStream, PutBody};
 pub use bucket::{

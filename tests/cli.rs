@@ -590,3 +590,102 @@ fn cp_recursive_both_ways_skips_what_is_complete() {
     fails(&run(&s, &["cp", m, b]));
     fails(&run(&s, &["cp", "s3://cli/a", "s3://cli/b"]));
 }
+
+#[test]
+fn rewrap_a_prefix_to_a_named_key_then_drop_the_old_key() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let kd = testdata().join("keys");
+    let entry = |name: &str, k: &str, default: bool| {
+        format!(
+            "[[keys]]\nname = \"{name}\"\nkind = \"rsa\"\npublic_key = \"{p}/public.pem\"\n\
+             private_key = \"{p}/private.pem\"\nmatdesc = {{ key = \"{name}\" }}\ndefault = {default}\n\n",
+            p = kd.join(k).display()
+        )
+    };
+    let both = dir.path().join("both.toml");
+    std::fs::write(&both, entry("old", "a", true) + &entry("new", "b", false)).unwrap();
+    let only_new = dir.path().join("new.toml");
+    std::fs::write(&only_new, entry("new", "b", true)).unwrap();
+    let b = both.to_str().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, pattern(5000, 9)).unwrap();
+    let i = input.to_str().unwrap();
+    for k in [
+        "s3://cli/ckpt/1",
+        "s3://cli/ckpt/2",
+        "s3://cli/ckpt/sub/3",
+        "s3://cli/other",
+    ] {
+        ok(&cli(
+            &s,
+            &["--force-path-style", "--keyring", b, "put", i, k],
+        ));
+    }
+    let rewrap = |ring: &str, to: &str| {
+        cli(
+            &s,
+            &[
+                "--force-path-style",
+                "--keyring",
+                ring,
+                "rewrap",
+                "s3://cli/ckpt/",
+                "--to",
+                to,
+            ],
+        )
+    };
+    let out = rewrap(b, "new");
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("rewrapped 3 objects") && err.contains("0 already"),
+        "{err}"
+    );
+    let out = rewrap(b, "new");
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("rewrapped 0 objects") && err.contains("3 already under new"),
+        "{err}"
+    );
+
+    // The old key is no longer needed under the prefix; outside it, it still is.
+    let n = only_new.to_str().unwrap();
+    let out_file = dir.path().join("out");
+    let o = out_file.to_str().unwrap();
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            n,
+            "get",
+            "s3://cli/ckpt/sub/3",
+            o,
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(&out_file).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+    let e = fails(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            n,
+            "get",
+            "s3://cli/other",
+            o,
+        ],
+    ));
+    assert!(e.contains("matdesc"), "{e}");
+
+    // Unknown target name, and no keyring: clear errors.
+    let e = fails(&rewrap(b, "nope"));
+    assert!(e.contains("old, new"), "{e}");
+    let e = fails(&run(&s, &["rewrap", "s3://cli/ckpt/", "--to", "new"]));
+    assert!(e.contains("--keyring"), "{e}");
+}

@@ -307,3 +307,34 @@ async fn oss2_reads_our_multipart_object() {
     assert!(std::fs::read(&whole).unwrap() == data);
     assert!(std::fs::read(&slice).unwrap() == data[first as usize..=last as usize]);
 }
+
+#[tokio::test]
+async fn rewrapped_oss2_objects_are_read_by_oss2_with_the_new_key() {
+    let peer = Peer::new().await;
+    let data = pattern(300_000, 79);
+    std::fs::write(peer.path("rw"), &data).unwrap();
+    peer.run(vec![
+        json!({"op": "encrypt", "key": "rw", "in": peer.path("rw"), "matdesc": {"key": "old"}}),
+    ]);
+    let old = KeyEntry::new(rsa("a")).matdesc(MatDesc::new().with("key", "old"));
+    let new = KeyEntry::new(rsa("b")).matdesc(MatDesc::new().with("key", "new"));
+    let cb = peer
+        .bucket(
+            Keyring::builder()
+                .default_key(old)
+                .key(new.clone())
+                .build()
+                .unwrap(),
+        )
+        .await;
+    let out = cb.rewrap_object().key("rw").to(new).send().await.unwrap();
+    assert!(!out.skipped);
+    let keys = testdata().join("keys/b");
+    let whole = peer.path("rw.out");
+    let seen = peer.run(vec![json!({
+        "op": "decrypt", "key": "rw", "out": whole,
+        "public_key": keys.join("public.pem"), "private_key": keys.join("private.pem"),
+    })]);
+    assert!(std::fs::read(&whole).unwrap() == data);
+    assert_eq!(seen[0]["matdesc"], json!({"key": "new"}));
+}

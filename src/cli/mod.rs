@@ -3,6 +3,7 @@
 //! `mod.rs` holds the arguments and the small commands; `transfer.rs` the file transfers
 //! (put, get, cp -r) and their progress bars.
 
+mod rewrap;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ pub(crate) struct Global {
     rsa_private_key: Option<PathBuf>,
     /// Keyring TOML file (instead of --rsa-*).
     #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["rsa_public_key", "rsa_private_key"])]
-    keyring: Option<PathBuf>,
+    pub(crate) keyring: Option<PathBuf>,
     /// Material description as a JSON object of strings. With --rsa-*: the key's matdesc.
     /// With --keyring on put: write with the keyring entry that has this matdesc.
     #[arg(long, global = true, value_name = "JSON")]
@@ -90,6 +91,20 @@ enum Command {
         dest: String,
         #[command(flatten)]
         transfer: transfer::TransferArgs,
+    },
+    /// Re-wrap every object under s3://BUCKET/PREFIX with the keyring entry named NAME (key
+    /// rotation; bodies are not touched). Needs --keyring with the current keys and the target.
+    /// Objects already under NAME are skipped, so rerunning resumes. Not supported by OSS's own
+    /// API, which refuses metadata changes on encrypted objects.
+    Rewrap {
+        /// s3://BUCKET/PREFIX (or s3://BUCKET/ for the whole bucket).
+        target: String,
+        /// Name of the keyring entry to wrap under.
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
     },
     /// Show an object's encryption metadata (no secrets).
     Inspect {
@@ -259,6 +274,11 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             dest,
             transfer,
         } => transfer::cp(g, src, dest, *recursive, transfer).await,
+        Command::Rewrap {
+            target,
+            to,
+            no_progress,
+        } => rewrap::rewrap(g, target, to, *no_progress).await,
         Command::Inspect { object } => inspect(g, object).await,
     }
 }

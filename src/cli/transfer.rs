@@ -206,8 +206,37 @@ pub(crate) async fn get(
     Ok(())
 }
 
+/// Every object key under `prefix`, in listing order.
+pub(crate) async fn list_keys(cb: &CryptoBucket, prefix: &str) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut pages = cb
+        .client()
+        .list_objects_v2()
+        .bucket(cb.bucket())
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            Error::new(
+                ErrorKind::Service,
+                format!(
+                    "ListObjectsV2 failed: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ),
+            )
+        })?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    Ok(keys)
+}
+
 /// `s3://BUCKET/PREFIX` with a possibly empty prefix.
-fn parse_s3_prefix(url: &str) -> Result<(String, String)> {
+pub(crate) fn parse_s3_prefix(url: &str) -> Result<(String, String)> {
     let rest = url.strip_prefix("s3://").unwrap_or_default();
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
@@ -407,31 +436,13 @@ async fn download_tree(
 ) -> Result<()> {
     // List first, check every key, then copy: an unsafe key stops the run before any write.
     let mut objects = Vec::new();
-    let mut pages = cb
-        .client()
-        .list_objects_v2()
-        .bucket(cb.bucket())
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| {
-            Error::new(
-                ErrorKind::Service,
-                format!(
-                    "ListObjectsV2 failed: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                ),
-            )
-        })?;
-        for o in page.contents() {
-            let Some(key) = o.key() else { continue };
-            let rel = key.strip_prefix(prefix).unwrap_or(key);
-            if rel.is_empty() || rel.ends_with('/') {
-                continue; // "directory" markers
-            }
-            objects.push((key.to_owned(), local_path(dir, rel)?));
+    for key in list_keys(cb, prefix).await? {
+        let rel = key.strip_prefix(prefix).unwrap_or(&key);
+        if rel.is_empty() || rel.ends_with('/') {
+            continue; // "directory" markers
         }
+        let path = local_path(dir, rel)?;
+        objects.push((key, path));
     }
     let (mut copied, mut skipped) = (0usize, 0usize);
     for (key, path) in &objects {

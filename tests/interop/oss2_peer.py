@@ -40,9 +40,10 @@ def provider(cfg, job):
     if job.get("oaep"):
         # LocalRsaProvider reads DIR/KEY.private_key.pem and DIR/KEY.public_key.pem.
         return LocalRsaProvider(dir=cfg["oaep_dir"], key="k")
-    with open(cfg["public_key"]) as f:
+    # A job may name its own key pair (e.g. the new key after a rewrap).
+    with open(job.get("public_key", cfg["public_key"])) as f:
         pub = f.read()
-    with open(cfg["private_key"]) as f:
+    with open(job.get("private_key", cfg["private_key"])) as f:
         priv = f.read()
     return RsaProvider(key_pair={"public_key": pub, "private_key": priv}, mat_desc=job.get("matdesc") or None)
 

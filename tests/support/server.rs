@@ -203,6 +203,7 @@ faulty_impl! {
     list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
     list_objects: ListObjectsInput => ListObjectsOutput;
     create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
+    upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
 }
 
 /// A running server; stopped and its data removed on drop.
