@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The project's test command (README "Test"): from a fresh clone it creates the Python venv with
-# the reference SDK (oss2 2.19.1) and boto3, then runs formatting and lint checks and the whole
+# the reference SDK (oss2 2.19.1), boto3 and moto[server] (a local AWS KMS), then runs formatting and lint checks and the whole
 # test suite, interop tests included (they fail, never skip, without the venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${CRYPTOBUCKET_VENV:-$PWD/.venv}"
 need_venv() {
-  [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import oss2, boto3; assert oss2.__version__ == "2.19.1"' 2>/dev/null
+  [ ! -x "$VENV/bin/python" ] || [ ! -x "$VENV/bin/moto_server" ] ||
+    ! "$VENV/bin/python" -c 'import oss2, boto3, moto; assert oss2.__version__ == "2.19.1" and moto.__version__ == "5.1.22"' 2>/dev/null
 }
 if need_venv; then
-  echo "== creating Python venv at $VENV (oss2 2.19.1, boto3)"
+  echo "== creating Python venv at $VENV (oss2 2.19.1, boto3, moto[server] 5.1.22)"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt

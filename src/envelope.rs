@@ -72,6 +72,8 @@ pub enum WrapAlgorithm {
     /// `CRYPTOBUCKET/AES-256-GCM`: a local 256-bit master key
     /// ([`AesMasterKey`](crate::AesMasterKey)); this crate's own, not read by the OSS SDKs.
     LocalAes256Gcm,
+    /// `CRYPTOBUCKET/AWS-KMS`: AWS KMS ([`AwsKmsKey`](crate::AwsKmsKey)); this crate's own.
+    AwsKms,
     /// Any other string, kept so that errors can name it.
     Other(String),
 }
@@ -84,6 +86,7 @@ impl WrapAlgorithm {
             Self::RsaOaepSha1 => "RSA/NONE/OAEPWithSHA-1AndMGF1Padding",
             Self::AliyunKms => "KMS/ALICLOUD",
             Self::LocalAes256Gcm => "CRYPTOBUCKET/AES-256-GCM",
+            Self::AwsKms => "CRYPTOBUCKET/AWS-KMS",
             Self::Other(s) => s,
         }
     }
@@ -95,6 +98,7 @@ impl WrapAlgorithm {
             "RSA/NONE/OAEPWithSHA-1AndMGF1Padding" => Self::RsaOaepSha1,
             "KMS/ALICLOUD" => Self::AliyunKms,
             "CRYPTOBUCKET/AES-256-GCM" => Self::LocalAes256Gcm,
+            "CRYPTOBUCKET/AWS-KMS" => Self::AwsKms,
             other => Self::Other(other.to_owned()),
         }
     }

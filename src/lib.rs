@@ -64,8 +64,8 @@ pub use client::{ChecksumPolicy, ClientOptions};
 pub use envelope::{Envelope, FormatVersion, MatDesc, WrapAlgorithm};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{
-    AesMasterKey, KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile, RsaKeyPair,
-    RsaPadding, WrappedMaterial, generate_rsa_pem,
+    AesMasterKey, AwsKmsKey, KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile,
+    RsaKeyPair, RsaPadding, WrappedMaterial, generate_rsa_pem,
 };
 pub use multipart::{MultipartUpload, PartSize};
 pub use progress::{Progress, ProgressEvent, ProgressListener};

@@ -689,3 +689,118 @@ fn rewrap_a_prefix_to_a_named_key_then_drop_the_old_key() {
     let e = fails(&run(&s, &["rewrap", "s3://cli/ckpt/", "--to", "new"]));
     assert!(e.contains("--keyring"), "{e}");
 }
+
+#[test]
+fn aws_kms_keyring_entry_and_rewrap_to_it() {
+    let s = server(Fault::None);
+    let moto = support::moto::Moto::start();
+    rt().block_on(moto.create_key(Some("alias/ckpt")));
+    let dir = tempfile::tempdir().unwrap();
+    let kd = testdata().join("keys/a");
+    let kms_entry = |default: bool| {
+        format!(
+            "[[keys]]\nname = \"prod-aws\"\nkind = \"aws-kms\"\nkey_id = \"alias/ckpt\"\n\
+             region = \"us-east-1\"\nendpoint_url = \"{}\"\nmatdesc = {{ env = \"prod\" }}\n\
+             default = {default}\n\n",
+            moto.endpoint
+        )
+    };
+    let rsa_entry = format!(
+        "[[keys]]\nname = \"old\"\nkind = \"rsa\"\npublic_key = \"{p}/public.pem\"\n\
+         private_key = \"{p}/private.pem\"\ndefault = true\n\n",
+        p = kd.display()
+    );
+    let both = dir.path().join("both.toml");
+    std::fs::write(&both, rsa_entry + &kms_entry(false)).unwrap();
+    let kms_only = dir.path().join("kms.toml");
+    std::fs::write(&kms_only, kms_entry(true)).unwrap();
+    let (b, k) = (both.to_str().unwrap(), kms_only.to_str().unwrap());
+    let input = dir.path().join("in");
+    std::fs::write(&input, pattern(12_345, 3)).unwrap();
+    let i = input.to_str().unwrap();
+    let out_file = dir.path().join("out");
+    let o = out_file.to_str().unwrap();
+
+    // Written directly under KMS, read back.
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            k,
+            "put",
+            i,
+            "s3://cli/kms",
+        ],
+    ));
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            k,
+            "get",
+            "s3://cli/kms",
+            o,
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(&out_file).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+    let meta = ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            k,
+            "inspect",
+            "s3://cli/kms",
+        ],
+    ));
+    assert!(
+        meta.contains("CRYPTOBUCKET/AWS-KMS") && meta.contains("AWS KMS key alias/ckpt"),
+        "{meta}"
+    );
+
+    // Written under RSA, rotated to KMS, then read with the KMS key alone.
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            b,
+            "put",
+            i,
+            "s3://cli/r/x",
+        ],
+    ));
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            b,
+            "rewrap",
+            "s3://cli/r/",
+            "--to",
+            "prod-aws",
+        ],
+    ));
+    std::fs::remove_file(&out_file).unwrap();
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            k,
+            "get",
+            "s3://cli/r/x",
+            o,
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(&out_file).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+}

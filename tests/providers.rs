@@ -5,7 +5,7 @@
 mod support;
 
 use cryptobucket::{AesMasterKey, ByteRange, ErrorKind, KeyEntry, Keyring, MatDesc, PartSize};
-use support::{Fault, bucket_with, pattern, rsa};
+use support::{Fault, bucket_with, moto::Moto, pattern, rsa};
 
 const PART: u64 = 5 * 1024 * 1024;
 
@@ -200,4 +200,142 @@ key_file = "master.key"
             "the key must not appear in errors"
         );
     }
+}
+
+#[tokio::test]
+async fn aws_kms_against_moto() {
+    let moto = Moto::start();
+    let k1 = moto.create_key(Some("alias/ckpt")).await;
+    let k2 = moto.create_key(None).await;
+    let d = MatDesc::new().with("kms", "ckpt");
+    conformance(
+        "aws-kms",
+        // By alias for one, by id for the other.
+        Keyring::single(
+            cryptobucket::AwsKmsKey::new(moto.kms_client(), "alias/ckpt"),
+            d.clone(),
+        ),
+        Keyring::single(cryptobucket::AwsKmsKey::new(moto.kms_client(), &k2), d),
+    )
+    .await;
+    let _ = k1;
+}
+
+#[tokio::test]
+async fn aws_kms_context_binds_iv_and_content_algorithm() {
+    use base64::Engine as _;
+    let moto = Moto::start();
+    moto.create_key(Some("alias/ctx")).await;
+    let kms = cryptobucket::AwsKmsKey::new(moto.kms_client(), "alias/ctx");
+    let (_server, cb) = bucket_with(Fault::None, Keyring::single(kms, MatDesc::new())).await;
+    let out = cb
+        .put_object()
+        .key("o")
+        .body(b"secret".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.envelope.wrap_alg.as_str(), "CRYPTOBUCKET/AWS-KMS");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // The IV header is the IV; flip one bit of it: KMS refuses the key (context mismatch).
+    let mut env = out.envelope.clone();
+    let mut iv = b64.decode(&env.wrapped_iv.text).unwrap();
+    assert_eq!(iv.len(), 16);
+    iv[15] ^= 1;
+    env.wrapped_iv = cryptobucket::envelope::WrappedValue::new(b64.encode(&iv));
+    let err = cb.keyring().unwrap(&env).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyUnwrap);
+    // A blob that is not KMS's.
+    let mut env = out.envelope.clone();
+    env.wrapped_key = cryptobucket::envelope::WrappedValue::new(b64.encode([7u8; 60]));
+    let err = cb.keyring().unwrap(&env).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyUnwrap);
+    // The untouched envelope unwraps.
+    cb.keyring().unwrap(&out.envelope).await.unwrap();
+    // A key that does not exist: a key error naming it, not an unwrap failure.
+    let missing = cryptobucket::AwsKmsKey::new(moto.kms_client(), "alias/none");
+    let ring = Keyring::single(missing, MatDesc::new());
+    let err = ring.unwrap(&out.envelope).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidKey, "{err}");
+    assert!(err.to_string().contains("alias/none"), "{err}");
+}
+
+/// Multipart and resumable transfers call KMS once per transfer, not once per part.
+#[tokio::test]
+async fn aws_kms_is_called_once_per_transfer() {
+    #[derive(Debug)]
+    struct Counting(
+        cryptobucket::AwsKmsKey,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    );
+    impl cryptobucket::KeyProvider for Counting {
+        fn generate<'a>(
+            &'a self,
+        ) -> futures::future::BoxFuture<
+            'a,
+            cryptobucket::Result<(cryptobucket::ContentMaterial, cryptobucket::WrappedMaterial)>,
+        > {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.generate()
+        }
+        fn wrap<'a>(
+            &'a self,
+            m: &'a cryptobucket::ContentMaterial,
+        ) -> futures::future::BoxFuture<'a, cryptobucket::Result<cryptobucket::WrappedMaterial>>
+        {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.wrap(m)
+        }
+        fn unwrap<'a>(
+            &'a self,
+            e: &'a cryptobucket::Envelope,
+        ) -> futures::future::BoxFuture<'a, cryptobucket::Result<cryptobucket::ContentMaterial>>
+        {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.unwrap(e)
+        }
+        fn can_unwrap(&self, a: &cryptobucket::WrapAlgorithm) -> bool {
+            self.0.can_unwrap(a)
+        }
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+    }
+    let moto = Moto::start();
+    moto.create_key(Some("alias/count")).await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let kms = Counting(
+        cryptobucket::AwsKmsKey::new(moto.kms_client(), "alias/count"),
+        calls.clone(),
+    );
+    let (_server, cb) = bucket_with(Fault::None, Keyring::single(kms, MatDesc::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::write(&src, pattern((4 * PART) as usize, 3)).unwrap();
+    cb.upload_file()
+        .key("k")
+        .path(&src)
+        .part_size(PartSize::Target(PART))
+        .checkpoint_dir(dir.path().join("cp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.swap(0, std::sync::atomic::Ordering::SeqCst),
+        1,
+        "upload of 4 parts"
+    );
+    cb.download_file()
+        .key("k")
+        .path(dir.path().join("dst"))
+        .part_size(PartSize::Target(PART))
+        .checkpoint_dir(dir.path().join("cp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "download of 4 ranges"
+    );
 }

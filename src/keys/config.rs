@@ -16,6 +16,16 @@
 //! key_env = "CKPT_MASTER_KEY"    # base64 of 32 bytes; or key_file = "master.key"
 //! ```
 //!
+//! ```toml
+//! [[keys]]
+//! name = "prod-aws"
+//! kind = "aws-kms"
+//! key_id = "alias/ckpt"          # key id, ARN or alias
+//! region = "us-east-1"           # optional, else the AWS chain
+//! endpoint_url = "http://127.0.0.1:5055"   # optional (private endpoints, tests)
+//! matdesc = { env = "prod" }
+//! ```
+//!
 //! Secrets are never written into this file; it only points at key files and variables.
 
 use std::collections::BTreeMap;
@@ -24,7 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{AesMasterKey, KeyEntry, KeyProvider, Keyring, RsaKeyPair, RsaPadding};
+use super::{AesMasterKey, AwsKmsKey, KeyEntry, KeyProvider, Keyring, RsaKeyPair, RsaPadding};
 use crate::envelope::MatDesc;
 use crate::error::{Error, Result};
 
@@ -65,6 +75,12 @@ struct KeySpec {
     key_env: Option<String>,
     /// `aes`: file holding the key (32 raw bytes or base64).
     key_file: Option<PathBuf>,
+    /// `aws-kms`: key id, ARN or alias.
+    key_id: Option<String>,
+    /// `aws-kms`: region (else the AWS chain).
+    region: Option<String>,
+    /// `aws-kms`: endpoint override (private endpoints, tests).
+    endpoint_url: Option<String>,
     #[serde(default)]
     matdesc: BTreeMap<String, String>,
     #[serde(default)]
@@ -173,9 +189,19 @@ impl KeySpec {
                 };
                 Box::new(key) as Box<dyn KeyProvider>
             }
+            "aws-kms" => {
+                let key_id = self.key_id.clone().ok_or_else(|| {
+                    Error::invalid_key("an \"aws-kms\" key needs key_id (a key id, ARN or alias)")
+                })?;
+                Box::new(AwsKmsKey::from_env(
+                    key_id,
+                    self.region.clone(),
+                    self.endpoint_url.clone(),
+                )) as Box<dyn KeyProvider>
+            }
             other => {
                 return Err(Error::invalid_key(format!(
-                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\""
+                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\", \"aws-kms\""
                 )));
             }
         };

@@ -6,6 +6,7 @@
 //! the key: parsed-map equality, no silent fallback.
 
 pub mod aes;
+pub mod aws_kms;
 mod config;
 mod pem;
 mod rsa;
@@ -20,6 +21,7 @@ use crate::envelope::{Envelope, MatDesc, WrapAlgorithm, WrappedValue};
 use crate::error::{Error, ErrorKind, Result};
 
 pub use self::aes::AesMasterKey;
+pub use self::aws_kms::AwsKmsKey;
 pub use self::config::KeyringFile;
 pub use self::rsa::{RsaKeyPair, RsaPadding, generate_rsa_pem};
 
@@ -53,7 +55,18 @@ pub struct WrappedMaterial {
 /// # }
 /// ```
 pub trait KeyProvider: Send + Sync + fmt::Debug {
-    /// Wraps `material` for storage.
+    /// Makes the content material of a new object and its wrapped form. The default generates
+    /// it locally ([`ContentMaterial::generate`]) and calls [`wrap`](Self::wrap); a KMS may
+    /// generate the key itself (one call instead of two).
+    fn generate<'a>(&'a self) -> BoxFuture<'a, Result<(ContentMaterial, WrappedMaterial)>> {
+        Box::pin(async move {
+            let material = ContentMaterial::generate()?;
+            let wrapped = self.wrap(&material).await?;
+            Ok((material, wrapped))
+        })
+    }
+
+    /// Wraps existing `material` for storage (new objects, and re-wrapping on key rotation).
     fn wrap<'a>(&'a self, material: &'a ContentMaterial) -> BoxFuture<'a, Result<WrappedMaterial>>;
 
     /// Unwraps the key material of `envelope`.
@@ -284,8 +297,7 @@ impl Keyring {
     /// Wraps fresh material with the default key; returns the material and its envelope.
     pub(crate) async fn seal(&self) -> Result<(ContentMaterial, Envelope)> {
         let entry = self.default_entry();
-        let material = ContentMaterial::generate()?;
-        let wrapped = entry.provider.wrap(&material).await?;
+        let (material, wrapped) = entry.provider.generate().await?;
         let envelope = Envelope {
             version: crate::envelope::FormatVersion::V2,
             wrap_alg: wrapped.wrap_alg,
