@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 VENV="${CRYPTOBUCKET_VENV:-$PWD/.venv}"
 need_venv() {
   [ ! -x "$VENV/bin/python" ] || [ ! -x "$VENV/bin/moto_server" ] ||
-    ! "$VENV/bin/python" -c 'import oss2, boto3, moto; assert oss2.__version__ == "2.19.1" and moto.__version__ == "5.1.22"' 2>/dev/null
+    ! "$VENV/bin/python" -c 'import oss2, boto3, moto, aliyunsdkcore; assert oss2.__version__ == "2.19.1" and moto.__version__ == "5.1.22" and aliyunsdkcore.__version__ == "2.16.1"' 2>/dev/null
 }
 if need_venv; then
   echo "== creating Python venv at $VENV (oss2 2.19.1, boto3, moto[server] 5.1.22)"

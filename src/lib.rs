@@ -64,8 +64,9 @@ pub use client::{ChecksumPolicy, ClientOptions};
 pub use envelope::{Envelope, FormatVersion, MatDesc, WrapAlgorithm};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{
-    AesMasterKey, AwsKmsKey, KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile,
-    RsaKeyPair, RsaPadding, WrappedMaterial, generate_rsa_pem,
+    AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, KeyEntry,
+    KeyProvider, Keyring, KeyringBuilder, KeyringFile, RsaKeyPair, RsaPadding, WrappedMaterial,
+    generate_rsa_pem,
 };
 pub use multipart::{MultipartUpload, PartSize};
 pub use progress::{Progress, ProgressEvent, ProgressListener};

@@ -74,6 +74,32 @@ async fn conformance(name: &str, good: Keyring, wrong: Keyring) {
     eprintln!("{name}: conformance passed (wrap algorithm {wrap})");
 }
 
+/// A 4-part upload_file, then (after `between`) a 4-range download_file, with 5 MiB parts.
+async fn four_part_round_trip(cb: &cryptobucket::CryptoBucket, between: impl FnOnce()) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let data = pattern((4 * PART) as usize, 3);
+    std::fs::write(&src, &data).unwrap();
+    cb.upload_file()
+        .key("k")
+        .path(&src)
+        .part_size(PartSize::Target(PART))
+        .checkpoint_dir(dir.path().join("cp"))
+        .send()
+        .await
+        .unwrap();
+    between();
+    cb.download_file()
+        .key("k")
+        .path(dir.path().join("dst"))
+        .part_size(PartSize::Target(PART))
+        .checkpoint_dir(dir.path().join("cp"))
+        .send()
+        .await
+        .unwrap();
+    assert!(std::fs::read(dir.path().join("dst")).unwrap() == data);
+}
+
 #[tokio::test]
 async fn rsa_pkcs1() {
     let d = MatDesc::new().with("k", "a");
@@ -263,6 +289,7 @@ async fn aws_kms_context_binds_iv_and_content_algorithm() {
 /// Multipart and resumable transfers call KMS once per transfer, not once per part.
 #[tokio::test]
 async fn aws_kms_is_called_once_per_transfer() {
+    use std::sync::atomic::Ordering::SeqCst;
     #[derive(Debug)]
     struct Counting(
         cryptobucket::AwsKmsKey,
@@ -309,33 +336,130 @@ async fn aws_kms_is_called_once_per_transfer() {
         calls.clone(),
     );
     let (_server, cb) = bucket_with(Fault::None, Keyring::single(kms, MatDesc::new())).await;
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::write(&src, pattern((4 * PART) as usize, 3)).unwrap();
-    cb.upload_file()
-        .key("k")
-        .path(&src)
-        .part_size(PartSize::Target(PART))
-        .checkpoint_dir(dir.path().join("cp"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        calls.swap(0, std::sync::atomic::Ordering::SeqCst),
-        1,
-        "upload of 4 parts"
+    four_part_round_trip(&cb, || {
+        assert_eq!(calls.swap(0, SeqCst), 1, "upload of 4 parts");
+    })
+    .await;
+    assert_eq!(calls.load(SeqCst), 1, "download of 4 ranges");
+}
+
+fn ali(fake: &support::aliyun_kms::FakeKms, key: &str) -> cryptobucket::AliyunKmsKey {
+    cryptobucket::AliyunKmsKey::new(
+        key,
+        "cn-hangzhou",
+        cryptobucket::AliyunCredentials::new("LTAI-test", "ali-secret"),
+    )
+    .endpoint_url(&fake.endpoint)
+}
+
+#[tokio::test]
+async fn aliyun_kms_blob_encoding() {
+    let fake = support::aliyun_kms::FakeKms::start("LTAI-test", "ali-secret", None);
+    let (k1, k2) = (fake.create_key(), fake.create_key());
+    let d = MatDesc::new().with("kms", "ali");
+    conformance(
+        "aliyun-kms blob",
+        Keyring::single(ali(&fake, &k1), d.clone()),
+        Keyring::single(ali(&fake, &k2), d),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn aliyun_kms_oss2_encoding_with_passphrase() {
+    use cryptobucket::AliyunKmsEncoding;
+    let fake = support::aliyun_kms::FakeKms::start("LTAI-test", "ali-secret", None);
+    let k = fake.create_key();
+    let d = MatDesc::new();
+    // Same key, another passphrase: the encryption context differs, KMS refuses.
+    conformance(
+        "aliyun-kms oss2",
+        Keyring::single(
+            ali(&fake, &k)
+                .write_encoding(AliyunKmsEncoding::Oss2)
+                .passphrase("pass-1"),
+            d.clone(),
+        ),
+        Keyring::single(ali(&fake, &k).passphrase("pass-2"), d),
+    )
+    .await;
+    assert!(
+        fake.calls("GenerateDataKey") > 0,
+        "oss2 encoding takes the CEK from GenerateDataKey"
     );
-    cb.download_file()
-        .key("k")
-        .path(dir.path().join("dst"))
-        .part_size(PartSize::Target(PART))
-        .checkpoint_dir(dir.path().join("cp"))
+}
+
+#[tokio::test]
+async fn aliyun_kms_sts_credentials_and_bad_secrets() {
+    let fake = support::aliyun_kms::FakeKms::start("STS.id", "sts-secret", Some("sts-token"));
+    let k = fake.create_key();
+    let creds = cryptobucket::AliyunCredentials::new("STS.id", "sts-secret");
+    let with_token = cryptobucket::AliyunKmsKey::new(
+        &k,
+        "cn-hangzhou",
+        creds.clone().security_token("sts-token"),
+    )
+    .endpoint_url(&fake.endpoint);
+    let (_server, cb) = bucket_with(Fault::None, Keyring::single(with_token, MatDesc::new())).await;
+    cb.put_object()
+        .key("o")
+        .body(b"sts".to_vec())
         .send()
         .await
         .unwrap();
+    let got = cb.get_object().key("o").send().await.unwrap();
+    assert_eq!(&got.body.collect().await.unwrap()[..], b"sts");
+    for (name, key) in [
+        (
+            "no token",
+            cryptobucket::AliyunKmsKey::new(&k, "cn-hangzhou", creds.clone()),
+        ),
+        (
+            "wrong secret",
+            cryptobucket::AliyunKmsKey::new(
+                &k,
+                "cn-hangzhou",
+                cryptobucket::AliyunCredentials::new("STS.id", "nope").security_token("sts-token"),
+            ),
+        ),
+    ] {
+        let ring = Keyring::single(key.endpoint_url(&fake.endpoint), MatDesc::new());
+        let err = ring
+            .unwrap(
+                &cb.head_object()
+                    .key("o")
+                    .send()
+                    .await
+                    .unwrap()
+                    .envelope
+                    .unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidKey, "{name}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("SignatureDoesNotMatch") || text.contains("SecurityToken"),
+            "{name}: {text}"
+        );
+        assert!(
+            !text.contains("sts-secret") && !text.contains("sts-token"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn aliyun_kms_is_called_once_per_transfer() {
+    let fake = support::aliyun_kms::FakeKms::start("LTAI-test", "ali-secret", None);
+    let k = fake.create_key();
+    let (_server, cb) =
+        bucket_with(Fault::None, Keyring::single(ali(&fake, &k), MatDesc::new())).await;
+    // Blob encoding: one Encrypt for the CEK, one for the IV; per upload, not per part.
+    four_part_round_trip(&cb, || assert_eq!(fake.calls("Encrypt"), 2)).await;
     assert_eq!(
-        calls.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "download of 4 ranges"
+        fake.calls("Decrypt"),
+        2,
+        "one unwrap (key + IV) for four ranges"
     );
 }

@@ -21,7 +21,15 @@ fn debug_output_has_no_key_bytes() {
         MatDesc::new(),
     );
     let aes_err = cryptobucket::AesMasterKey::from_bytes(&[0xAB; 31]).unwrap_err();
+    let ali = cryptobucket::AliyunKmsKey::new(
+        "key-1",
+        "cn-hangzhou",
+        cryptobucket::AliyunCredentials::new("LTAI-visible-id", "q6urq6urSECRET")
+            .security_token("q6urTOKEN"),
+    )
+    .passphrase("q6urPASS");
     let texts = [
+        format!("{ali:?}"),
         format!("{m:?}"),
         format!("{key:?}"),
         format!("{keyring:?}"),

@@ -26,6 +26,19 @@
 //! matdesc = { env = "prod" }
 //! ```
 //!
+//! ```toml
+//! [[keys]]
+//! name = "prod-ali"
+//! kind = "aliyun-kms"
+//! key_id = "key-hzz..."
+//! region = "cn-hangzhou"
+//! endpoint_url = "https://kms.cn-hangzhou.aliyuncs.com"    # optional
+//! write_encoding = "blob"           # or "oss2"; reading accepts both
+//! passphrase_env = "CKPT_PASSPHRASE" # optional: oss2's EncryptionContext passphrase
+//! # credentials: ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET,
+//! # ALIBABA_CLOUD_SECURITY_TOKEN (STS) from the environment
+//! ```
+//!
 //! Secrets are never written into this file; it only points at key files and variables.
 
 use std::collections::BTreeMap;
@@ -34,7 +47,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{AesMasterKey, AwsKmsKey, KeyEntry, KeyProvider, Keyring, RsaKeyPair, RsaPadding};
+use super::{
+    AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, KeyEntry,
+    KeyProvider, Keyring, RsaKeyPair, RsaPadding,
+};
 use crate::envelope::MatDesc;
 use crate::error::{Error, Result};
 
@@ -75,12 +91,16 @@ struct KeySpec {
     key_env: Option<String>,
     /// `aes`: file holding the key (32 raw bytes or base64).
     key_file: Option<PathBuf>,
-    /// `aws-kms`: key id, ARN or alias.
+    /// `aws-kms`, `aliyun-kms`: key id (ARN or alias for AWS).
     key_id: Option<String>,
-    /// `aws-kms`: region (else the AWS chain).
+    /// `aws-kms` (optional, else the AWS chain), `aliyun-kms` (required).
     region: Option<String>,
-    /// `aws-kms`: endpoint override (private endpoints, tests).
+    /// `aws-kms`, `aliyun-kms`: endpoint override (private endpoints, tests).
     endpoint_url: Option<String>,
+    /// `aliyun-kms`: `blob` (default, Go/Java) or `oss2`.
+    write_encoding: Option<String>,
+    /// `aliyun-kms`: environment variable holding oss2's passphrase.
+    passphrase_env: Option<String>,
     #[serde(default)]
     matdesc: BTreeMap<String, String>,
     #[serde(default)]
@@ -199,9 +219,40 @@ impl KeySpec {
                     self.endpoint_url.clone(),
                 )) as Box<dyn KeyProvider>
             }
+            "aliyun-kms" => {
+                let key_id = self
+                    .key_id
+                    .clone()
+                    .ok_or_else(|| Error::invalid_key("an \"aliyun-kms\" key needs key_id"))?;
+                let region = self.region.clone().ok_or_else(|| {
+                    Error::invalid_key("an \"aliyun-kms\" key needs region (e.g. \"cn-hangzhou\")")
+                })?;
+                let mut key = AliyunKmsKey::new(key_id, region, AliyunCredentials::from_env()?);
+                if let Some(url) = &self.endpoint_url {
+                    key = key.endpoint_url(url);
+                }
+                key = key.write_encoding(match self.write_encoding.as_deref() {
+                    None | Some("blob") => AliyunKmsEncoding::Blob,
+                    Some("oss2") => AliyunKmsEncoding::Oss2,
+                    Some(other) => {
+                        return Err(Error::invalid_key(format!(
+                            "unknown write_encoding {other:?}; use \"blob\" or \"oss2\""
+                        )));
+                    }
+                });
+                if let Some(var) = &self.passphrase_env {
+                    let p = Zeroizing::new(std::env::var(var).map_err(|_| {
+                        Error::invalid_key(format!(
+                            "environment variable {var} (passphrase_env) is not set"
+                        ))
+                    })?);
+                    key = key.passphrase(p.as_str());
+                }
+                Box::new(key) as Box<dyn KeyProvider>
+            }
             other => {
                 return Err(Error::invalid_key(format!(
-                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\", \"aws-kms\""
+                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\", \"aws-kms\", \"aliyun-kms\""
                 )));
             }
         };

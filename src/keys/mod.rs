@@ -6,6 +6,7 @@
 //! the key: parsed-map equality, no silent fallback.
 
 pub mod aes;
+pub mod aliyun_kms;
 pub mod aws_kms;
 mod config;
 mod pem;
@@ -21,6 +22,7 @@ use crate::envelope::{Envelope, MatDesc, WrapAlgorithm, WrappedValue};
 use crate::error::{Error, ErrorKind, Result};
 
 pub use self::aes::AesMasterKey;
+pub use self::aliyun_kms::{AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey};
 pub use self::aws_kms::AwsKmsKey;
 pub use self::config::KeyringFile;
 pub use self::rsa::{RsaKeyPair, RsaPadding, generate_rsa_pem};

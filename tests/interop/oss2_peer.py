@@ -6,6 +6,10 @@ Usage: oss2_peer.py JOBS.json   (endpoint, credentials, bucket and a list of job
 Job ops:
   encrypt  {key, in, matdesc?, oaep?, multipart_part_size?}  oss2 encrypts `in`, boto3 uploads
   decrypt  {key, out, range?, oaep?}                         boto3 downloads, oss2 decrypts to `out`
+  sign     {params, secret, timestamp, nonce}                aliyun-python-sdk-core signs an RPC
+                                                             request (fixed time and nonce)
+Jobs with `kms: {host, port, ak, secret, region, key_id}` (and `passphrase`?) use oss2's
+AliKMSProvider, its KMS calls sent to that (local) endpoint.
 Prints one JSON line per job with what oss2 saw (matdesc, wrap alg).
 """
 import json
@@ -16,7 +20,10 @@ import boto3
 from botocore.config import Config
 import oss2
 from oss2 import models, utils
-from oss2.crypto import LocalRsaProvider, RsaProvider
+from oss2.crypto import AliKMSProvider, LocalRsaProvider, RsaProvider
+from aliyunsdkcore import client as acs_client
+from aliyunsdkcore.auth.composer import rpc_signature_composer
+from aliyunsdkcore.utils import parameter_helper
 
 PREFIX = "x-oss-meta-"
 
@@ -37,6 +44,14 @@ def s3_client(cfg):
 
 
 def provider(cfg, job):
+    if job.get("kms"):
+        k = job["kms"]
+        p = AliKMSProvider(k["ak"], k["secret"], k["region"], k["key_id"],
+                           passphrase=job.get("passphrase"), mat_desc=job.get("matdesc") or None)
+        # The same AcsClient oss2 builds, pointed at the local KMS (plain HTTP, its port).
+        p.kms_client = acs_client.AcsClient(k["ak"], k["secret"], k["region"], port=k["port"])
+        p.kms_client.add_endpoint(k["region"], "Kms", k["host"])
+        return p
     if job.get("oaep"):
         # LocalRsaProvider reads DIR/KEY.private_key.pem and DIR/KEY.public_key.pem.
         return LocalRsaProvider(dir=cfg["oaep_dir"], key="k")
@@ -107,14 +122,23 @@ def decrypt(s3, cfg, job):
             "part_size": headers.get(PREFIX + "client-side-encryption-part-size")}
 
 
+def sign(s3, cfg, job):
+    # aliyun-python-sdk-core's own RPC signer, with its clock and nonce fixed.
+    parameter_helper.get_iso_8061_date = lambda: job["timestamp"]
+    parameter_helper.get_uuid = lambda: job["nonce"]
+    url, string_to_sign = rpc_signature_composer.get_signed_url(
+        dict(job["params"]), job["ak"], job["secret"], "JSON", "POST", {})
+    return {"url": url, "string_to_sign": string_to_sign}
+
+
 def main():
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
     assert oss2.__version__ == "2.19.1", oss2.__version__
     s3 = s3_client(cfg)
     for job in cfg["jobs"]:
-        out = {"encrypt": encrypt, "decrypt": decrypt}[job["op"]](s3, cfg, job)
-        out["key"] = job["key"]
+        out = {"encrypt": encrypt, "decrypt": decrypt, "sign": sign}[job["op"]](s3, cfg, job)
+        out["key"] = job.get("key")
         print(json.dumps(out))
 
 

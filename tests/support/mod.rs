@@ -1,6 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+pub mod aliyun_kms;
 pub mod moto;
 pub mod server;
 
