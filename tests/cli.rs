@@ -804,3 +804,82 @@ fn aws_kms_keyring_entry_and_rewrap_to_it() {
         std::fs::read(&input).unwrap()
     );
 }
+
+#[test]
+fn aliyun_kms_keyring_entry_with_env_credentials() {
+    let s = server(Fault::None);
+    let fake = support::aliyun_kms::FakeKms::start("LTAI-cli", "cli-secret", Some("cli-sts"));
+    let key = fake.create_key();
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("ali.toml");
+    std::fs::write(
+        &ring,
+        format!(
+            "[[keys]]\nname = \"prod-ali\"\nkind = \"aliyun-kms\"\nkey_id = \"{key}\"\n\
+             region = \"cn-hangzhou\"\nendpoint_url = \"{}\"\nwrite_encoding = \"oss2\"\n\
+             passphrase_env = \"CKPT_PASSPHRASE\"\nmatdesc = {{ env = \"prod\" }}\n",
+            fake.endpoint
+        ),
+    )
+    .unwrap();
+    let r = ring.to_str().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, pattern(4321, 5)).unwrap();
+    let out_file = dir.path().join("out");
+    let with_env = |args: &[&str], passphrase: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cryptobucket"));
+        c.args(args)
+            .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_ENDPOINT_URL", &s.endpoint)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI-cli")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "cli-secret")
+            .env("ALIBABA_CLOUD_SECURITY_TOKEN", "cli-sts")
+            .env("CKPT_PASSPHRASE", passphrase);
+        c.output().unwrap()
+    };
+    let (i, o) = (input.to_str().unwrap(), out_file.to_str().unwrap());
+    ok(&with_env(
+        &[
+            "--force-path-style",
+            "--keyring",
+            r,
+            "put",
+            i,
+            "s3://cli/ali",
+        ],
+        "pp",
+    ));
+    ok(&with_env(
+        &[
+            "--force-path-style",
+            "--keyring",
+            r,
+            "get",
+            "s3://cli/ali",
+            o,
+        ],
+        "pp",
+    ));
+    assert_eq!(
+        std::fs::read(&out_file).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+    assert!(fake.calls("GenerateDataKey") >= 1);
+    // Another passphrase: KMS refuses the key; one uniform error, no secrets in it.
+    let e = fails(&with_env(
+        &[
+            "--force-path-style",
+            "--keyring",
+            r,
+            "get",
+            "s3://cli/ali",
+            o,
+        ],
+        "other",
+    ));
+    assert!(e.contains("could not unwrap"), "{e}");
+    assert!(!e.contains("cli-secret") && !e.contains("cli-sts"), "{e}");
+}

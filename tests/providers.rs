@@ -360,9 +360,25 @@ async fn aliyun_kms_blob_encoding() {
     conformance(
         "aliyun-kms blob",
         Keyring::single(ali(&fake, &k1), d.clone()),
-        Keyring::single(ali(&fake, &k2), d),
+        Keyring::single(ali(&fake, &k2), d.clone()),
     )
     .await;
+    // A tampered blob (one character of the key header changed): the uniform unwrap error.
+    let ring = Keyring::single(ali(&fake, &k1), d);
+    let (_server, cb) = bucket_with(Fault::None, ring).await;
+    let out = cb
+        .put_object()
+        .key("t")
+        .body(b"x".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let mut env = out.envelope.clone();
+    let mut text = env.wrapped_key.text.into_bytes();
+    text[50] = if text[50] == b'A' { b'B' } else { b'A' };
+    env.wrapped_key = cryptobucket::envelope::WrappedValue::new(String::from_utf8(text).unwrap());
+    let err = cb.keyring().unwrap(&env).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyUnwrap, "{err}");
 }
 
 #[tokio::test]
