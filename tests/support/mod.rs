@@ -3,6 +3,7 @@
 
 pub mod aliyun_kms;
 pub mod moto;
+pub mod proxy;
 pub mod server;
 
 use std::collections::HashMap;

@@ -281,8 +281,13 @@ impl TestServer {
 
     /// An S3 client for this server (path style, checksum trailer off as for Garage).
     pub async fn client(&self) -> aws_sdk_s3::Client {
+        self.client_via(&self.endpoint).await
+    }
+
+    /// A client for this server reached through `endpoint` (a proxy in front of it).
+    pub async fn client_via(&self, endpoint: &str) -> aws_sdk_s3::Client {
         cryptobucket::ClientOptions::new()
-            .endpoint_url(&self.endpoint)
+            .endpoint_url(endpoint)
             .region("us-east-1")
             .force_path_style(true)
             .static_credentials(ACCESS_KEY, SECRET_KEY)
