@@ -24,6 +24,14 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq openssl
 fi
 
+# Supply chain: licenses, bans (RUSTSEC-2023-0071's rsa crate among them) and sources.
+if ! cargo deny --version 2>/dev/null | grep -q "0.20.2"; then
+  echo "== installing cargo-deny 0.20.2"
+  cargo install cargo-deny --version 0.20.2 --locked --quiet
+fi
+echo "== cargo deny check bans licenses sources"
+cargo deny check bans licenses sources
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -141,7 +141,12 @@ impl Checkpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
         };
-        let cp: Self = serde_json::from_slice(&text).map_err(|e| {
+        Self::parse(&text, path).map(Some)
+    }
+
+    /// Parses checkpoint bytes (read from `path`, named in errors).
+    pub(crate) fn parse(text: &[u8], path: &Path) -> Result<Self> {
+        let cp: Self = serde_json::from_slice(text).map_err(|e| {
             invalid(
                 path,
                 &format!("it is not a valid checkpoint ({e}); delete it to start over"),
@@ -153,7 +158,7 @@ impl Checkpoint {
                 &format!("unsupported format {} version {}", cp.format, cp.version),
             ));
         }
-        Ok(Some(cp))
+        Ok(cp)
     }
 
     /// Checks that this checkpoint belongs to the transfer (`kind`, `bucket`, `key`, `local`).

@@ -47,6 +47,8 @@ pub mod cipher;
 pub mod client;
 pub mod envelope;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod multipart;
 pub mod progress;

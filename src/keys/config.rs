@@ -113,14 +113,25 @@ impl KeyringFile {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("cannot read keyring file {}", path.display()), e))?;
-        let file: KeyringFile = toml::from_str(&text).map_err(|e| {
-            Error::invalid_key(format!(
-                "keyring file {} is invalid: {}",
-                path.display(),
-                e.message()
-            ))
-        })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml_str(&text, base).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("keyring file {}: {}", path.display(), e.message()),
+            )
+        })
+    }
+
+    /// Parses keyring TOML `text`; relative key paths are resolved against `base`.
+    ///
+    /// ```
+    /// let err = cryptobucket::KeyringFile::from_toml_str("[[keys]]\nkind = \"vault\"\n", ".".as_ref())
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("supported kinds"));
+    /// ```
+    pub fn from_toml_str(text: &str, base: &Path) -> Result<Keyring> {
+        let file: KeyringFile = toml::from_str(text)
+            .map_err(|e| Error::invalid_key(format!("invalid keyring: {}", e.message())))?;
         file.build(base)
     }
 
