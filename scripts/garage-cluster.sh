@@ -67,6 +67,38 @@ start_node() {
 
 g() { "$GARAGE" -c "$(conf 1)" "$@"; }
 
+healthy_count() {
+  "$GARAGE" -c "$(conf "$1")" status 2>/dev/null |
+    awk '/HEALTHY NODES/{h=1; next} /FAILED NODES/{h=0} h && /^[0-9a-f]+ /{n++} END{print n+0}'
+}
+
+# Reconnects node N and the live nodes in both directions, then waits until every live node
+# sees every live node as healthy.
+rejoin() {
+  local n=$1 live=() id_n
+  id_n=$("$GARAGE" -c "$(conf "$n")" node id -q)
+  for m in 1 2 3; do
+    [ "$m" = "$n" ] && continue
+    if kill -0 "$(cat "$DIR/node$m/pid" 2>/dev/null)" 2>/dev/null; then live+=("$m"); fi
+  done
+  for m in "${live[@]}"; do
+    id_m=$("$GARAGE" -c "$(conf "$m")" node id -q)
+    "$GARAGE" -c "$(conf "$n")" node connect "$id_m" >/dev/null 2>&1 || true
+    "$GARAGE" -c "$(conf "$m")" node connect "$id_n" >/dev/null 2>&1 || true
+  done
+  local want=$(( ${#live[@]} + 1 ))
+  for _ in $(seq 1 300); do
+    local ok=1
+    for m in "$n" "${live[@]}"; do
+      [ "$(healthy_count "$m")" -ge "$want" ] || ok=0
+    done
+    [ "$ok" = 1 ] && return
+    sleep 0.1
+  done
+  echo "node $n did not rejoin the cluster" >&2
+  exit 1
+}
+
 print_env() {
   echo "GARAGE_ENDPOINTS=http://127.0.0.1:3910,http://127.0.0.1:3920,http://127.0.0.1:3930"
   echo "GARAGE_ACCESS_KEY_ID=$KEY_ID"
@@ -100,14 +132,23 @@ case "${1:-}" in
     for n in 1 2 3; do
       if [ -f "$DIR/node$n/pid" ]; then kill "$(cat "$DIR/node$n/pid")" 2>/dev/null || true; fi
     done
+    # Any node of this cluster left behind (e.g. by an interrupted run).
+    pkill -f "garage -c $DIR/" 2>/dev/null || true
     sleep 0.5
     rm -rf "$DIR"
     ;;
   kill)
-    kill -9 "$(cat "$DIR/node$2/pid")"
+    pid="$(cat "$DIR/node$2/pid")"
+    kill -9 "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     ;;
   revive)
+    if kill -0 "$(cat "$DIR/node$2/pid")" 2>/dev/null; then
+      echo "node $2 is running" >&2
+      exit 1
+    fi
     start_node "$2"
+    rejoin "$2"
     ;;
   env)
     print_env

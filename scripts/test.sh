@@ -38,3 +38,11 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
+
+# The same paths against a real distributed store: a 3-node Garage cluster on loopback
+# (installs garage 2.5.0 from crates.io when missing: about 9 minutes, once per machine).
+echo "== Garage 3-node cluster suite"
+trap 'scripts/garage-cluster.sh stop >/dev/null 2>&1 || true' EXIT
+scripts/garage-cluster.sh start > target/garage.env
+set -a; . target/garage.env; set +a
+cargo test --locked --test garage -- --ignored

@@ -891,7 +891,13 @@ impl DownloadFileFluentBuilder {
         mut restarted: Option<String>,
     ) -> Result<DownloadFileOutput> {
         let bucket = &self.bucket;
-        let head = bucket.head_object().key(key).send().await?;
+        // Retried like the parts: a store that is briefly unavailable (503, a node failing
+        // over) should not fail a download before it starts.
+        let quiet = Reporter::new(self.opts.progress.clone(), 0);
+        let head = with_retries(self.opts.max_attempts, 0, &quiet, || {
+            bucket.head_object().key(key).send()
+        })
+        .await?;
         bucket.check_unencrypted(key, head.envelope.as_ref())?;
         let size = head.object_size;
         if let Some(env) = &head.envelope

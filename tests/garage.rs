@@ -25,6 +25,9 @@ use support::{keyring_a, pattern};
 
 const PART: u64 = 5 * 1024 * 1024;
 
+/// The tests share one cluster and one of them kills nodes: they run one at a time.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: start the cluster with scripts/garage-cluster.sh start")
@@ -68,6 +71,7 @@ fn sha(path: &Path) -> Vec<u8> {
 #[tokio::test]
 #[ignore = "needs the Garage cluster: scripts/garage-cluster.sh start"]
 async fn core_paths_on_garage() {
+    let _cluster = CLUSTER.lock().await;
     let ep = endpoints();
     let cb = bucket_at(&ep[0]).await;
     let other = bucket_at(&ep[1]).await;
@@ -104,6 +108,7 @@ async fn core_paths_on_garage() {
 #[tokio::test]
 #[ignore = "needs the Garage cluster: scripts/garage-cluster.sh start"]
 async fn multipart_and_resumable_on_garage() {
+    let _cluster = CLUSTER.lock().await;
     let ep = endpoints();
     let cb = bucket_at(&ep[0]).await;
     let dir = tempfile::tempdir().unwrap();
@@ -155,21 +160,41 @@ async fn multipart_and_resumable_on_garage() {
     assert!(sha(&dst) == sha(&src));
 }
 
-/// A listener that runs `action` once, on a thread, after the first finished part.
-fn after_first_part(action: impl FnOnce() + Send + 'static) -> ProgressListener {
+/// A listener that runs `action` once, on a thread, after the first finished part; the handle
+/// lets the test wait for it and see that it ran.
+fn after_first_part(
+    action: impl FnOnce() + Send + 'static,
+) -> (
+    ProgressListener,
+    Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+) {
     let action = Arc::new(Mutex::new(Some(action)));
-    ProgressListener::new(move |p| {
+    let handle = Arc::new(Mutex::new(None));
+    let h = handle.clone();
+    let listener = ProgressListener::new(move |p| {
         if matches!(p.event, ProgressEvent::PartDone { .. })
             && let Some(a) = action.lock().unwrap().take()
         {
-            std::thread::spawn(a);
+            *h.lock().unwrap() = Some(std::thread::spawn(a));
         }
-    })
+    });
+    (listener, handle)
+}
+
+/// Waits for the action started by [`after_first_part`]; fails if it never ran or panicked.
+fn joined(handle: &Mutex<Option<std::thread::JoinHandle<()>>>) {
+    let h = handle
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the fault was never injected");
+    h.join().expect("injecting the fault failed");
 }
 
 #[tokio::test]
 #[ignore = "needs the Garage cluster: scripts/garage-cluster.sh start"]
 async fn node_failures_during_upload_and_download() {
+    let _cluster = CLUSTER.lock().await;
     let ep = endpoints();
     let dir = tempfile::tempdir().unwrap();
     let data = pattern((8 * PART + 3) as usize, 3);
@@ -178,6 +203,7 @@ async fn node_failures_during_upload_and_download() {
     let cps = dir.path().join("cp");
 
     // Node 3 dies during the upload through node 1: quorum (2 of 3) carries on.
+    let (kill3, killed3) = after_first_part(|| cluster(&["kill", "3"]));
     let out = bucket_at(&ep[0])
         .await
         .upload_file()
@@ -186,15 +212,17 @@ async fn node_failures_during_upload_and_download() {
         .part_size(PartSize::Target(PART))
         .concurrency(2)
         .checkpoint_dir(&cps)
-        .progress(after_first_part(|| cluster(&["kill", "3"])))
+        .progress(kill3)
         .send()
         .await
         .unwrap();
+    joined(&killed3);
     assert_eq!(out.size, data.len() as u64);
     cluster(&["revive", "3"]);
 
     // Node 1 dies during a download through it; the download resumes through node 2.
     let dst = dir.path().join("dst");
+    let (kill1, killed1) = after_first_part(|| cluster(&["kill", "1"]));
     let first = bucket_at(&ep[0])
         .await
         .download_file()
@@ -204,9 +232,10 @@ async fn node_failures_during_upload_and_download() {
         .concurrency(2)
         .max_attempts(2)
         .checkpoint_dir(&cps)
-        .progress(after_first_part(|| cluster(&["kill", "1"])))
+        .progress(kill1)
         .send()
         .await;
+    joined(&killed1);
     let resumed = bucket_at(&ep[1])
         .await
         .download_file()
