@@ -297,6 +297,21 @@ impl CryptoBucket {
     }
 }
 
+/// Refuses an object whose size differs from the plaintext length its envelope records
+/// (truncated, extended or replaced), before any byte is decrypted.
+pub(crate) fn check_recorded_size(key: &str, env: &Envelope, size: u64) -> Result<()> {
+    match env.recorded_plaintext_size() {
+        Some(recorded) if recorded != size => Err(Error::new(
+            ErrorKind::SizeMismatch,
+            format!(
+                "object {key:?} is {size} bytes but its metadata records {recorded} plaintext bytes; \
+                 it was truncated, extended or replaced, refusing to decrypt it"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses user metadata that would shadow the encryption envelope.
 pub(crate) fn check_user_metadata(meta: &HashMap<String, String>) -> Result<()> {
     match meta.keys().find(|k| envelope::is_envelope_key(k)) {
@@ -645,17 +660,7 @@ impl GetObjectFluentBuilder {
 
         let cipher = match &envelope {
             Some(env) => {
-                if let Some(recorded) = env.recorded_plaintext_size()
-                    && recorded != total
-                {
-                    return Err(Error::new(
-                        ErrorKind::SizeMismatch,
-                        format!(
-                            "object {key:?} is {total} bytes but its metadata records {recorded} plaintext bytes; \
-                             it was truncated, extended or replaced, refusing to decrypt it"
-                        ),
-                    ));
-                }
+                check_recorded_size(&key, env, total)?;
                 let material = match &self.preset {
                     Some((wrapped, m)) if *wrapped == env.wrapped_key.text => m.clone(),
                     _ => inner.keyring.unwrap(env).await?,

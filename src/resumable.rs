@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use tokio::task::JoinSet;
 
 use crate::body::PutBody;
-use crate::bucket::{CryptoBucket, require_key};
+use crate::bucket::{CryptoBucket, check_recorded_size, require_key};
 use crate::checkpoint::{self, Checkpoint, DonePart, LocalFile};
 use crate::cipher::ContentMaterial;
 use crate::envelope::Envelope;
@@ -900,17 +900,8 @@ impl DownloadFileFluentBuilder {
         .await?;
         bucket.check_unencrypted(key, head.envelope.as_ref())?;
         let size = head.object_size;
-        if let Some(env) = &head.envelope
-            && let Some(recorded) = env.recorded_plaintext_size()
-            && recorded != size
-        {
-            return Err(Error::new(
-                ErrorKind::SizeMismatch,
-                format!(
-                    "object {key:?} is {size} bytes but its metadata records {recorded} plaintext \
-                     bytes; it was truncated, extended or replaced, refusing to decrypt it"
-                ),
-            ));
+        if let Some(env) = &head.envelope {
+            check_recorded_size(key, env, size)?;
         }
         let e_tag = head
             .e_tag

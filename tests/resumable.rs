@@ -610,3 +610,35 @@ async fn throttled_parts_and_ranges_are_retried_with_the_same_bytes() {
     assert!(!retries.lock().unwrap().is_empty());
     assert!(std::fs::read(&dst).unwrap() == data);
 }
+
+#[tokio::test]
+async fn download_of_a_truncated_object_is_refused_before_writing() {
+    let env = Env::new().await;
+    env.cb
+        .put_object()
+        .key("t")
+        .body(pattern(50_000, 14))
+        .send()
+        .await
+        .unwrap();
+    // Same metadata, shorter body: the object no longer matches its recorded length.
+    let (body, meta) = support::raw_object(&env.cb, "t").await;
+    env.cb
+        .client()
+        .put_object()
+        .bucket("bkt")
+        .key("t")
+        .set_metadata(Some(meta))
+        .body(body[..40_000].to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let dst = env.path("t.out");
+    let err = env.download("t", &dst).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SizeMismatch, "{err}");
+    assert!(!dst.exists());
+    assert!(
+        env.checkpoints().is_empty(),
+        "nothing started, nothing to resume"
+    );
+}
