@@ -10,6 +10,7 @@ use aws_sdk_s3::types::MetadataDirective;
 
 use crate::body::{DecryptingStream, PutBody};
 use crate::cipher::ContentMaterial;
+use crate::engine::TransferConfig;
 use crate::envelope::{self, Envelope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Keyring;
@@ -39,6 +40,7 @@ struct Inner {
     bucket: String,
     keyring: Keyring,
     unencrypted: UnencryptedPolicy,
+    transfer: TransferConfig,
 }
 
 /// A bucket with client-side encryption, compatible with the OSS SDKs' format.
@@ -82,6 +84,7 @@ pub struct CryptoBucketBuilder {
     bucket: Option<String>,
     keyring: Option<Keyring>,
     unencrypted: UnencryptedPolicy,
+    transfer: TransferConfig,
 }
 
 impl std::fmt::Debug for CryptoBucketBuilder {
@@ -117,16 +120,35 @@ impl CryptoBucketBuilder {
         self
     }
 
-    /// Builds the bucket; fails when a required field is missing.
+    /// Part size, concurrency, multipart threshold, attempts and failed-upload policy for
+    /// every transfer of this bucket (each call may override them).
+    ///
+    /// ```no_run
+    /// # fn demo(client: aws_sdk_s3::Client, keyring: cryptobucket::Keyring) -> cryptobucket::Result<()> {
+    /// use cryptobucket::{CryptoBucket, PartSize, engine::TransferConfig};
+    /// let bucket = CryptoBucket::builder().client(client).bucket("models").keyring(keyring)
+    ///     .transfer_config(TransferConfig::new().part_size(PartSize::Target(32 << 20)).concurrency(16))
+    ///     .build()?;
+    /// # let _ = bucket; Ok(()) }
+    /// ```
+    pub fn transfer_config(mut self, config: TransferConfig) -> Self {
+        self.transfer = config;
+        self
+    }
+
+    /// Builds the bucket; fails when a required field is missing or the transfer
+    /// configuration is invalid.
     pub fn build(self) -> Result<CryptoBucket> {
         let missing =
             |f: &str| Error::invalid_input(format!("CryptoBucket builder: {f} is required"));
+        self.transfer.validate()?;
         Ok(CryptoBucket {
             inner: Arc::new(Inner {
                 client: self.client.ok_or_else(|| missing("client"))?,
                 bucket: self.bucket.ok_or_else(|| missing("bucket"))?,
                 keyring: self.keyring.ok_or_else(|| missing("keyring"))?,
                 unencrypted: self.unencrypted,
+                transfer: self.transfer,
             }),
         })
     }
@@ -141,6 +163,7 @@ impl CryptoBucket {
                 bucket: bucket.into(),
                 keyring,
                 unencrypted: UnencryptedPolicy::Refuse,
+                transfer: TransferConfig::default(),
             }),
         }
     }
@@ -165,6 +188,11 @@ impl CryptoBucket {
         &self.inner.keyring
     }
 
+    /// The transfer configuration every operation starts from.
+    pub fn transfer_config(&self) -> &TransferConfig {
+        &self.inner.transfer
+    }
+
     /// Starts an encrypted upload.
     pub fn put_object(&self) -> PutObjectFluentBuilder {
         PutObjectFluentBuilder {
@@ -174,9 +202,7 @@ impl CryptoBucket {
             content_type: None,
             metadata: HashMap::new(),
             record_md5: None,
-            part_size: crate::PartSize::Auto,
-            concurrency: crate::resumable::DEFAULT_CONCURRENCY,
-            multipart_threshold: MAX_SINGLE_PUT,
+            config: self.inner.transfer,
         }
     }
 
@@ -187,7 +213,7 @@ impl CryptoBucket {
             key: None,
             range: None,
             if_match: None,
-            preset: None,
+            pin: None,
         }
     }
 
@@ -344,9 +370,7 @@ pub struct PutObjectFluentBuilder {
     content_type: Option<String>,
     metadata: HashMap<String, String>,
     record_md5: Option<String>,
-    part_size: crate::PartSize,
-    concurrency: usize,
-    multipart_threshold: u64,
+    config: TransferConfig,
 }
 
 impl std::fmt::Debug for PutObjectFluentBuilder {
@@ -417,21 +441,27 @@ impl PutObjectFluentBuilder {
     /// [`PartSize::Auto`](crate::PartSize::Auto): 8 MiB or more for known lengths, 16 MiB for
     /// streams.
     pub fn part_size(mut self, part_size: crate::PartSize) -> Self {
-        self.part_size = part_size;
+        self.config.part_size = part_size;
         self
     }
 
     /// Parts in flight at once in a multipart upload (default 8). Memory for a stream of
     /// unknown length is about this many parts.
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n;
+        self.config.concurrency = n;
         self
     }
 
     /// Bodies larger than this many bytes are sent as a multipart upload (default and maximum:
     /// 5 GiB, S3's single-PUT limit).
     pub fn multipart_threshold(mut self, bytes: u64) -> Self {
-        self.multipart_threshold = bytes.min(MAX_SINGLE_PUT);
+        self.config.multipart_threshold = Some(bytes);
+        self
+    }
+
+    /// Replaces the whole transfer configuration for this call (default: the bucket's).
+    pub fn transfer_config(mut self, config: crate::engine::TransferConfig) -> Self {
+        self.config = config;
         self
     }
 
@@ -440,17 +470,23 @@ impl PutObjectFluentBuilder {
     pub async fn send(self) -> Result<PutObjectOutput> {
         let key = require_key(self.key.clone())?;
         check_user_metadata(&self.metadata)?;
+        self.config.validate()?;
+        let threshold = self
+            .config
+            .multipart_threshold
+            .unwrap_or(MAX_SINGLE_PUT)
+            .min(MAX_SINGLE_PUT);
         let mut this = self;
         let body = this
             .body
             .take()
             .unwrap_or_else(|| PutBody::from_bytes(bytes::Bytes::new()));
         match body.len() {
-            Some(len) if len <= this.multipart_threshold => this.single(key, body, len).await,
+            Some(len) if len <= threshold => this.single(key, body, len).await,
             Some(_) => this.multipart(key, body).await,
             None => {
                 // Read the first part: a stream that ends within it is one ordinary PUT.
-                let part_size = this.part_size.resolve(None)?;
+                let part_size = this.config.part_size.resolve(None)?;
                 let mut reader = match body.into_part_source()? {
                     crate::body::PartSource::Reader(r) => r,
                     _ => unreachable!("only readers have unknown length"),
@@ -493,7 +529,7 @@ impl PutObjectFluentBuilder {
             .body(body.into_encrypted(&material, 0)?)
             .send()
             .await
-            .map_err(|e| Error::from_sdk("PutObject", e))?;
+            .map_err(|e| Error::from_sdk("PutObject", e).with_object(&inner.bucket, &key))?;
         Ok(PutObjectOutput {
             e_tag: out.e_tag,
             version_id: out.version_id,
@@ -512,14 +548,14 @@ impl PutObjectFluentBuilder {
             .bucket
             .create_multipart_upload()
             .key(key)
-            .part_size(self.part_size);
+            .part_size(self.config.part_size);
         if let Some(ct) = self.content_type {
             create = create.content_type(ct);
         }
         for (k, v) in self.metadata {
             create = create.metadata(k, v);
         }
-        let (upload, out) = crate::multipart::put_multipart(create, body, self.concurrency).await?;
+        let (upload, out) = crate::multipart::put_multipart(create, body, &self.config).await?;
         Ok(PutObjectOutput {
             e_tag: out.e_tag,
             version_id: out.version_id,
@@ -535,9 +571,9 @@ pub struct GetObjectFluentBuilder {
     key: Option<String>,
     range: Option<ByteRange>,
     if_match: Option<String>,
-    /// Material already unwrapped for the object whose wrapped key is the given text (parallel
-    /// downloads unwrap once, not once per range).
-    preset: Option<(String, ContentMaterial)>,
+    /// The object version every response must come from, and its material unwrapped once
+    /// (parallel downloads unwrap once, not once per range).
+    pin: Option<(Pin, Option<ContentMaterial>)>,
 }
 
 /// What a GET returns: the plaintext stream and what is known about it.
@@ -561,6 +597,49 @@ pub struct GetObjectOutput {
     /// The encryption envelope; `None` for a plain object read under
     /// [`UnencryptedPolicy::PassThrough`].
     pub envelope: Option<Envelope>,
+}
+
+impl GetObjectOutput {
+    /// Writes the plaintext to the file `dest`: into a partial file of its own beside it (mode
+    /// 0600, created exclusively), synced, then renamed into place; on any failure the partial
+    /// file is removed and `dest` is untouched. Returns the bytes written. For whole objects
+    /// of any size prefer [`CryptoBucket::download_file`] (parallel, resumable).
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let header = bucket.get_object().key("model.safetensors")
+    ///     .range("0-1048575".parse()?).send().await?;
+    /// header.save("header.bin").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn save(self, dest: impl AsRef<std::path::Path>) -> Result<u64> {
+        let dest = std::path::absolute(dest.as_ref())
+            .map_err(|e| Error::io(format!("cannot resolve {}", dest.as_ref().display()), e))?;
+        let expected = self.content_length;
+        let partial = crate::partial::PartialFile::create(&dest, expected)?;
+        let written = async {
+            let mut file = tokio::fs::File::from_std(partial.handle()?);
+            let n = self.body.write_to(&mut file).await?;
+            if n != expected {
+                return Err(Error::new(
+                    ErrorKind::Truncated,
+                    format!("received {n} of {expected} bytes"),
+                ));
+            }
+            Ok(n)
+        }
+        .await;
+        match written {
+            Ok(n) => {
+                partial.publish(&dest, n)?;
+                Ok(n)
+            }
+            Err(e) => {
+                partial.discard();
+                Err(e)
+            }
+        }
+    }
 }
 
 impl GetObjectFluentBuilder {
@@ -588,9 +667,13 @@ impl GetObjectFluentBuilder {
         self
     }
 
-    /// Uses `material` instead of unwrapping, if the object's wrapped key is `wrapped_key`.
-    pub(crate) fn preset_material(mut self, wrapped_key: &str, material: ContentMaterial) -> Self {
-        self.preset = Some((wrapped_key.to_owned(), material));
+    /// Pins the response to one version of the object: its ETag, size and wrapped key must be
+    /// those of `pin` (else [`ErrorKind::Changed`]), and `material`, unwrapped once by the caller,
+    /// decrypts it. Parallel downloads use this for every range, so a store that ignores
+    /// `If-Match` cannot mix two versions into one file.
+    pub(crate) fn pinned(mut self, pin: Pin, material: Option<ContentMaterial>) -> Self {
+        self.if_match = Some(pin.e_tag.clone());
+        self.pin = Some((pin, material));
         self
     }
 
@@ -606,21 +689,29 @@ impl GetObjectFluentBuilder {
             .key(&key)
             .set_range(self.range.map(|r| r.to_header()))
             .set_if_match(self.if_match)
+            .customize()
+            .config_override(crate::client::retry_override(self.pin.is_none()))
             .send()
             .await
             .map_err(|e| {
-                let e = Error::from_sdk("GetObject", e);
+                let e = Error::from_sdk("GetObject", e).with_object(&inner.bucket, &key);
                 match (e.kind(), self.range) {
                     (ErrorKind::RangeNotSatisfiable, Some(r)) => Error::new(
                         ErrorKind::RangeNotSatisfiable,
                         format!("range {r} lies outside object {key:?}"),
-                    ),
+                    )
+                    .with_object(&inner.bucket, &key),
                     _ => e,
                 }
             })?;
         let envelope = cb.envelope_of(&key, resp.metadata())?;
-        let body_len = u64::try_from(resp.content_length().unwrap_or(-1))
-            .map_err(|_| Error::invalid_response("the response has no valid Content-Length"))?;
+        let body_len = u64::try_from(resp.content_length().unwrap_or(-1)).map_err(|_| {
+            Error::invalid_response("the GET response has no valid Content-Length")
+                .with_object(&inner.bucket, &key)
+        })?;
+        if let Some((pin, _)) = &self.pin {
+            pin.check_e_tag(&inner.bucket, &key, resp.e_tag())?;
+        }
 
         // Where does the body sit in the object, and what slice of it do we return?
         let content_range = resp.content_range().map(ContentRange::parse).transpose()?;
@@ -639,20 +730,63 @@ impl GetObjectFluentBuilder {
                 })?;
                 (total, cr.first)
             }
-            None => (body_len, 0),
+            None => match self.range {
+                // No range asked for and none announced: the body is the whole object.
+                None => (body_len, 0),
+                // A ranged GET answered without Content-Range: a 200 with the whole object (a
+                // server that ignores Range) or a 206 that left the header out. Only the
+                // object's size can tell which; the body length must then prove it.
+                Some(r) => {
+                    let size = match (&self.pin, envelope.as_ref()) {
+                        (Some((pin, _)), _) => pin.size,
+                        (None, Some(env)) if env.recorded_plaintext_size().is_some() => {
+                            env.recorded_plaintext_size().unwrap_or_default()
+                        }
+                        _ => {
+                            let head = cb.head_object().key(&key).send().await?;
+                            if head.e_tag.as_deref() != resp.e_tag() {
+                                return Err(Error::new(
+                                    ErrorKind::Changed,
+                                    format!("object {key:?} changed while it was being read"),
+                                )
+                                .with_object(&inner.bucket, &key)
+                                .with_retryable(true));
+                            }
+                            head.object_size
+                        }
+                    };
+                    if body_len == size {
+                        (size, 0)
+                    } else {
+                        match r.resolve(size) {
+                            Ok((s, l)) if l == body_len => (size, s),
+                            _ => {
+                                return Err(Error::invalid_response(format!(
+                                    "asked for bytes {r} of {key:?} ({size} bytes) and got {body_len}                                      bytes without a Content-Range; that is neither the range nor                                      the whole object"
+                                ))
+                                .with_object(&inner.bucket, &key));
+                            }
+                        }
+                    }
+                }
+            },
         };
         let (start, len) = match self.range {
             Some(r) => r.resolve(total)?,
             None => (0, total),
         };
-        if content_range.is_some() && (body_start, body_len) != (start, len) {
+        if (body_start, body_len) != (start, len) && (body_start, body_len) != (0, total) {
             return Err(Error::invalid_response(format!(
                 "asked for bytes {} of {key:?} but the server returned bytes {body_start}-{} of {total}",
                 self.range
                     .map(|r| r.to_string())
                     .unwrap_or_else(|| "(all)".into()),
                 body_start + body_len.saturating_sub(1)
-            )));
+            ))
+            .with_object(&inner.bucket, &key));
+        }
+        if let Some((pin, _)) = &self.pin {
+            pin.check_object(&inner.bucket, &key, total, envelope.as_ref())?;
         }
         // Bytes of the body before the first byte we return: non-zero when the server ignored
         // the Range header and sent the whole object.
@@ -661,8 +795,8 @@ impl GetObjectFluentBuilder {
         let cipher = match &envelope {
             Some(env) => {
                 check_recorded_size(&key, env, total)?;
-                let material = match &self.preset {
-                    Some((wrapped, m)) if *wrapped == env.wrapped_key.text => m.clone(),
+                let material = match &self.pin {
+                    Some((_, Some(m))) => m.clone(),
                     _ => inner.keyring.unwrap(env).await?,
                 };
                 Some(material.cipher_at(start)?)
@@ -679,6 +813,69 @@ impl GetObjectFluentBuilder {
             envelope,
             body: DecryptingStream::new(resp.body, cipher, skip, len),
         })
+    }
+}
+
+/// The version of an object a multi-request read is bound to: every response must show the
+/// same ETag, object size and wrapped key, or the read stops with [`ErrorKind::Changed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pin {
+    pub(crate) e_tag: String,
+    pub(crate) size: u64,
+    /// The wrapped content key's header text; `None` for a plain object.
+    pub(crate) wrapped_key: Option<String>,
+}
+
+impl Pin {
+    fn changed(bucket: &str, key: &str, what: String) -> Error {
+        Error::new(
+            ErrorKind::Changed,
+            format!("s3://{bucket}/{key} changed during the transfer: {what}"),
+        )
+        .with_object(bucket, key)
+        .with_retryable(true)
+    }
+
+    fn check_e_tag(&self, bucket: &str, key: &str, got: Option<&str>) -> Result<()> {
+        if got == Some(self.e_tag.as_str()) {
+            return Ok(());
+        }
+        Err(Self::changed(
+            bucket,
+            key,
+            format!(
+                "a response carried ETag {} instead of the pinned {} (the store ignored If-Match)",
+                got.unwrap_or("(none)"),
+                self.e_tag
+            ),
+        ))
+    }
+
+    fn check_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        env: Option<&Envelope>,
+    ) -> Result<()> {
+        if size != self.size {
+            return Err(Self::changed(
+                bucket,
+                key,
+                format!(
+                    "a response describes an object of {size} bytes instead of {}",
+                    self.size
+                ),
+            ));
+        }
+        if env.map(|e| e.wrapped_key.text.as_str()) != self.wrapped_key.as_deref() {
+            return Err(Self::changed(
+                bucket,
+                key,
+                "a response carries another wrapped content key".to_owned(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -726,11 +923,20 @@ impl HeadObjectFluentBuilder {
             .key(&key)
             .send()
             .await
-            .map_err(|e| Error::from_sdk("HeadObject", e))?;
+            .map_err(|e| Error::from_sdk("HeadObject", e).with_object(&inner.bucket, &key))?;
         let empty = HashMap::new();
         let envelope = Envelope::from_metadata(resp.metadata().unwrap_or(&empty))?;
+        // A HEAD without Content-Length says nothing about the size; taking it as 0 would
+        // "download" any object as an empty file.
+        let object_size = resp
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::invalid_response("the HEAD response has no valid Content-Length")
+                    .with_object(&inner.bucket, &key)
+            })?;
         Ok(HeadObjectOutput {
-            object_size: u64::try_from(resp.content_length().unwrap_or(0)).unwrap_or(0),
+            object_size,
             e_tag: resp.e_tag().map(str::to_owned),
             content_type: resp.content_type().map(str::to_owned),
             metadata: user_metadata(resp.metadata()),
@@ -767,7 +973,7 @@ impl DeleteObjectFluentBuilder {
             .key(&key)
             .send()
             .await
-            .map_err(|e| Error::from_sdk("DeleteObject", e))?;
+            .map_err(|e| Error::from_sdk("DeleteObject", e).with_object(&inner.bucket, &key))?;
         Ok(())
     }
 }
@@ -816,7 +1022,9 @@ impl CopyObjectFluentBuilder {
             .key(&source_key)
             .send()
             .await
-            .map_err(|e| Error::from_sdk("HeadObject", e))?;
+            .map_err(|e| {
+                Error::from_sdk("HeadObject", e).with_object(&source_bucket, &source_key)
+            })?;
         self.bucket.envelope_of(&source_key, head.metadata())?;
         let out = inner
             .client
@@ -830,7 +1038,7 @@ impl CopyObjectFluentBuilder {
             .metadata_directive(MetadataDirective::Copy)
             .send()
             .await
-            .map_err(|e| Error::from_sdk("CopyObject", e))?;
+            .map_err(|e| Error::from_sdk("CopyObject", e).with_object(&inner.bucket, &key))?;
         Ok(out.copy_object_result.and_then(|r| r.e_tag))
     }
 }

@@ -84,6 +84,16 @@ pub(crate) struct LocalFile {
     /// Modification time in nanoseconds since the epoch (uploads only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) mtime_ns: Option<i128>,
+    /// Device number of the source file (uploads, Unix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dev: Option<u64>,
+    /// Inode number of the source file (uploads, Unix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ino: Option<u64>,
+    /// Status-change time of the source file in nanoseconds (uploads, Unix): any write,
+    /// `touch -m` or rename onto it changes it, and it cannot be set back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ctime_ns: Option<i128>,
 }
 
 /// The content of a checkpoint file.
@@ -106,6 +116,9 @@ pub(crate) struct Checkpoint {
     /// Where a download writes until it is complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) temp_path: Option<PathBuf>,
+    /// Who that partial file is (device, inode, nonce): a resume uses it only if it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) temp_identity: Option<crate::partial::FileIdentity>,
     pub(crate) part_size: u64,
     /// The encryption metadata of the object (wrapped key and IV, algorithms, matdesc, sizes).
     pub(crate) envelope: BTreeMap<String, String>,
@@ -126,6 +139,7 @@ impl Checkpoint {
             e_tag: None,
             local,
             temp_path: None,
+            temp_identity: None,
             part_size: 0,
             envelope: BTreeMap::new(),
             parts: Vec::new(),
@@ -272,7 +286,7 @@ fn invalid(path: &Path, why: &str) -> Error {
     )
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -304,7 +318,10 @@ mod tests {
             LocalFile {
                 path: "/x".into(),
                 size: 10,
-                mtime_ns: Some(5),
+                mtime_ns: Some(1_795_000_000_123_456_789),
+                dev: Some(u64::MAX - 1),
+                ino: Some(1 << 40),
+                ctime_ns: Some(1_795_000_001_987_654_321),
             },
         );
         cp.upload_id = Some("id".into());

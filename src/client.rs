@@ -7,7 +7,12 @@
 //! ciphertext in transit then rests on TLS (and, on OSS, on its CRC64 header).
 
 use aws_config::BehaviorVersion;
+use std::time::Duration;
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
+use zeroize::Zeroizing;
 
 /// When aws-sdk-s3 should add request checksums.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,13 +38,43 @@ pub enum ChecksumPolicy {
 /// # let _ = client;
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+///
+/// `Debug` shows the access key id but never the secret key:
+///
+/// ```
+/// let o = cryptobucket::ClientOptions::new().static_credentials("AKID", "very-secret");
+/// let shown = format!("{o:?}");
+/// assert!(shown.contains("AKID") && !shown.contains("very-secret"));
+/// ```
+#[derive(Clone, Default)]
 pub struct ClientOptions {
     endpoint_url: Option<String>,
     region: Option<String>,
     force_path_style: bool,
     checksum: ChecksumPolicy,
-    static_credentials: Option<(String, String)>,
+    static_credentials: Option<(String, Zeroizing<String>)>,
+    retry: Option<RetryConfig>,
+    timeouts: Option<TimeoutConfig>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("checksum", &self.checksum)
+            .field(
+                "static_credentials",
+                &self
+                    .static_credentials
+                    .as_ref()
+                    .map(|(ak, _)| format!("{ak} / ** redacted **")),
+            )
+            .field("retry", &self.retry)
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
 }
 
 impl ClientOptions {
@@ -91,7 +126,25 @@ impl ClientOptions {
         access_key: impl Into<String>,
         secret_key: impl Into<String>,
     ) -> Self {
-        self.static_credentials = Some((access_key.into(), secret_key.into()));
+        self.static_credentials = Some((access_key.into(), Zeroizing::new(secret_key.into())));
+        self
+    }
+
+    /// The S3 client's own retry policy for single requests (`put_object` of a small body,
+    /// `get_object`, `head_object`); default: the SDK's standard policy (3 attempts). Requests
+    /// that the transfer engine sends (parts and ranges of `upload_file`, `download_file`, a
+    /// multipart `put_object`) switch it off per request, because the engine retries them
+    /// itself: two layers would multiply attempts (5 × 3 = 15 tries of one part).
+    pub fn retry_config(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Connect and operation timeouts of the S3 client (default: connect 10 s, no overall
+    /// limit, since a multi-GiB part or stream legitimately takes long; a stalled read is
+    /// caught by the read timeout of 60 s).
+    pub fn timeout_config(mut self, timeouts: TimeoutConfig) -> Self {
+        self.timeouts = Some(timeouts);
         self
     }
 
@@ -99,7 +152,13 @@ impl ClientOptions {
     pub async fn build(self) -> aws_sdk_s3::Client {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some((ak, sk)) = &self.static_credentials {
-            loader = loader.credentials_provider(Credentials::new(ak, sk, None, None, "static"));
+            loader = loader.credentials_provider(Credentials::new(
+                ak,
+                sk.as_str(),
+                None,
+                None,
+                "static",
+            ));
         }
         let shared = loader.load().await;
         let region = self
@@ -110,6 +169,13 @@ impl ClientOptions {
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .region(region)
             .force_path_style(self.force_path_style)
+            .retry_config(self.retry.unwrap_or_else(RetryConfig::standard))
+            .timeout_config(self.timeouts.unwrap_or_else(|| {
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(60))
+                    .build()
+            }))
             .request_checksum_calculation(match self.checksum {
                 ChecksumPolicy::WhenRequired => RequestChecksumCalculation::WhenRequired,
                 ChecksumPolicy::WhenSupported => RequestChecksumCalculation::WhenSupported,
@@ -118,5 +184,16 @@ impl ClientOptions {
             b = b.endpoint_url(url);
         }
         aws_sdk_s3::Client::from_conf(b.build())
+    }
+}
+
+/// A per-request configuration override: the S3 client's own retries on or off. The engine
+/// turns them off for requests it retries itself.
+pub(crate) fn retry_override(sdk_retries: bool) -> aws_sdk_s3::config::Builder {
+    let b = aws_sdk_s3::config::Builder::default();
+    if sdk_retries {
+        b
+    } else {
+        b.retry_config(RetryConfig::disabled())
     }
 }

@@ -55,29 +55,100 @@ pub enum ErrorKind {
     /// A checkpoint file of a resumable transfer is unreadable, belongs to another transfer, or
     /// its key material does not match (tampered or swapped); it is refused, never trusted.
     InvalidCheckpoint,
-    /// The store refused the request (access denied, ...).
+    /// The store refused the request for another reason (see [`Error::service_code`]).
     Service,
     /// The request could not be sent or the connection failed.
     Transport,
     /// A local file could not be read or written.
     Io,
+    /// Another run of the same transfer (same direction, object and local file) holds its
+    /// lock; wait for it to finish or stop it.
+    Busy,
+    /// The store or key service refused the credentials or the permission (HTTP 401/403,
+    /// `AccessDenied`, `SignatureDoesNotMatch`, an expired token).
+    AccessDenied,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotEncrypted => "object not encrypted",
+            Self::InvalidMetadata => "invalid encryption metadata",
+            Self::UnsupportedAlgorithm => "unsupported algorithm",
+            Self::NoMatchingKey => "no matching key",
+            Self::KeyUnwrap => "key unwrap failed",
+            Self::InvalidKey => "invalid key",
+            Self::InvalidInput => "invalid input",
+            Self::RangeNotSatisfiable => "range not satisfiable",
+            Self::InvalidResponse => "invalid response",
+            Self::Truncated => "truncated body",
+            Self::SizeMismatch => "size mismatch",
+            Self::NotFound => "not found",
+            Self::Changed => "changed during transfer",
+            Self::InvalidCheckpoint => "invalid checkpoint",
+            Self::Service => "service error",
+            Self::Transport => "transport error",
+            Self::Io => "local I/O error",
+            Self::AccessDenied => "access denied",
+            Self::Busy => "transfer in progress elsewhere",
+        })
+    }
 }
 
 /// The error type of every operation in this crate.
+///
+/// Besides its [`kind`](Self::kind) and message, an error says where it happened, as far as
+/// that is known: the S3 [`operation`](Self::operation), the [`bucket`](Self::bucket) and
+/// [`key`](Self::key), the multipart [`upload_id`](Self::upload_id), and what the store
+/// answered ([`status`](Self::status), [`service_code`](Self::service_code),
+/// [`request_id`](Self::request_id)). [`is_retryable`](Self::is_retryable) says whether trying
+/// again can help. `Display` is one line with all of it.
 ///
 /// ```
 /// use cryptobucket::{ByteRange, ErrorKind};
 /// let err = "abc".parse::<ByteRange>().unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// assert!(!err.is_retryable());
+/// ```
+///
+/// A custom [`KeyProvider`](crate::KeyProvider) builds the kinds it is contracted to return
+/// the same way, and says whether its backend asked for a retry:
+///
+/// ```
+/// use cryptobucket::{Error, ErrorKind};
+/// let throttled = Error::new(ErrorKind::Service, "rate exceeded")
+///     .with_operation("KMS Decrypt")
+///     .with_status(429)
+///     .with_service_code("ThrottlingException")
+///     .with_retryable(true);
+/// assert!(throttled.is_retryable());
+/// assert_eq!(
+///     throttled.to_string(),
+///     "KMS Decrypt: rate exceeded (HTTP 429 ThrottlingException; retrying may help)"
+/// );
 /// ```
 #[derive(thiserror::Error)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    context: Box<Context>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    /// Set for service answers that say "try again" (5xx, 429, SlowDown).
-    transient: bool,
+    /// Set when the cause says whether a retry helps (a 5xx or 429 answer, a KMS throttle, a
+    /// provider's own judgement); otherwise the kind decides.
+    retryable: Option<bool>,
+}
+
+/// Where an error happened and what the store said.
+#[derive(Debug, Clone, Default)]
+struct Context {
+    operation: Option<String>,
+    bucket: Option<String>,
+    key: Option<String>,
+    upload_id: Option<String>,
+    status: Option<u16>,
+    code: Option<String>,
+    request_id: Option<String>,
 }
 
 impl Error {
@@ -86,8 +157,9 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            context: Box::default(),
             source: None,
-            transient: false,
+            retryable: None,
         }
     }
 
@@ -97,19 +169,105 @@ impl Error {
         self
     }
 
+    /// Says whether trying again can help, overriding the kind's default (see
+    /// [`is_retryable`](Self::is_retryable)).
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = Some(retryable);
+        self
+    }
+
+    /// Names the operation (`"GetObject"`, `"KMS Decrypt"`, ...), unless one is set already.
+    pub fn with_operation(mut self, operation: impl Into<String>) -> Self {
+        self.context
+            .operation
+            .get_or_insert_with(|| operation.into());
+        self
+    }
+
+    /// Names the object, unless one is set already.
+    pub fn with_object(mut self, bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        if self.context.bucket.is_none() && self.context.key.is_none() {
+            self.context.bucket = Some(bucket.into());
+            self.context.key = Some(key.into());
+        }
+        self
+    }
+
+    /// Names the multipart upload, unless one is set already.
+    pub fn with_upload_id(mut self, upload_id: impl Into<String>) -> Self {
+        self.context
+            .upload_id
+            .get_or_insert_with(|| upload_id.into());
+        self
+    }
+
+    /// The HTTP status the service answered.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.context.status = Some(status);
+        self
+    }
+
+    /// The service's error code (`NoSuchKey`, `ThrottlingException`, ...).
+    pub fn with_service_code(mut self, code: impl Into<String>) -> Self {
+        self.context.code = Some(code.into());
+        self
+    }
+
+    /// The service's request id, for support tickets.
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
+        self.context.request_id = Some(request_id.into());
+        self
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
-    /// The message without the source chain.
+    /// The message without context or source.
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// The operation that failed, when known (`"GetObject"`, `"UploadPart"`, `"KMS Decrypt"`).
+    pub fn operation(&self) -> Option<&str> {
+        self.context.operation.as_deref()
+    }
+
+    /// The bucket involved, when known.
+    pub fn bucket(&self) -> Option<&str> {
+        self.context.bucket.as_deref()
+    }
+
+    /// The object key involved, when known.
+    pub fn key(&self) -> Option<&str> {
+        self.context.key.as_deref()
+    }
+
+    /// The multipart upload id, when one was involved.
+    pub fn upload_id(&self) -> Option<&str> {
+        self.context.upload_id.as_deref()
+    }
+
+    /// The HTTP status of the service's answer, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        self.context.status
+    }
+
+    /// The service's error code, when it sent one.
+    pub fn service_code(&self) -> Option<&str> {
+        self.context.code.as_deref()
+    }
+
+    /// The service's request id, when it sent one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.context.request_id.as_deref()
+    }
+
     /// True when trying the same request again may succeed: a broken or timed-out connection,
-    /// a body cut short, or a service answer that asks for a retry (HTTP 5xx, 429, `SlowDown`).
-    /// Multipart and resumable transfers retry such failures with backoff.
+    /// a body cut short, an object that changed under a pinned read, or a service answer that
+    /// asks for a retry (HTTP 5xx, 429, `SlowDown`, KMS throttling). Multipart and resumable
+    /// transfers retry such failures with backoff.
     ///
     /// ```
     /// use cryptobucket::{Error, ErrorKind};
@@ -117,7 +275,10 @@ impl Error {
     /// assert!(!Error::new(ErrorKind::KeyUnwrap, "wrong key").is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
-        self.transient || matches!(self.kind, ErrorKind::Transport | ErrorKind::Truncated)
+        self.retryable.unwrap_or(matches!(
+            self.kind,
+            ErrorKind::Transport | ErrorKind::Truncated
+        ))
     }
 
     pub(crate) fn invalid_metadata(message: impl Into<String>) -> Self {
@@ -150,8 +311,18 @@ impl Error {
         )
     }
 
-    /// Maps an aws-sdk-s3 failure to a kind, keeping the SDK error as source.
-    pub(crate) fn from_sdk<E>(
+    /// Maps an AWS SDK failure (S3 or KMS) to a kind, keeping the SDK error as source and
+    /// recording the operation, HTTP status, error code and request id: for code that calls
+    /// aws-sdk-s3 itself and wants this crate's errors.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: aws_sdk_s3::Client) -> cryptobucket::Result<()> {
+    /// use cryptobucket::Error;
+    /// client.head_bucket().bucket("models").send().await
+    ///     .map_err(|e| Error::from_sdk("HeadBucket", e).with_object("models", ""))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_sdk<E>(
         op: &str,
         err: aws_sdk_s3::error::SdkError<
             E,
@@ -162,63 +333,93 @@ impl Error {
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         use aws_sdk_s3::error::SdkError;
-        let (kind, detail) = match &err {
+        let mut status = None;
+        let mut code = None;
+        let mut request_id = None;
+        let (kind, detail, retryable) = match &err {
             SdkError::ServiceError(se) => {
-                let e = se.err();
-                let code = e.code().unwrap_or("unknown");
-                let kind = match code {
-                    "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchUpload" => {
+                let raw = se.raw();
+                let st = raw.status().as_u16();
+                status = Some(st);
+                code = se.err().code().map(str::to_owned);
+                request_id = ["x-amz-request-id", "x-amzn-requestid", "x-oss-request-id"]
+                    .iter()
+                    .find_map(|h| raw.headers().get(*h))
+                    .map(str::to_owned);
+                let kind = match (st, code.as_deref()) {
+                    (404, _)
+                    | (_, Some("NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchUpload")) => {
                         ErrorKind::NotFound
                     }
-                    "InvalidRange" => ErrorKind::RangeNotSatisfiable,
-                    "PreconditionFailed" => ErrorKind::Changed,
+                    (416, _) | (_, Some("InvalidRange")) => ErrorKind::RangeNotSatisfiable,
+                    (412, _) | (_, Some("PreconditionFailed")) => ErrorKind::Changed,
+                    (401 | 403, _)
+                    | (
+                        _,
+                        Some(
+                            "AccessDenied"
+                            | "AccessDeniedException"
+                            | "InvalidAccessKeyId"
+                            | "SignatureDoesNotMatch"
+                            | "ExpiredToken"
+                            | "InvalidToken",
+                        ),
+                    ) => ErrorKind::AccessDenied,
                     _ => ErrorKind::Service,
                 };
-                let msg = e.message().unwrap_or("");
-                (kind, format!("{code}: {msg}"))
+                let retryable = st >= 500
+                    || st == 429
+                    || matches!(
+                        code.as_deref(),
+                        Some(
+                            "SlowDown"
+                                | "Throttling"
+                                | "ThrottlingException"
+                                | "RequestTimeout"
+                                | "InternalError"
+                                | "ServiceUnavailable"
+                                | "KMSInternalException"
+                                | "DependencyTimeoutException"
+                        )
+                    );
+                let detail = match (kind, se.err().message()) {
+                    (ErrorKind::NotFound, _) => "no such object, bucket or upload".to_owned(),
+                    (_, Some(m)) if !m.is_empty() => m.to_owned(),
+                    _ => "the service refused the request".to_owned(),
+                };
+                (kind, detail, retryable)
             }
             SdkError::ResponseError(_) => (
                 ErrorKind::InvalidResponse,
                 "the response could not be parsed".to_owned(),
+                true,
             ),
-            SdkError::TimeoutError(_) => (ErrorKind::Transport, "timed out".to_owned()),
-            SdkError::DispatchFailure(_) => {
-                (ErrorKind::Transport, "could not reach the store".to_owned())
+            SdkError::TimeoutError(_) => (ErrorKind::Transport, "timed out".to_owned(), true),
+            SdkError::DispatchFailure(d) => {
+                let what = if d.is_timeout() {
+                    "timed out connecting to the store"
+                } else if d.is_io() {
+                    "the connection to the store failed"
+                } else {
+                    "could not reach the store"
+                };
+                (ErrorKind::Transport, what.to_owned(), !d.is_user())
             }
-            SdkError::ConstructionFailure(_) => {
-                (ErrorKind::InvalidInput, "invalid request".to_owned())
-            }
-            _ => (ErrorKind::Service, "request failed".to_owned()),
+            SdkError::ConstructionFailure(_) => (
+                ErrorKind::InvalidInput,
+                "the request could not be built (check the bucket name, key and options)"
+                    .to_owned(),
+                false,
+            ),
+            _ => (ErrorKind::Service, "request failed".to_owned(), false),
         };
-        // HEAD has no body, so a missing key arrives as a bare 404.
-        let kind = match &err {
-            SdkError::ServiceError(se) if se.raw().status().as_u16() == 404 => ErrorKind::NotFound,
-            SdkError::ServiceError(se) if se.raw().status().as_u16() == 416 => {
-                ErrorKind::RangeNotSatisfiable
-            }
-            SdkError::ServiceError(se) if se.raw().status().as_u16() == 412 => ErrorKind::Changed,
-            _ => kind,
-        };
-        let transient = match &err {
-            SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
-                status >= 500
-                    || status == 429
-                    || matches!(
-                        se.err().code(),
-                        Some("SlowDown" | "Throttling" | "RequestTimeout" | "InternalError")
-                    )
-            }
-            SdkError::ResponseError(_) => true,
-            _ => false,
-        };
-        let detail = if kind == ErrorKind::NotFound {
-            "no such object or bucket".to_owned()
-        } else {
-            detail
-        };
-        let mut out = Self::new(kind, format!("{op} failed: {detail}")).with_source(err);
-        out.transient = transient;
+        let mut out = Self::new(kind, detail)
+            .with_operation(op)
+            .with_source(err)
+            .with_retryable(retryable);
+        out.context.status = status;
+        out.context.code = code;
+        out.context.request_id = request_id;
         out
     }
 }
@@ -226,7 +427,10 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
+        d.field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("context", &self.context)
+            .field("retryable", &self.is_retryable());
         if let Some(s) = &self.source {
             d.field("source", &s.to_string());
         }
@@ -234,9 +438,51 @@ impl fmt::Debug for Error {
     }
 }
 
+/// One line: `OPERATION s3://BUCKET/KEY (upload ID): MESSAGE (HTTP STATUS CODE, request id ID;
+/// retrying may help)`, each part only when known.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        let c = &self.context;
+        let mut prefix = Vec::new();
+        if let Some(op) = &c.operation {
+            prefix.push(op.clone());
+        }
+        match (&c.bucket, &c.key) {
+            (Some(b), Some(k)) => prefix.push(format!("s3://{b}/{k}")),
+            (Some(b), None) => prefix.push(format!("s3://{b}")),
+            _ => {}
+        }
+        if let Some(u) = &c.upload_id {
+            prefix.push(format!("(upload {u})"));
+        }
+        if !prefix.is_empty() {
+            write!(f, "{}: ", prefix.join(" "))?;
+        }
+        f.write_str(&self.message)?;
+        let mut suffix = Vec::new();
+        match (c.status, &c.code) {
+            (Some(s), Some(code)) => suffix.push(format!("HTTP {s} {code}")),
+            (Some(s), None) => suffix.push(format!("HTTP {s}")),
+            (None, Some(code)) => suffix.push(code.clone()),
+            _ => {}
+        }
+        if let Some(r) = &c.request_id {
+            suffix.push(format!("request id {r}"));
+        }
+        let retry = self.is_retryable();
+        if !suffix.is_empty() || retry {
+            f.write_str(" (")?;
+            f.write_str(&suffix.join(", "))?;
+            if retry {
+                f.write_str(if suffix.is_empty() {
+                    "retrying may help"
+                } else {
+                    "; retrying may help"
+                })?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 }
 

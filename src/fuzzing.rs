@@ -98,3 +98,33 @@ pub fn keyring(data: &[u8]) {
     };
     let _ = crate::KeyringFile::from_toml_str(text, Path::new("/nonexistent-fuzz-base"));
 }
+
+/// ListParts paging: a sequence of (is_truncated, next marker) answers, one per line as
+/// `T|F<TAB>marker`; following them must end (error or done) within the page bound, never loop.
+pub fn list_parts_paging(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut marker: Option<String> = None;
+    let mut pages = 0u32;
+    // The answers repeat cyclically, as a misbehaving store would repeat them.
+    let answers: Vec<(Option<bool>, Option<String>)> = text
+        .split('\n')
+        .map(|line| {
+            let (t, m) = line.split_once('\t').unwrap_or((line, ""));
+            let truncated = match t {
+                "T" => Some(true),
+                "F" => Some(false),
+                _ => None,
+            };
+            (truncated, (!m.is_empty()).then(|| m.to_owned()))
+        })
+        .collect();
+    loop {
+        pages += 1;
+        assert!(pages <= 10_002, "ListParts paging did not end");
+        let (t, m) = &answers[(pages as usize - 1) % answers.len()];
+        match crate::multipart::next_list_parts_page(marker.as_deref(), *t, m.as_deref(), pages) {
+            Ok(Some(next)) => marker = Some(next),
+            Ok(None) | Err(_) => break,
+        }
+    }
+}

@@ -11,6 +11,8 @@
 //! - [`keys`]: the [`KeyProvider`] trait, [`RsaKeyPair`], the [`Keyring`] and its TOML file;
 //! - [`bucket`]: [`CryptoBucket`] and its request builders;
 //! - [`multipart`]: encrypted multipart uploads, parts in any order and in parallel;
+//! - [`engine`]: the transfer engine every multi-request transfer runs on: [`TransferConfig`],
+//!   the one retry layer, bounded concurrency;
 //! - [`resumable`]: whole-file upload/download, parallel, retried, resumable; its
 //!   [`checkpoint`] files and [`progress`] reports;
 //! - [`rewrap`]: key rotation by re-wrapping the content key, body untouched;
@@ -45,12 +47,14 @@ pub mod bucket;
 pub mod checkpoint;
 pub mod cipher;
 pub mod client;
+pub mod engine;
 pub mod envelope;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
 pub mod multipart;
+mod partial;
 pub mod progress;
 pub mod range;
 pub mod resumable;
@@ -63,6 +67,7 @@ pub use bucket::{
 };
 pub use cipher::ContentMaterial;
 pub use client::{ChecksumPolicy, ClientOptions};
+pub use engine::{FailedUploadPolicy, TransferConfig};
 pub use envelope::{Envelope, FormatVersion, MatDesc, WrapAlgorithm};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{

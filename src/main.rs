@@ -20,12 +20,23 @@ async fn main() -> std::process::ExitCode {
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line, no secrets: our messages never include key material.
+            // One line, no secrets: our messages never include key material, and the SDK's
+            // debug dump is never printed. For connection failures the root cause (e.g.
+            // "Connection refused") is what the user needs, so it is appended.
             let mut msg = e.to_string().replace('\n', " ");
-            if let Some(src) = std::error::Error::source(&e) {
-                let src = aws_sdk_s3::error::DisplayErrorContext(src).to_string();
-                if !msg.contains(&src) && e.kind() != cryptobucket::ErrorKind::KeyUnwrap {
-                    msg = format!("{msg} ({})", src.replace('\n', " "));
+            if matches!(
+                e.kind(),
+                cryptobucket::ErrorKind::Transport | cryptobucket::ErrorKind::Io
+            ) {
+                let mut root: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+                while let Some(next) = root.and_then(|r| r.source()) {
+                    root = Some(next);
+                }
+                if let Some(r) = root {
+                    let text = r.to_string();
+                    if !text.is_empty() && text.len() < 200 && !msg.contains(&text) {
+                        msg = format!("{msg}: {}", text.replace('\n', " "));
+                    }
                 }
             }
             eprintln!("cryptobucket: error: {msg}");

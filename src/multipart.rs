@@ -18,6 +18,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedP
 use crate::body::PutBody;
 use crate::bucket::{CryptoBucket, check_user_metadata, require_key};
 use crate::cipher::{BLOCK_LEN, ContentMaterial};
+use crate::engine::{FailedUploadPolicy, Reporter, TransferConfig, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -246,7 +247,9 @@ impl CreateMultipartUploadFluentBuilder {
             .set_metadata(Some(meta))
             .send()
             .await
-            .map_err(|e| Error::from_sdk("CreateMultipartUpload", e))?;
+            .map_err(|e| {
+                Error::from_sdk("CreateMultipartUpload", e).with_object(self.bucket.bucket(), &key)
+            })?;
         let upload_id = out.upload_id.ok_or_else(|| {
             Error::invalid_response("CreateMultipartUpload returned no upload id")
         })?;
@@ -406,13 +409,33 @@ impl MultipartUpload {
     }
 
     /// Encrypts `body` as part `part_number` and uploads it. The body must be exactly the
-    /// part's plaintext: `part_size` bytes, or the remainder for the last part.
+    /// part's plaintext: `part_size` bytes, or the remainder for the last part. The S3
+    /// client's own retry policy applies (the transfers built on this retry in the engine
+    /// instead).
     pub async fn upload_part(
         &self,
         part_number: u32,
         body: impl Into<PutBody>,
     ) -> Result<CompletedPart> {
-        let body = body.into();
+        self.send_part(part_number, body.into(), true).await
+    }
+
+    /// [`upload_part`](Self::upload_part) as the engine sends it: one attempt, the engine's
+    /// retry loop decides about more.
+    pub(crate) async fn upload_part_once(
+        &self,
+        part_number: u32,
+        body: PutBody,
+    ) -> Result<CompletedPart> {
+        self.send_part(part_number, body, false).await
+    }
+
+    async fn send_part(
+        &self,
+        part_number: u32,
+        body: PutBody,
+        sdk_retries: bool,
+    ) -> Result<CompletedPart> {
         let offset = self.part_offset(part_number)?;
         let len = body
             .len()
@@ -445,6 +468,8 @@ impl MultipartUpload {
             .part_number(part_number as i32)
             .content_length(len as i64)
             .body(body.into_encrypted(&inner.material, offset)?)
+            .customize()
+            .config_override(crate::client::retry_override(sdk_retries))
             .send()
             .await
             .map_err(|e| self.upload_error("UploadPart", e))?;
@@ -463,7 +488,10 @@ impl MultipartUpload {
         let inner = &self.inner;
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
+        let mut pages = 0u32;
         loop {
+            pages += 1;
+            let marker_before = marker.clone();
             let out = inner
                 .bucket
                 .client()
@@ -492,9 +520,20 @@ impl MultipartUpload {
                     size,
                 });
             }
-            match (out.is_truncated(), out.next_part_number_marker()) {
-                (Some(true), Some(next)) if !next.is_empty() => marker = Some(next.to_owned()),
-                _ => break,
+            match next_page(
+                marker_before.as_deref(),
+                out.is_truncated(),
+                out.next_part_number_marker(),
+                pages,
+            ) {
+                Ok(Some(next)) => marker = Some(next),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(e
+                        .with_operation("ListParts")
+                        .with_object(inner.bucket.bucket(), &inner.key)
+                        .with_upload_id(&inner.upload_id));
+                }
             }
         }
         parts.sort_by_key(|p| p.part_number);
@@ -599,30 +638,83 @@ impl MultipartUpload {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let e = Error::from_sdk(op, err);
+        let e = Error::from_sdk(op, err)
+            .with_object(self.inner.bucket.bucket(), &self.inner.key)
+            .with_upload_id(&self.inner.upload_id);
         if e.kind() == ErrorKind::NotFound {
             Error::new(
                 ErrorKind::NotFound,
-                format!(
-                    "{op} failed: upload {} of {:?} no longer exists (completed, aborted or expired)",
-                    self.inner.upload_id, self.inner.key
-                ),
+                "the upload no longer exists (completed, aborted or expired)",
             )
+            .with_operation(op)
+            .with_object(self.inner.bucket.bucket(), &self.inner.key)
+            .with_upload_id(&self.inner.upload_id)
+            .with_source(e)
         } else {
             e
         }
     }
 }
 
-/// Sends `body` as an encrypted multipart upload with at most `concurrency` parts in flight;
-/// the path [`put_object`](CryptoBucket::put_object) takes for bodies over 5 GiB and for
-/// streams of unknown length. Files and bytes are read part by part where they lie; a reader
-/// is read sequentially into part buffers, so memory stays within `concurrency × part size`.
-/// On failure the upload is aborted.
+/// Most ListParts pages one listing follows (10,000 parts need at most 10 pages of 1,000; a
+/// store that pages one part at a time still fits).
+const MAX_LIST_PAGES: u32 = 10_001;
+
+/// The marker of the next ListParts page, or `None` when the listing is complete. A store
+/// that claims more pages but repeats or lowers its marker (or pages without end) would loop
+/// forever: that is an [`ErrorKind::InvalidResponse`].
+///
+/// ```
+/// # use cryptobucket::multipart::next_list_parts_page as next_page;
+/// assert_eq!(next_page(None, Some(true), Some("1000"), 1).unwrap(), Some("1000".to_owned()));
+/// assert_eq!(next_page(Some("1000"), Some(false), None, 2).unwrap(), None);
+/// assert!(next_page(Some("1000"), Some(true), Some("1000"), 2).is_err());
+/// assert!(next_page(Some("1000"), Some(true), Some("7"), 2).is_err());
+/// ```
+#[doc(hidden)]
+pub fn next_list_parts_page(
+    previous: Option<&str>,
+    is_truncated: Option<bool>,
+    next: Option<&str>,
+    pages: u32,
+) -> Result<Option<String>> {
+    if is_truncated != Some(true) {
+        return Ok(None);
+    }
+    let bad = |why: &str| Error::invalid_response(format!("ListParts paging is broken: {why}"));
+    let next = next
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| bad("more pages claimed, but no next marker given"))?;
+    let next_n: u64 = next
+        .trim()
+        .parse()
+        .map_err(|_| bad("the next marker is not a part number"))?;
+    if let Some(prev) = previous {
+        let prev_n: u64 = prev.trim().parse().unwrap_or(0);
+        if next_n <= prev_n {
+            return Err(bad(&format!(
+                "the next marker {next_n} does not advance past {prev_n}"
+            )));
+        }
+    }
+    if pages >= MAX_LIST_PAGES || next_n >= MAX_PARTS {
+        return Err(bad("more pages than an upload of 10,000 parts can have"));
+    }
+    Ok(Some(next.trim().to_owned()))
+}
+use next_list_parts_page as next_page;
+
+/// Sends `body` as an encrypted multipart upload with at most `config.concurrency` parts in
+/// flight; the path [`put_object`](CryptoBucket::put_object) takes for bodies over the
+/// threshold and for streams of unknown length. Files and bytes are read part by part where
+/// they lie; a reader is read sequentially into part buffers, so memory stays within
+/// `concurrency × part size`. Each part is retried by the engine with the same bytes. On
+/// failure, and when the returned future is dropped, the upload is aborted (unless the
+/// configuration says [`FailedUploadPolicy::Retain`]).
 pub(crate) async fn put_multipart(
     create: CreateMultipartUploadFluentBuilder,
     body: PutBody,
-    concurrency: usize,
+    config: &TransferConfig,
 ) -> Result<(MultipartUpload, CompleteMultipartUploadOutput)> {
     let data_size = body.len();
     let create = match data_size {
@@ -630,20 +722,66 @@ pub(crate) async fn put_multipart(
         None => create,
     };
     let upload = create.send().await?;
-    match send_all_parts(&upload, body, concurrency.max(1)).await {
-        Ok(parts) => {
-            let done = upload.complete(parts).await;
-            match done {
-                Ok(out) => Ok((upload, out)),
-                Err(e) => {
-                    let _ = upload.abort().await;
-                    Err(e)
-                }
-            }
-        }
+    let mut guard = AbortOnDrop::new(&upload, config.failed_upload);
+    let outcome = match send_all_parts(&upload, body, config).await {
+        Ok(parts) => upload.complete(parts).await,
+        Err(e) => Err(e),
+    };
+    guard.disarm();
+    match outcome {
+        Ok(out) => Ok((upload, out)),
         Err(e) => {
-            let _ = upload.abort().await;
-            Err(e)
+            if config.failed_upload == FailedUploadPolicy::Abort {
+                let _ = upload.abort().await;
+            }
+            Err(e.with_upload_id(upload.upload_id()))
+        }
+    }
+}
+
+/// Aborts a multipart upload when dropped armed: the future that drove it was cancelled.
+/// The abort runs on the current tokio runtime in the background (best effort: without a
+/// runtime, or if it fails, the store's lifecycle rules must clean up).
+pub(crate) struct AbortOnDrop {
+    upload: Option<MultipartUpload>,
+}
+
+impl AbortOnDrop {
+    pub(crate) fn new(upload: &MultipartUpload, policy: FailedUploadPolicy) -> Self {
+        Self {
+            upload: (policy == FailedUploadPolicy::Abort).then(|| upload.clone()),
+        }
+    }
+
+    /// The driver finished (or handles the failure itself): nothing to do on drop.
+    pub(crate) fn disarm(&mut self) {
+        self.upload = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(u) = self.upload.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = u.abort().await;
+            });
+        }
+    }
+}
+
+/// One part's plaintext, re-readable for every attempt.
+enum PartData {
+    Bytes(bytes::Bytes),
+    File(std::path::PathBuf, u64, u64),
+}
+
+impl PartData {
+    async fn body(&self) -> Result<PutBody> {
+        match self {
+            Self::Bytes(b) => Ok(PutBody::from_bytes(b.clone())),
+            Self::File(path, offset, len) => PutBody::from_file_range(path, *offset, *len).await,
         }
     }
 }
@@ -651,13 +789,15 @@ pub(crate) async fn put_multipart(
 async fn send_all_parts(
     upload: &MultipartUpload,
     body: PutBody,
-    concurrency: usize,
+    config: &TransferConfig,
 ) -> Result<Vec<CompletedPart>> {
     use crate::body::PartSource;
     use tokio::io::AsyncReadExt as _;
 
     let part_size = upload.part_size();
     let known = body.len();
+    let concurrency = config.concurrency.max(1);
+    let max_attempts = config.max_attempts.max(1);
     let mut source = body.into_part_source()?;
     let mut set = tokio::task::JoinSet::new();
     let mut parts = Vec::new();
@@ -692,12 +832,12 @@ async fn send_all_parts(
             PartSource::Bytes(b) => {
                 let len = remaining.unwrap_or(0).min(part_size);
                 let start = offset as usize;
-                let part = PutBody::from_bytes(b.slice(start..start + len as usize));
+                let part = PartData::Bytes(b.slice(start..start + len as usize));
                 (part, remaining == Some(len))
             }
             PartSource::File(path, start) => {
                 let len = remaining.unwrap_or(0).min(part_size);
-                let part = PutBody::from_file_range(path.clone(), *start + offset, len).await?;
+                let part = PartData::File(path.clone(), *start + offset, len);
                 (part, remaining == Some(len))
             }
             PartSource::Reader(reader) => {
@@ -726,11 +866,17 @@ async fn send_all_parts(
                     Some(r) => r == got,
                     None => got < part_size,
                 };
-                (PutBody::from_bytes(buf), last)
+                (PartData::Bytes(buf.into()), last)
             }
         };
         let u = upload.clone();
-        set.spawn(async move { u.upload_part(n, part).await });
+        set.spawn(async move {
+            let report = Reporter::silent();
+            with_retries(max_attempts, n, &report, || async {
+                u.upload_part_once(n, part.body().await?).await
+            })
+            .await
+        });
         if last {
             break;
         }

@@ -41,6 +41,12 @@ pub enum ProgressEvent {
         /// Why (source file changed, upload vanished, object changed, ...).
         reason: String,
     },
+    /// Something the user should know that does not fail the transfer (a finished transfer
+    /// whose checkpoint could not be removed, ...).
+    Warning {
+        /// What happened.
+        message: String,
+    },
     /// Everything is transferred.
     Finished,
 }

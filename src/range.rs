@@ -143,14 +143,16 @@ impl ContentRange {
             "*" => None,
             t => Some(t.parse::<u64>().map_err(|_| bad())?),
         };
-        if last < first || total.is_some_and(|t| last >= t) {
+        // `last - first + 1` must fit: `bytes 0-18446744073709551615/*` names 2^64 bytes.
+        if last < first || last - first == u64::MAX || total.is_some_and(|t| last >= t) {
             return Err(bad());
         }
         Ok(Self { first, last, total })
     }
 
+    /// Bytes in the range; never overflows ([`Self::parse`] refuses ranges of 2^64 bytes).
     pub(crate) fn len(&self) -> u64 {
-        self.last - self.first + 1
+        (self.last - self.first).saturating_add(1)
     }
 }
 
@@ -229,6 +231,9 @@ mod tests {
             "items 0-1/2",
             "bytes x-1/2",
             "bytes 0-1",
+            "bytes 0-18446744073709551615/*",
+            "bytes 18446744073709551615-18446744073709551615/18446744073709551615",
+            "bytes 0-99999999999999999999/*",
         ] {
             assert_eq!(
                 ContentRange::parse(bad).unwrap_err().kind(),

@@ -7,7 +7,16 @@
 //! standard headers and the user's own metadata are kept; the copy is conditional on the
 //! object's ETag, so a concurrent overwrite is never clobbered with stale key material.
 //!
-//! Objects over 5 GiB (CopyObject's limit) are copied with a multipart copy (UploadPartCopy).
+//! Objects over 5 GiB (CopyObject's limit) are copied with a multipart copy (UploadPartCopy),
+//! every part pinned to the source ETag, and completed only if the object is still that
+//! version (checked by HEAD and sent as `If-Match` on the completion).
+//!
+//! **What rewrap does not do.** It keeps the object's content key: only the wrapping changes.
+//! Whoever held the old master key and read an object's wrapped key before can still decrypt
+//! the body, and in a versioned bucket the old versions keep the old wrapping, readable with
+//! the old key. Rewrap retires a master key for *new reads*; it is not a data-key rotation. A
+//! true rotation (a new content key, the body re-encrypted) is a download and re-upload:
+//! `get_object` into `put_object` with the target keyring, which reads and writes every byte.
 //!
 //! **OSS refuses** CopyObject requests that change the encryption metadata of a
 //! client-side-encrypted object, so rewrap works on S3-compatible stores (S3, MinIO, Garage,
@@ -89,7 +98,7 @@ impl RewrapObjectFluentBuilder {
             .key(&key)
             .send()
             .await
-            .map_err(|e| Error::from_sdk("HeadObject", e))?;
+            .map_err(|e| Error::from_sdk("HeadObject", e).with_object(bucket, &key))?;
         let empty = HashMap::new();
         let meta = head.metadata().unwrap_or(&empty);
         let env = Envelope::from_metadata(meta)?.ok_or_else(|| {
@@ -99,7 +108,13 @@ impl RewrapObjectFluentBuilder {
             )
         })?;
         let e_tag = head.e_tag().map(str::to_owned);
-        let size = u64::try_from(head.content_length().unwrap_or(0)).unwrap_or(0);
+        let size = head
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::invalid_response("the HEAD response has no valid Content-Length")
+                    .with_object(bucket, &key)
+            })?;
 
         // Already under the target key?
         if env.matdesc == *to.get_matdesc()
@@ -157,7 +172,7 @@ impl RewrapObjectFluentBuilder {
             }
             copy.send()
                 .await
-                .map_err(|e| Error::from_sdk("CopyObject", e))?
+                .map_err(|e| Error::from_sdk("CopyObject", e).with_object(bucket, &key))?
                 .copy_object_result
                 .and_then(|r| r.e_tag)
         } else {
@@ -219,7 +234,7 @@ async fn multipart_copy(
         .set_cache_control(head.cache_control().map(str::to_owned))
         .send()
         .await
-        .map_err(|e| Error::from_sdk("CreateMultipartUpload", e))?
+        .map_err(|e| Error::from_sdk("CreateMultipartUpload", e).with_object(bucket, key))?
         .upload_id
         .ok_or_else(|| Error::invalid_response("CreateMultipartUpload returned no upload id"))?;
     let result = async {
@@ -251,11 +266,28 @@ async fn multipart_copy(
             offset = last + 1;
             n += 1;
         }
+        // The parts are copies of the pinned version; completing would replace whatever the
+        // object is now. If it changed meanwhile, stop: the newer object is not ours to
+        // clobber. The check is made twice: by HEAD (any store) and as If-Match on the
+        // completion itself (stores with conditional writes close the last window).
+        if let Some(t) = e_tag {
+            let now = client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| Error::from_sdk("HeadObject", e))?;
+            if now.e_tag() != Some(t) {
+                return Err(changed(key, t, now.e_tag()));
+            }
+        }
         client
             .complete_multipart_upload()
             .bucket(bucket)
             .key(key)
             .upload_id(&id)
+            .set_if_match(e_tag.map(str::to_owned))
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -266,6 +298,7 @@ async fn multipart_copy(
             .map_err(|e| Error::from_sdk("CompleteMultipartUpload", e))
     }
     .await;
+    let result = result.map_err(|e| e.with_object(bucket, key).with_upload_id(&id));
     match result {
         Ok(out) => Ok(out.e_tag),
         Err(e) => {
@@ -279,4 +312,16 @@ async fn multipart_copy(
             Err(e)
         }
     }
+}
+
+fn changed(key: &str, pinned: &str, now: Option<&str>) -> Error {
+    Error::new(
+        ErrorKind::Changed,
+        format!(
+            "object {key:?} changed during the rewrap (ETag {pinned} became {}); the newer \
+             object was left as it is, rewrap it again",
+            now.unwrap_or("(none)")
+        ),
+    )
+    .with_retryable(true)
 }

@@ -578,3 +578,69 @@ async fn builder_errors_are_typed() {
         .build();
     assert_eq!(two.unwrap_err().kind(), ErrorKind::InvalidKey);
 }
+
+/// Errors say the operation, the object, what the store answered and whether a retry helps.
+#[tokio::test]
+async fn errors_name_operation_object_status_and_retryability() {
+    let (server, cb) = bucket_with(Fault::None, keyring_a()).await;
+    let err = cb.get_object().key("no/such").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.operation(), Some("GetObject"));
+    assert_eq!((err.bucket(), err.key()), (Some("bkt"), Some("no/such")));
+    assert_eq!(err.status(), Some(404));
+    assert_eq!(err.service_code(), Some("NoSuchKey"));
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(text.starts_with("GetObject s3://bkt/no/such: "), "{text}");
+    assert!(text.contains("HTTP 404 NoSuchKey"), "{text}");
+    assert!(!text.contains('\n'));
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the SDK error is kept"
+    );
+
+    // Wrong credentials: access denied, its own kind, not retryable.
+    let bad = cryptobucket::ClientOptions::new()
+        .endpoint_url(&server.endpoint)
+        .region("us-east-1")
+        .force_path_style(true)
+        .static_credentials(support::server::ACCESS_KEY, "not-the-secret")
+        .build()
+        .await;
+    let denied = CryptoBucket::new(bad, "bkt", keyring_a());
+    let err = denied.head_object().key("x").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
+    assert_eq!(err.status(), Some(403));
+    assert!(!err.is_retryable());
+    let err = denied
+        .put_object()
+        .key("x")
+        .body(b"x".to_vec())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
+    assert!(err.to_string().contains("PutObject"), "{err}");
+
+    // A multipart failure names the upload.
+    let upload = cb
+        .create_multipart_upload()
+        .key("mp")
+        .data_size(10)
+        .send()
+        .await
+        .unwrap();
+    upload.abort().await.unwrap();
+    let err = upload
+        .upload_part(1, b"0123456789".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.upload_id(), Some(upload.upload_id()));
+    assert!(err.to_string().contains(upload.upload_id()), "{err}");
+    assert_eq!(err.key(), Some("mp"));
+
+    // Every kind has a short human name.
+    assert_eq!(ErrorKind::AccessDenied.to_string(), "access denied");
+    assert_eq!(ErrorKind::Changed.to_string(), "changed during transfer");
+}

@@ -6,12 +6,13 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("envelope", cryptobucket::fuzzing::envelope),
     ("matdesc", cryptobucket::fuzzing::matdesc),
     ("ranges", cryptobucket::fuzzing::ranges),
     ("checkpoint", cryptobucket::fuzzing::checkpoint),
     ("keyring", cryptobucket::fuzzing::keyring),
+    ("list_parts", cryptobucket::fuzzing::list_parts_paging),
 ];
 
 #[test]
@@ -53,6 +54,11 @@ fn hostile_sizes_do_not_allocate_or_panic() {
     cryptobucket::fuzzing::ranges(
         b"bytes 18446744073709551615-18446744073709551615/18446744073709551615",
     );
+    // A Content-Range naming 2^64 bytes must be refused, not overflow.
+    cryptobucket::fuzzing::ranges(b"bytes 0-18446744073709551615/*");
+    // A store that repeats its ListParts marker, or never stops paging.
+    cryptobucket::fuzzing::list_parts_paging(b"T\t1");
+    cryptobucket::fuzzing::list_parts_paging(b"T\t5\nT\t6\nT\t7");
     let deep = "[".repeat(100_000);
     cryptobucket::fuzzing::matdesc(deep.as_bytes());
     cryptobucket::fuzzing::checkpoint(deep.as_bytes());

@@ -433,3 +433,92 @@ async fn put_object_switches_to_multipart_for_streams_and_large_bodies() {
         ErrorKind::NotFound
     );
 }
+
+/// Defect: `put_object`'s own multipart path had no retries. A part the store refuses once
+/// (503 SlowDown) is sent again with the same bytes and the object completes.
+#[tokio::test]
+async fn put_object_multipart_retries_refused_parts() {
+    let (server, cb) = bucket_with(Fault::None, keyring_a()).await;
+    let data = pattern((2 * PART + 77) as usize, 50);
+    server
+        .stats
+        .failing_parts
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    cb.put_object()
+        .key("retried")
+        .body(data.clone())
+        .part_size(PartSize::Target(PART))
+        .multipart_threshold(PART)
+        .send()
+        .await
+        .unwrap();
+    // Both refusals were spent (so two attempts failed), and three parts were accepted.
+    assert!(
+        server
+            .stats
+            .failing_parts
+            .load(std::sync::atomic::Ordering::SeqCst)
+            <= 0
+    );
+    assert_eq!(
+        server
+            .stats
+            .parts_in
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    let got = cb.get_object().key("retried").send().await.unwrap();
+    assert!(got.body.collect().await.unwrap()[..] == data[..]);
+}
+
+/// Defect: dropping `put_object`'s future during a multipart upload leaked the upload (its
+/// parts stayed on the server, billed, forever). It is aborted now.
+#[tokio::test]
+async fn a_dropped_multipart_put_object_aborts_its_upload() {
+    use tokio::io::AsyncWriteExt as _;
+    let (server, cb) = bucket_with(Fault::None, keyring_a()).await;
+    let uploads = |root: &std::path::Path| {
+        std::fs::read_dir(root)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
+    };
+    // A stream that delivers one and a half parts, then stalls (a producer that hangs).
+    let (mut writer, reader) = tokio::io::duplex(1 << 20);
+    let feed = tokio::spawn(async move {
+        writer
+            .write_all(&pattern((PART + PART / 2) as usize, 51))
+            .await
+            .unwrap();
+        std::future::pending::<()>().await;
+    });
+    let put = cb
+        .put_object()
+        .key("dropped")
+        .body(cryptobucket::PutBody::from_stream(reader))
+        .part_size(PartSize::Target(PART))
+        .send();
+    let stats = server.stats.clone();
+    tokio::select! {
+        r = put => panic!("the stalled upload finished: {r:?}"),
+        _ = async {
+            while stats.parts_in.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        } => {}
+    }
+    // The future is dropped here, mid-upload.
+    feed.abort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while uploads(&server.root) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped upload was not aborted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -391,7 +391,10 @@ async fn aliyun_rpc_signature_matches_the_official_python_signer() {
         }
         let (string_to_sign, signature) =
             cryptobucket::keys::aliyun_kms::sign_rpc("POST", &all, "s3cr3t/+=");
-        assert_eq!(string_to_sign, seen["string_to_sign"].as_str().unwrap());
+        assert_eq!(
+            string_to_sign.as_str(),
+            seen["string_to_sign"].as_str().unwrap()
+        );
         assert_eq!(signature, python_signature);
     }
 }

@@ -452,7 +452,9 @@ async fn aliyun_kms_sts_credentials_and_bad_secrets() {
             )
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidKey, "{name}: {err}");
+        // Credentials the service refuses: access denied, with the service's code.
+        assert_eq!(err.kind(), ErrorKind::AccessDenied, "{name}: {err}");
+        assert!(!err.is_retryable(), "{name}: {err}");
         let text = err.to_string();
         assert!(
             text.contains("SignatureDoesNotMatch") || text.contains("SecurityToken"),

@@ -173,3 +173,48 @@ async fn plain_objects_and_missing_keys_are_refused() {
     x.send().await.unwrap();
     assert_eq!(kind("foreign").await, ErrorKind::NoMatchingKey);
 }
+
+/// Defect: a multipart-sized rewrap completed unconditionally, so an overwrite that landed
+/// after the part copies was clobbered by the old body with new key metadata. Now the copy is
+/// completed only if the object is still the version it copied.
+#[tokio::test]
+async fn a_multipart_rewrap_does_not_clobber_an_object_changed_meanwhile() {
+    let ring = Keyring::builder()
+        .default_key(old())
+        .key(new_rsa())
+        .build()
+        .unwrap();
+    let (server, cb) = bucket_with(Fault::None, ring).await;
+    let data = pattern((11 << 20) + 5, 40);
+    cb.put_object()
+        .key("big")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    let newer = pattern(4096, 41);
+    // After the last of the three part copies, someone writes a new version.
+    let (endpoint, n2) = (server.endpoint.clone(), newer.clone());
+    *server.stats.after_part_copy.lock().unwrap() = Some(std::sync::Arc::new(move |n| {
+        if n == 3 {
+            let ring = Keyring::single(rsa("a"), MatDesc::new().with("key", "old"));
+            support::put_blocking(&endpoint, ring, "big", n2.clone());
+        }
+    }));
+    let err = cb
+        .rewrap_object()
+        .key("big")
+        .to(new_rsa())
+        .multipart_threshold(5 << 20)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Changed, "{err}");
+    // The newer object is intact, still under the old key.
+    let got = cb.get_object().key("big").send().await.unwrap();
+    assert_eq!(
+        got.envelope.as_ref().unwrap().matdesc,
+        MatDesc::new().with("key", "old")
+    );
+    assert!(got.body.collect().await.unwrap()[..] == newer[..]);
+}

@@ -283,54 +283,16 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Streams the plaintext into a temp file beside `dest`, renamed into place only when complete.
+/// A ranged GET saved to `dest` through the library's one download path (partial file,
+/// fsync, rename; nothing left on failure).
 async fn download(
     cb: &CryptoBucket,
     key: &str,
     range: Option<ByteRange>,
     dest: &Path,
 ) -> Result<u64> {
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".cryptobucket-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("cannot create a temp file in {}: {e}", dir.display()),
-            )
-        })?;
     let out = cb.get_object().key(key).set_range(range).send().await?;
-    let expected = out.content_length;
-    let mut file = tokio::fs::File::from_std(
-        tmp.reopen()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot open temp file: {e}")))?,
-    );
-    let n = out.body.write_to(&mut file).await?;
-    if n != expected {
-        return Err(Error::new(
-            ErrorKind::Truncated,
-            format!("received {n} of {expected} bytes"),
-        ));
-    }
-    file.sync_all().await.map_err(|e| {
-        Error::new(
-            ErrorKind::Io,
-            format!("cannot flush {}: {e}", dest.display()),
-        )
-    })?;
-    drop(file);
-    tmp.persist(dest).map_err(|e| {
-        Error::new(
-            ErrorKind::Io,
-            format!("cannot write {}: {}", dest.display(), e.error),
-        )
-    })?;
-    Ok(n)
+    out.save(dest).await
 }
 
 async fn inspect(g: &Global, object: &str) -> Result<()> {
@@ -344,15 +306,7 @@ async fn inspect(g: &Global, object: &str) -> Result<()> {
         .key(&key)
         .send()
         .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Service,
-                format!(
-                    "HeadObject failed: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                ),
-            )
-        })?;
+        .map_err(|e| Error::from_sdk("HeadObject", e).with_object(&bucket, &key))?;
     let empty = Default::default();
     let meta = resp.metadata().unwrap_or(&empty);
     println!("object: {object}");

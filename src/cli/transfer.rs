@@ -113,6 +113,9 @@ fn progress(
             ProgressEvent::Restarted { reason } => {
                 b.suspend(|| eprintln!("{label}: {reason}"));
             }
+            ProgressEvent::Warning { message } => {
+                b.suspend(|| eprintln!("warning: {label}: {message}"));
+            }
             ProgressEvent::Retrying {
                 part_number,
                 attempt,
@@ -217,15 +220,8 @@ pub(crate) async fn list_keys(cb: &CryptoBucket, prefix: &str) -> Result<Vec<Str
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| {
-            Error::new(
-                ErrorKind::Service,
-                format!(
-                    "ListObjectsV2 failed: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                ),
-            )
-        })?;
+        let page =
+            page.map_err(|e| Error::from_sdk("ListObjectsV2", e).with_object(cb.bucket(), prefix))?;
         keys.extend(
             page.contents()
                 .iter()

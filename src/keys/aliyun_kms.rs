@@ -20,7 +20,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use futures::future::BoxFuture;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use super::{KeyProvider, WrappedMaterial};
 use crate::cipher::{CEK_LEN, ContentMaterial, IV_LEN};
@@ -150,7 +150,7 @@ impl AliyunKmsKey {
             credentials,
             encoding: AliyunKmsEncoding::Blob,
             passphrase: None,
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -179,8 +179,11 @@ impl AliyunKmsKey {
             .map(|p| serde_json::json!({ "x-passphrase": p.as_str() }).to_string())
     }
 
-    /// Calls `action` with `params`; returns the JSON answer.
-    async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<serde_json::Value> {
+    /// Calls `action` with `params`; returns the parsed answer. Every buffer that holds key
+    /// material on the way (the parameters, the signing string, the request and response
+    /// bodies, the base64 plaintext) is zeroized when dropped.
+    async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<KmsAnswer> {
+        let op = format!("Alibaba Cloud KMS {action}");
         let mut nonce = [0u8; 16];
         aws_lc_rs::rand::fill(&mut nonce)
             .map_err(|_| Error::invalid_key("the system random number generator failed"))?;
@@ -191,7 +194,7 @@ impl AliyunKmsKey {
         let timestamp = aws_smithy_types::DateTime::from_secs(now)
             .fmt(aws_smithy_types::date_time::Format::DateTime)
             .map_err(|_| Error::invalid_input("cannot format the request time"))?;
-        let mut all: BTreeMap<String, String> = BTreeMap::new();
+        let mut all = SecretParams::default();
         for (k, v) in [
             ("Action", action),
             ("Version", API_VERSION),
@@ -203,71 +206,95 @@ impl AliyunKmsKey {
             ("Timestamp", &timestamp),
             ("RegionId", &self.region),
         ] {
-            all.insert(k.to_owned(), v.to_owned());
+            all.0.insert(k.to_owned(), v.to_owned());
         }
         if let Some(t) = &self.credentials.security_token {
-            all.insert("SecurityToken".to_owned(), t.as_str().to_owned());
+            all.0
+                .insert("SecurityToken".to_owned(), t.as_str().to_owned());
         }
         for (k, v) in params {
-            all.insert((*k).to_owned(), (*v).to_owned());
+            all.0.insert((*k).to_owned(), (*v).to_owned());
         }
-        let (_, signature) = sign_rpc("POST", &all, &self.credentials.access_key_secret);
-        all.insert("Signature".to_owned(), signature);
-        let body = Zeroizing::new(
-            all.iter()
-                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-                .collect::<Vec<_>>()
-                .join("&"),
-        );
+        let (_, signature) = sign_rpc("POST", &all.0, &self.credentials.access_key_secret);
+        all.0.insert("Signature".to_owned(), signature);
+        let mut body = Zeroizing::new(String::new());
+        for (i, (k, v)) in all.0.iter().enumerate() {
+            if i > 0 {
+                body.push('&');
+            }
+            percent_encode_into(&mut body, k);
+            body.push('=');
+            percent_encode_into(&mut body, v);
+        }
+        drop(all);
+        // The body travels as `Bytes` that own the zeroizing buffer: when reqwest drops the
+        // last reference, the parameters are wiped.
+        let body = bytes::Bytes::from_owner(ZeroizingBytes(Zeroizing::new(
+            std::mem::take(&mut *body).into_bytes(),
+        )));
         let resp = self
             .http
             .post(format!("{}/", self.endpoint))
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
-            .body(body.as_str().to_owned())
+            .body(body)
             .send()
             .await
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Transport,
-                    format!(
-                        "Alibaba Cloud KMS {action}: cannot reach {}: {e}",
-                        self.endpoint
-                    ),
+                    format!("cannot reach {}: {}", self.endpoint, reqwest_reason(&e)),
                 )
+                .with_operation(&op)
+                .with_retryable(true)
             })?;
         let status = resp.status();
-        let text = Zeroizing::new(resp.text().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Transport,
-                format!("Alibaba Cloud KMS {action}: the answer broke off: {e}"),
-            )
-        })?);
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+        let text = read_bounded(resp, MAX_ANSWER)
+            .await
+            .map_err(|e| e.with_operation(&op))?;
+        let answer: KmsAnswer = serde_json::from_slice(&text).map_err(|_| {
             Error::invalid_response(format!(
-                "Alibaba Cloud KMS {action} answered HTTP {status} with a body that is not JSON"
+                "answered HTTP {status} with a body that is not a KMS answer"
             ))
+            .with_operation(&op)
+            .with_status(status.as_u16())
+            .with_retryable(status.is_server_error())
         })?;
-        if status.is_success() && json.get("Code").is_none() {
-            return Ok(json);
+        if status.is_success() && answer.code.is_none() {
+            return Ok(answer);
         }
-        let code = json["Code"].as_str().unwrap_or("unknown").to_owned();
-        let message = json["Message"].as_str().unwrap_or("").to_owned();
+        let code = answer.code.clone().unwrap_or_else(|| "unknown".to_owned());
+        let message = answer.message.clone().unwrap_or_default();
+        let retryable = status.is_server_error()
+            || status.as_u16() == 429
+            || code.contains("Throttling")
+            || code.contains("ServiceUnavailable")
+            || code.contains("InternalFailure");
         let kind =
             if action == "Decrypt" && (code.contains("Ciphertext") || code == "InvalidParameter") {
-                return Err(Error::key_unwrap());
-            } else if status.is_server_error() || code.contains("Throttling") {
+                return Err(Error::key_unwrap().with_operation(&op));
+            } else if retryable {
                 ErrorKind::Service
+            } else if status.as_u16() == 401
+                || status.as_u16() == 403
+                || code.contains("Forbidden")
+                || code.contains("SignatureDoesNotMatch")
+                || code.contains("InvalidAccessKeyId")
+                || code.contains("InvalidSecurityToken")
+            {
+                ErrorKind::AccessDenied
             } else {
                 ErrorKind::InvalidKey
             };
-        Err(Error::new(
-            kind,
-            format!(
-                "Alibaba Cloud KMS {action} with key {:?} failed: HTTP {status} {code}: {message}",
-                self.key_id
-            ),
-        ))
+        let mut err = Error::new(kind, format!("key {:?}: {message}", self.key_id))
+            .with_operation(&op)
+            .with_status(status.as_u16())
+            .with_service_code(code)
+            .with_retryable(retryable);
+        if let Some(id) = answer.request_id {
+            err = err.with_request_id(id);
+        }
+        Err(err)
     }
 
     async fn encrypt(&self, raw: &[u8], context: Option<&str>) -> Result<String> {
@@ -296,16 +323,13 @@ impl AliyunKmsKey {
         let out = self.call("Decrypt", &params).await?;
         // Decrypt finds the key from the blob; make sure it was this key (a configured alias
         // cannot be compared, as KMS answers with the key's id).
-        if !self.key_id.starts_with("alias/") && out["KeyId"].as_str() != Some(self.key_id.as_str())
+        if !self.key_id.starts_with("alias/") && out.key_id.as_deref() != Some(self.key_id.as_str())
         {
             return Err(Error::key_unwrap());
         }
-        let plain = Zeroizing::new(
-            out["Plaintext"]
-                .as_str()
-                .ok_or_else(|| Error::invalid_response("KMS Decrypt returned no Plaintext"))?
-                .to_owned(),
-        );
+        let plain = out
+            .plaintext
+            .ok_or_else(|| Error::invalid_response("KMS Decrypt returned no Plaintext"))?;
         let raw = Zeroizing::new(
             B64.decode(plain.as_bytes())
                 .map_err(|_| Error::key_unwrap())?,
@@ -317,11 +341,90 @@ impl AliyunKmsKey {
     }
 }
 
-fn blob_of(out: &serde_json::Value, action: &str) -> Result<String> {
-    out["CiphertextBlob"]
-        .as_str()
-        .map(str::to_owned)
+fn blob_of(out: &KmsAnswer, action: &str) -> Result<String> {
+    out.ciphertext_blob
+        .clone()
         .ok_or_else(|| Error::invalid_response(format!("KMS {action} returned no CiphertextBlob")))
+}
+
+/// The fields of a KMS answer this client reads; the base64 plaintext key stays in zeroizing
+/// memory.
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct KmsAnswer {
+    key_id: Option<String>,
+    plaintext: Option<Zeroizing<String>>,
+    ciphertext_blob: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+    request_id: Option<String>,
+}
+
+/// Request parameters (one of them may be a base64 key): wiped on drop.
+#[derive(Default)]
+struct SecretParams(BTreeMap<String, String>);
+
+impl Drop for SecretParams {
+    fn drop(&mut self) {
+        for v in self.0.values_mut() {
+            v.zeroize();
+        }
+    }
+}
+
+/// A byte buffer that `Bytes::from_owner` wipes when its last reference goes.
+struct ZeroizingBytes(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for ZeroizingBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The largest KMS answer read (real ones are under 4 KiB).
+const MAX_ANSWER: usize = 1 << 20;
+/// How long connecting to KMS may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long one KMS call may take in all.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The HTTP client for KMS calls: bounded connect and call times.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+fn reqwest_reason(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "the request failed"
+    }
+}
+
+/// Reads a response body of at most `limit` bytes into zeroizing memory.
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(Vec::new());
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        Error::new(
+            ErrorKind::Transport,
+            format!("the answer broke off: {}", reqwest_reason(&e)),
+        )
+        .with_retryable(true)
+    })? {
+        if out.len() + chunk.len() > limit {
+            return Err(Error::invalid_response(format!(
+                "the answer is larger than {limit} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// How a `KMS/ALICLOUD` header was written, told apart as the format spec says: decode once;
@@ -360,10 +463,13 @@ impl KeyProvider for AliyunKmsKey {
                     }
                     let out = self.call("GenerateDataKey", &params).await?;
                     let plain = Zeroizing::new(
-                        B64.decode(out["Plaintext"].as_str().unwrap_or_default())
-                            .map_err(|_| {
-                                Error::invalid_response("GenerateDataKey: bad Plaintext")
-                            })?,
+                        B64.decode(
+                            out.plaintext
+                                .as_deref()
+                                .map(String::as_str)
+                                .unwrap_or_default(),
+                        )
+                        .map_err(|_| Error::invalid_response("GenerateDataKey: bad Plaintext"))?,
                     );
                     let blob = blob_of(&out, "GenerateDataKey")?;
                     let iv = ContentMaterial::generate()?.iv().to_owned();
@@ -440,15 +546,25 @@ impl KeyProvider for AliyunKmsKey {
 /// (space included, as `%20`) is `%XX` of its UTF-8 bytes.
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    percent_encode_into(&mut out, s);
+    out
+}
+
+/// Appends `s` percent-encoded to `out`, with no intermediate allocation.
+fn percent_encode_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 out.push(b as char)
             }
-            _ => out.push_str(&format!("%{b:02X}")),
+            _ => {
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
         }
     }
-    out
 }
 
 /// Signs an RPC request (signature version 1.0): returns `(string_to_sign, signature)` where
@@ -460,17 +576,31 @@ pub fn percent_encode(s: &str) -> String {
 /// let mut p = BTreeMap::new();
 /// p.insert("Action".to_owned(), "Decrypt".to_owned());
 /// let (sts, sig) = cryptobucket::keys::aliyun_kms::sign_rpc("POST", &p, "secret");
-/// assert_eq!(sts, "POST&%2F&Action%3DDecrypt");
+/// assert_eq!(sts.as_str(), "POST&%2F&Action%3DDecrypt");
 /// assert_eq!(sig.len(), 28); // base64 of a 20-byte HMAC-SHA1
 /// ```
-pub fn sign_rpc(method: &str, params: &BTreeMap<String, String>, secret: &str) -> (String, String) {
-    let canonical = params
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let string_to_sign = format!("{method}&%2F&{}", percent_encode(&canonical));
-    let key_bytes = Zeroizing::new(format!("{secret}&"));
+///
+/// The string to sign holds the parameters (a base64 key among them, for `Encrypt`), so it is
+/// returned in zeroizing memory, and every intermediate buffer is wiped.
+pub fn sign_rpc(
+    method: &str,
+    params: &BTreeMap<String, String>,
+    secret: &str,
+) -> (Zeroizing<String>, String) {
+    let mut canonical = Zeroizing::new(String::new());
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            canonical.push('&');
+        }
+        percent_encode_into(&mut canonical, k);
+        canonical.push('=');
+        percent_encode_into(&mut canonical, v);
+    }
+    let mut string_to_sign = Zeroizing::new(format!("{method}&%2F&"));
+    percent_encode_into(&mut string_to_sign, &canonical);
+    let mut key_bytes = Zeroizing::new(String::with_capacity(secret.len() + 1));
+    key_bytes.push_str(secret);
+    key_bytes.push('&');
     let key = aws_lc_rs::hmac::Key::new(
         aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
         key_bytes.as_bytes(),

@@ -174,28 +174,41 @@ impl AwsKmsKey {
         };
         match code.as_deref() {
             // The blob or its context does not match: the uniform unwrap failure.
-            Some("InvalidCiphertextException" | "IncorrectKeyException") => Error::key_unwrap(),
-            Some(
-                c @ ("NotFoundException"
-                | "DisabledException"
-                | "KMSInvalidStateException"
-                | "AccessDeniedException"
-                | "InvalidKeyUsageException"),
-            ) => Error::new(
-                ErrorKind::InvalidKey,
-                format!("KMS {op} with key {:?} failed: {c}", self.key_id),
-            )
-            .with_source(err),
+            Some("InvalidCiphertextException" | "IncorrectKeyException") => {
+                Error::key_unwrap().with_operation(format!("KMS {op}"))
+            }
             _ => {
+                // Status, code, request id and the retry judgement (throttling, 5xx) stay.
                 let e = Error::from_sdk(&format!("KMS {op}"), err);
-                Error::new(
-                    if e.kind() == ErrorKind::NotFound {
-                        ErrorKind::InvalidKey
-                    } else {
-                        e.kind()
-                    },
-                    e.message().to_owned(),
-                )
+                let unusable = matches!(
+                    code.as_deref(),
+                    Some(
+                        "NotFoundException"
+                            | "DisabledException"
+                            | "KMSInvalidStateException"
+                            | "InvalidKeyUsageException"
+                    )
+                );
+                let message = format!("key {:?}: {}", self.key_id, e.message());
+                let kind = match e.kind() {
+                    ErrorKind::NotFound => ErrorKind::InvalidKey,
+                    _ if unusable => ErrorKind::InvalidKey,
+                    k => k,
+                };
+                let retryable = e.is_retryable();
+                let mut out = Error::new(kind, message)
+                    .with_operation(format!("KMS {op}"))
+                    .with_retryable(retryable);
+                if let Some(s) = e.status() {
+                    out = out.with_status(s);
+                }
+                if let Some(c) = e.service_code() {
+                    out = out.with_service_code(c);
+                }
+                if let Some(r) = e.request_id() {
+                    out = out.with_request_id(r);
+                }
+                out.with_source(e)
             }
         }
     }

@@ -81,3 +81,34 @@ pub fn reference_ctr(cek: &[u8; 32], iv: &[u8; 16], offset: u64, data: &mut [u8]
     c.seek(offset);
     c.apply_keystream(data);
 }
+
+/// Writes `key` in bucket `bkt` of the server at `endpoint` with `keyring`, from a thread and
+/// runtime of its own, and blocks until the store has it: for callbacks (progress listeners,
+/// server hooks) that change an object at an exact point of another transfer.
+pub fn put_blocking(endpoint: &str, keyring: Keyring, key: &str, data: Vec<u8>) {
+    let (endpoint, key) = (endpoint.to_owned(), key.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = cryptobucket::ClientOptions::new()
+                .endpoint_url(&endpoint)
+                .region("us-east-1")
+                .force_path_style(true)
+                .static_credentials(server::ACCESS_KEY, server::SECRET_KEY)
+                .build()
+                .await;
+            CryptoBucket::new(client, "bkt", keyring)
+                .put_object()
+                .key(key)
+                .body(data)
+                .send()
+                .await
+                .unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+}

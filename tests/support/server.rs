@@ -32,10 +32,19 @@ pub enum Fault {
     ShiftRange,
     /// Announces the full Content-Length but sends only half the body, then closes.
     TruncateBody,
+    /// Answers HEAD without a Content-Length header.
+    HeadWithoutLength,
+    /// Answers ranged GETs with 206 but without a Content-Range header.
+    RangeWithoutContentRange,
+    /// Answers every ListParts as truncated, with the same next-part marker each time.
+    ListPartsRepeatsMarker,
 }
 
+/// A test's callback, called with a count.
+pub type Hook = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// What the server has received and sent, for tests that bound the bytes a transfer moves.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Stats {
     /// Bytes of UploadPart bodies received (by Content-Length), including failed parts.
     pub part_bytes_in: AtomicU64,
@@ -47,6 +56,12 @@ pub struct Stats {
     pub part_budget: AtomicI64,
     /// GetObject requests still answered normally; later ones get 503 SlowDown.
     pub get_budget: AtomicI64,
+    /// The next this many UploadParts answer 503 SlowDown (then normal service resumes).
+    pub failing_parts: AtomicI64,
+    /// Called (on a blocking thread) after each UploadPartCopy is answered, with the number of
+    /// part copies so far: tests change objects at exact points of a copy.
+    pub after_part_copy: std::sync::Mutex<Option<Hook>>,
+    part_copies: AtomicU64,
 }
 
 impl Stats {
@@ -128,6 +143,9 @@ impl FaultyFs {
             }
         }
         let mut resp = self.fs.get_object(req).await?;
+        if self.fault == Fault::RangeWithoutContentRange {
+            resp.output.content_range = None;
+        }
         self.stats.bytes_out.fetch_add(
             resp.output.content_length.unwrap_or(0) as u64,
             Ordering::Relaxed,
@@ -169,6 +187,10 @@ macro_rules! faulty_impl {
             async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
                 self.require_upload(&req.input.upload_id)?;
                 spend(&self.stats.part_budget)?;
+                if self.stats.failing_parts.fetch_sub(1, Ordering::SeqCst) > 0 {
+                    return Err(s3s::s3_error!(SlowDown, "test: this part fails once"));
+                }
+                self.stats.failing_parts.fetch_max(0, Ordering::SeqCst);
                 self.stats.parts_in.fetch_add(1, Ordering::Relaxed);
                 self.stats.part_bytes_in.fetch_add(req.input.content_length.unwrap_or(0) as u64, Ordering::Relaxed);
                 self.fs.upload_part(req).await
@@ -176,7 +198,30 @@ macro_rules! faulty_impl {
 
             async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
                 self.require_upload(&req.input.upload_id)?;
-                self.fs.list_parts(req).await
+                let mut resp = self.fs.list_parts(req).await?;
+                if self.fault == Fault::ListPartsRepeatsMarker {
+                    resp.output.is_truncated = Some(true);
+                    resp.output.next_part_number_marker = Some(1);
+                }
+                Ok(resp)
+            }
+
+            async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+                let resp = self.fs.upload_part_copy(req).await?;
+                let n = self.stats.part_copies.fetch_add(1, Ordering::SeqCst) + 1;
+                let hook = self.stats.after_part_copy.lock().unwrap().clone();
+                if let Some(h) = hook {
+                    let _ = tokio::task::spawn_blocking(move || h(n)).await;
+                }
+                Ok(resp)
+            }
+
+            async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+                let mut resp = self.fs.head_object(req).await?;
+                if self.fault == Fault::HeadWithoutLength {
+                    resp.output.content_length = None;
+                }
+                Ok(resp)
             }
 
             async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
@@ -197,13 +242,11 @@ faulty_impl! {
     head_bucket: HeadBucketInput => HeadBucketOutput;
     list_buckets: ListBucketsInput => ListBucketsOutput;
     put_object: PutObjectInput => PutObjectOutput;
-    head_object: HeadObjectInput => HeadObjectOutput;
     delete_object: DeleteObjectInput => DeleteObjectOutput;
     copy_object: CopyObjectInput => CopyObjectOutput;
     list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
     list_objects: ListObjectsInput => ListObjectsOutput;
     create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
-    upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
 }
 
 /// A running server; stopped and its data removed on drop.

@@ -1,0 +1,293 @@
+//! Local files a transfer writes before they are finished, and the lock that keeps two runs of
+//! one transfer apart.
+//!
+//! A download writes into a [`PartialFile`] beside its destination: a name of its own per
+//! transfer (a random nonce in it), created exclusively (`O_CREAT|O_EXCL`, so never through a
+//! symlink or into an existing file), mode 0600, and identified by device, inode and nonce.
+//! The nonce is also written into the file itself, in a trailer after the data (inode numbers
+//! are reused as soon as a file is deleted, so they alone cannot tell a new file from the old
+//! one); the trailer is cut off when the file is published. The checkpoint records the
+//! identity; a resume reopens the file without following symlinks and uses it only if device,
+//! inode, length and trailer all still match, so a partial file of another transfer, a
+//! replaced file or a planted symlink is never taken over. Every write goes through the one
+//! open handle; the file is synced and renamed into place only when complete, and removed when
+//! the transfer fails without a checkpoint to resume from.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Who a partial file is: recorded in the checkpoint, checked on resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FileIdentity {
+    /// Device number (`st_dev`), 0 where the platform has none.
+    pub(crate) dev: u64,
+    /// Inode number (`st_ino`), 0 where the platform has none.
+    pub(crate) ino: u64,
+    /// Random hex nonce, also part of the file name.
+    pub(crate) nonce: String,
+}
+
+/// A partial download file; see the module docs.
+#[derive(Debug)]
+pub(crate) struct PartialFile {
+    path: PathBuf,
+    file: File,
+    identity: FileIdentity,
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut b = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| Error::new(ErrorKind::Io, "the system random number generator failed"))?;
+    Ok(hex::encode(b))
+}
+
+#[cfg(unix)]
+fn dev_ino(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn dev_ino(_meta: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+impl PartialFile {
+    /// Creates a new partial file for `dest` of `size` bytes (allocated, so a full disk fails
+    /// now rather than midway), with the identity trailer after them:
+    /// `.NAME.cryptobucket-NONCE.partial` in `dest`'s directory.
+    pub(crate) fn create(dest: &Path, size: u64) -> Result<Self> {
+        let name = dest.file_name().ok_or_else(|| {
+            Error::invalid_input(format!("{} is not a file name", dest.display()))
+        })?;
+        let nonce = random_hex(8)?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".cryptobucket-{nonce}.partial"));
+        let path = dest.with_file_name(temp_name);
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
+        let (dev, ino) = dev_ino(&meta);
+        let this = Self {
+            path,
+            file,
+            identity: FileIdentity { dev, ino, nonce },
+        };
+        let trailer = trailer(&this.identity.nonce);
+        let written = this
+            .file
+            .set_len(size)
+            .and_then(|()| write_at(&this.file, trailer.as_bytes(), size));
+        if let Err(e) = written {
+            this.discard();
+            return Err(Error::io(
+                format!("cannot allocate {size} bytes for the download"),
+                e,
+            ));
+        }
+        Ok(this)
+    }
+
+    /// Reopens the partial file a checkpoint names, if it is still the same file (same
+    /// device, inode and nonce, a regular file, not a symlink, `size` bytes). `Ok(None)`: it is
+    /// gone or not the same file; the caller starts over.
+    pub(crate) fn reopen(path: &Path, identity: &FileIdentity, size: u64) -> Result<Option<Self>> {
+        let named_by_nonce = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(&format!(".cryptobucket-{}.partial", identity.nonce)));
+        if !named_by_nonce {
+            return Ok(None);
+        }
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
+        let file = match opts.open(path) {
+            Ok(f) => f,
+            Err(_) => return Ok(None),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
+        let (dev, ino) = dev_ino(&meta);
+        let want = trailer(&identity.nonce);
+        if !meta.is_file()
+            || meta.len() != size + want.len() as u64
+            || (dev, ino) != (identity.dev, identity.ino)
+        {
+            return Ok(None);
+        }
+        let mut got = vec![0u8; want.len()];
+        if read_at(&file, &mut got, size).is_err() || got != want.as_bytes() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            path: path.to_owned(),
+            file,
+            identity: identity.clone(),
+        }))
+    }
+
+    /// Removes the file a checkpoint names if it is still that file (nothing else is ever
+    /// deleted).
+    pub(crate) fn remove_if_same(path: &Path, identity: &FileIdentity) {
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && meta.is_file()
+            && dev_ino(&meta) == (identity.dev, identity.ino)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn identity(&self) -> &FileIdentity {
+        &self.identity
+    }
+
+    /// A second handle to the same open file (for positioned writes from other tasks).
+    pub(crate) fn handle(&self) -> Result<File> {
+        self.file
+            .try_clone()
+            .map_err(|e| Error::io(format!("cannot reopen {}", self.path.display()), e))
+    }
+
+    /// Cuts the identity trailer off (the file is then `size` bytes), syncs the data and
+    /// renames the file to `dest`, after checking that the name still leads to this file.
+    pub(crate) fn publish(self, dest: &Path, size: u64) -> Result<()> {
+        let io = |what: &str, e| Error::io(format!("cannot {what} {}", self.path.display()), e);
+        self.file.set_len(size).map_err(|e| io("finish", e))?;
+        self.file.sync_all().map_err(|e| io("sync", e))?;
+        let meta = std::fs::symlink_metadata(&self.path).map_err(|e| io("inspect", e))?;
+        if !meta.is_file() || dev_ino(&meta) != (self.identity.dev, self.identity.ino) {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{} was replaced during the download; refusing to publish it",
+                    self.path.display()
+                ),
+            ));
+        }
+        std::fs::rename(&self.path, dest).map_err(|e| io("rename", e))?;
+        crate::checkpoint::sync_dir(dest.parent().unwrap_or(Path::new(".")));
+        Ok(())
+    }
+
+    /// Removes the file (a failed transfer that will not be resumed).
+    pub(crate) fn discard(self) {
+        Self::remove_if_same(&self.path, &self.identity);
+    }
+}
+
+/// The identity trailer written after the data of a partial file.
+fn trailer(nonce: &str) -> String {
+    format!("\ncryptobucket partial file {nonce}\n")
+}
+
+fn write_at(file: &File, data: &[u8], pos: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, data, pos)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek as _, Write as _};
+        let mut f = file;
+        f.seek(std::io::SeekFrom::Start(pos))?;
+        f.write_all(data)
+    }
+}
+
+fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, pos)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read as _, Seek as _};
+        let mut f = file;
+        f.seek(std::io::SeekFrom::Start(pos))?;
+        f.read_exact(buf)
+    }
+}
+
+/// An exclusive lock on one transfer (direction, bucket, key, local path), held while it runs:
+/// a second run of the same transfer fails at once with [`ErrorKind::Busy`] instead of
+/// writing the same checkpoint and files. The lock file sits beside the checkpoint; the OS
+/// releases the lock when the process ends, however it ends, and a run that ends normally
+/// removes the file. (A run that locked a file another run removed meanwhile sees that the
+/// name no longer leads to its file and tries again, so two runs never both hold "the" lock.)
+#[derive(Debug)]
+pub(crate) struct TransferLock {
+    path: PathBuf,
+    file: File,
+}
+
+impl TransferLock {
+    pub(crate) fn acquire(checkpoint: &Path, what: &str) -> Result<Self> {
+        let path = checkpoint.with_extension("lock");
+        if let Some(dir) = path.parent() {
+            crate::checkpoint::create_private_dir(dir)?;
+        }
+        for _ in 0..8 {
+            let mut opts = OpenOptions::new();
+            opts.read(true).write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let file = opts
+                .open(&path)
+                .map_err(|e| Error::io(format!("cannot open lock file {}", path.display()), e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::new(
+                        ErrorKind::Busy,
+                        format!(
+                            "another run of this {what} is in progress (lock {}); wait for it \
+                             or stop it",
+                            path.display()
+                        ),
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("cannot lock {}", path.display()), e));
+                }
+            }
+            // Still the file the name leads to (not removed by a run that just finished)?
+            let ours = file.metadata().ok().map(|m| dev_ino(&m));
+            let named = std::fs::symlink_metadata(&path).ok().map(|m| dev_ino(&m));
+            if ours.is_some() && ours == named {
+                return Ok(Self { path, file });
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Busy,
+            format!("the lock file {} keeps changing", path.display()),
+        ))
+    }
+}
+
+impl Drop for TransferLock {
+    fn drop(&mut self) {
+        // Removed while still held: a run waiting on the old file sees the name moved on.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}

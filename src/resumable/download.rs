@@ -1,0 +1,477 @@
+//! [`CryptoBucket::download_file`]: an object to a local file with parallel ranged GETs,
+//! every range pinned to one version of the object, resumable after a crash.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+
+use super::{
+    Checkpointer, TransferOptions, absolute, remove_finished_checkpoint, settle, store_checkpoint,
+};
+use crate::bucket::{CryptoBucket, Pin, check_recorded_size, require_key};
+use crate::checkpoint::{Checkpoint, DonePart, LocalFile};
+use crate::cipher::ContentMaterial;
+use crate::engine::{Reporter, TransferConfig, run_bounded, with_retries};
+use crate::error::{Error, ErrorKind, Result};
+use crate::multipart::PartSize;
+use crate::partial::{PartialFile, TransferLock};
+use crate::progress::{ProgressEvent, ProgressListener};
+use crate::range::ByteRange;
+
+/// How often a download starts over because the object changed under it before it gives up
+/// with [`ErrorKind::Changed`].
+pub const MAX_RESTARTS: u32 = 3;
+
+/// Builder of a whole-object download to a file; see [`CryptoBucket::download_file`].
+#[derive(Debug)]
+pub struct DownloadFileFluentBuilder {
+    bucket: CryptoBucket,
+    key: Option<String>,
+    path: Option<PathBuf>,
+    opts: TransferOptions,
+}
+
+/// What a finished download reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DownloadFileOutput {
+    /// Plaintext size.
+    pub size: u64,
+    /// ETag of the object that was downloaded.
+    pub e_tag: Option<String>,
+    /// Range size used.
+    pub part_size: u64,
+    /// Bytes taken over from an interrupted earlier run (not fetched again).
+    pub resumed_bytes: u64,
+    /// Bytes fetched by this run.
+    pub bytes_received: u64,
+    /// Why an earlier checkpoint was not continued, if one existed and was dropped.
+    pub restarted: Option<String>,
+}
+
+impl DownloadFileFluentBuilder {
+    pub(crate) fn new(bucket: CryptoBucket) -> Self {
+        Self {
+            opts: TransferOptions::new(*bucket.transfer_config()),
+            bucket,
+            key: None,
+            path: None,
+        }
+    }
+
+    /// Object key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Destination file; it appears (atomically, by rename) only once complete.
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    transfer_option_setters!("range");
+
+    /// Downloads (or resumes downloading) the object into a partial file of its own, then
+    /// renames it into place. Every range must come from the version the download pinned
+    /// (same ETag, size and wrapped key, whether or not the store honours `If-Match`); if the
+    /// object changes, the download starts over from the new version, at most
+    /// [`MAX_RESTARTS`] times, then fails with [`ErrorKind::Changed`]. A failed download that
+    /// cannot be resumed (`resumable(false)`, or the object changed) leaves no partial file.
+    pub async fn send(self) -> Result<DownloadFileOutput> {
+        let key = require_key(self.key.clone())?;
+        let dest = absolute(self.path.as_deref().ok_or_else(|| {
+            Error::invalid_input("the destination file is required (call .path(...))")
+        })?)?;
+        self.opts.validate()?;
+        if dest.file_name().is_none() {
+            return Err(Error::invalid_input(format!(
+                "{} is not a file name",
+                dest.display()
+            )));
+        }
+        let cp_path = self
+            .opts
+            .checkpoint_path("download", self.bucket.bucket(), &key, &dest);
+        // One run of this transfer at a time: a second one would share the checkpoint.
+        let _lock = if self.opts.resumable {
+            Some(TransferLock::acquire(&cp_path, "download")?)
+        } else {
+            None
+        };
+        let mut restarted = None;
+        let mut round = 0;
+        loop {
+            match self.attempt(&key, &dest, &cp_path, restarted.clone()).await {
+                Err(e) if e.kind() == ErrorKind::Changed && round < MAX_RESTARTS => {
+                    round += 1;
+                    let reason = format!(
+                        "s3://{}/{key} changed during the download ({}); starting over from \
+                         the new version",
+                        self.bucket.bucket(),
+                        e.message()
+                    );
+                    if let Some(l) = &self.opts.progress {
+                        l.emit(
+                            0,
+                            0,
+                            ProgressEvent::Restarted {
+                                reason: reason.clone(),
+                            },
+                        );
+                    }
+                    restarted = Some(reason);
+                }
+                Err(e) if e.kind() == ErrorKind::Changed => {
+                    return Err(Error::new(
+                        ErrorKind::Changed,
+                        format!(
+                            "the object kept changing: {} restarts, and it changed again ({}); \
+                             nothing was written",
+                            MAX_RESTARTS,
+                            e.message()
+                        ),
+                    )
+                    .with_object(self.bucket.bucket(), &key)
+                    .with_operation("download_file")
+                    .with_retryable(true)
+                    .with_source(e));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One pass: pin the object, take over or create the partial file, fetch what is missing,
+    /// publish.
+    async fn attempt(
+        &self,
+        key: &str,
+        dest: &Path,
+        cp_path: &Path,
+        mut restarted: Option<String>,
+    ) -> Result<DownloadFileOutput> {
+        let bucket = &self.bucket;
+        // Retried like the parts: a store that is briefly unavailable (503, a node failing
+        // over) should not fail a download before it starts.
+        let quiet = Reporter::new(self.opts.progress.clone(), 0);
+        let head = with_retries(self.opts.config.max_attempts, 0, &quiet, || {
+            bucket.head_object().key(key).send()
+        })
+        .await?;
+        bucket.check_unencrypted(key, head.envelope.as_ref())?;
+        let size = head.object_size;
+        if let Some(env) = &head.envelope {
+            check_recorded_size(key, env, size)?;
+        }
+        let e_tag = head
+            .e_tag
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::invalid_response("the server gave no ETag, which resumable downloads pin")
+                    .with_object(bucket.bucket(), key)
+            })?;
+        // Unwrap once for all ranges.
+        let material = match &head.envelope {
+            Some(env) => Some(bucket.keyring().unwrap(env).await?),
+            None => None,
+        };
+        let pin = Pin {
+            e_tag: e_tag.clone(),
+            size,
+            wrapped_key: head.envelope.as_ref().map(|e| e.wrapped_key.text.clone()),
+        };
+        // Checkpoints of plain objects are bound to an all-zero key (nothing secret to bind).
+        let binding_key = material
+            .clone()
+            .unwrap_or_else(|| ContentMaterial::from_parts([0; 32], [0; 16]));
+        let envelope_meta: BTreeMap<String, String> = head
+            .envelope
+            .as_ref()
+            .map(|e| e.to_metadata().into_iter().collect())
+            .unwrap_or_default();
+        let report = Reporter::new(self.opts.progress.clone(), size);
+
+        let mut resumed = None;
+        if self.opts.resumable
+            && let Some(old) = Checkpoint::load(cp_path)?
+        {
+            old.check_identity(cp_path, "download", bucket.bucket(), key, dest)?;
+            let partial = match (&old.temp_path, &old.temp_identity) {
+                (Some(p), Some(id)) => PartialFile::reopen(p, id, size)?,
+                _ => None,
+            };
+            let reason = if old.e_tag.as_deref() != Some(e_tag.as_str()) || old.local.size != size {
+                Some(format!(
+                    "s3://{}/{key} changed since the interrupted download; starting over",
+                    bucket.bucket()
+                ))
+            } else if partial.is_none() {
+                Some(
+                    "the partial file of the interrupted download is gone or is not the file \
+                     it wrote; starting over"
+                        .to_owned(),
+                )
+            } else {
+                old.verify(cp_path, &binding_key)?;
+                None
+            };
+            match (reason, partial) {
+                (None, Some(partial)) => resumed = Some((old, partial)),
+                (reason, _) => {
+                    let r = reason.unwrap_or_default();
+                    if let (Some(p), Some(id)) = (&old.temp_path, &old.temp_identity) {
+                        PartialFile::remove_if_same(p, id);
+                    }
+                    report.emit(ProgressEvent::Restarted { reason: r.clone() });
+                    Checkpoint::remove(cp_path)?;
+                    restarted = Some(r);
+                }
+            }
+        }
+        let (cp, partial) = match resumed {
+            Some(r) => r,
+            None => {
+                let part_size = self.opts.config.part_size.resolve(Some(size))?;
+                let partial = PartialFile::create(dest, size)?;
+                let mut cp = Checkpoint::new(
+                    "download",
+                    bucket.bucket(),
+                    key,
+                    LocalFile {
+                        path: dest.to_owned(),
+                        size,
+                        mtime_ns: None,
+                        dev: None,
+                        ino: None,
+                        ctime_ns: None,
+                    },
+                );
+                cp.e_tag = Some(e_tag.clone());
+                cp.temp_path = Some(partial.path().to_owned());
+                cp.temp_identity = Some(partial.identity().clone());
+                cp.part_size = part_size;
+                cp.envelope = envelope_meta.clone();
+                if self.opts.resumable {
+                    cp.seal(&binding_key)?;
+                    if let Err(e) = store_checkpoint(&cp, cp_path).await {
+                        partial.discard();
+                        return Err(e);
+                    }
+                }
+                (cp, partial)
+            }
+        };
+        match self
+            .fetch_missing(
+                key,
+                &cp,
+                cp_path,
+                &partial,
+                &pin,
+                material,
+                binding_key,
+                &report,
+            )
+            .await
+        {
+            Ok((received, resumed_bytes)) => {
+                // Every byte is in place and synced: publish it under its name.
+                partial.publish(dest, size)?;
+                if self.opts.resumable {
+                    remove_finished_checkpoint(cp_path, &report);
+                }
+                report.emit(ProgressEvent::Finished);
+                Ok(DownloadFileOutput {
+                    size,
+                    e_tag: Some(e_tag),
+                    part_size: cp.part_size,
+                    resumed_bytes,
+                    bytes_received: received,
+                    restarted,
+                })
+            }
+            Err(e) => {
+                // Nothing to resume from (not resumable, or the object changed): no decrypted
+                // byte stays on disk.
+                if !self.opts.resumable || e.kind() == ErrorKind::Changed {
+                    partial.discard();
+                    if self.opts.resumable {
+                        let _ = Checkpoint::remove(cp_path);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Fetches the ranges the checkpoint does not hold; returns (bytes fetched, bytes resumed).
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_missing(
+        &self,
+        key: &str,
+        cp: &Checkpoint,
+        cp_path: &Path,
+        partial: &PartialFile,
+        pin: &Pin,
+        material: Option<ContentMaterial>,
+        binding_key: ContentMaterial,
+        report: &Reporter,
+    ) -> Result<(u64, u64)> {
+        let size = pin.size;
+        let part_size = cp.part_size;
+        if part_size == 0 || !part_size.is_multiple_of(16) {
+            return Err(Error::new(
+                ErrorKind::InvalidCheckpoint,
+                format!(
+                    "checkpoint {}: bad part size {part_size}",
+                    cp_path.display()
+                ),
+            ));
+        }
+        let resumed_bytes: u64 = cp.parts.iter().map(|p| p.size).sum();
+        report.add(resumed_bytes);
+        report.emit(ProgressEvent::Started {
+            resumed_bytes,
+            resumed_parts: cp.parts.len() as u32,
+        });
+        let file = Arc::new(partial.handle()?);
+        let count = size.div_ceil(part_size);
+        let mut jobs = Vec::new();
+        for i in 0..count {
+            let n = u32::try_from(i + 1)
+                .map_err(|_| Error::invalid_input("too many ranges for one download"))?;
+            if cp.parts.iter().any(|p| p.part_number == n) {
+                continue;
+            }
+            let offset = i * part_size;
+            let len = (size - offset).min(part_size);
+            let (bucket, key, file, pin) = (
+                self.bucket.clone(),
+                key.to_owned(),
+                file.clone(),
+                pin.clone(),
+            );
+            let (material, report) = (material.clone(), report.clone());
+            let max = self.opts.config.max_attempts;
+            jobs.push(async move {
+                with_retries(max, n, &report, || {
+                    fetch_range(&bucket, &key, &file, &pin, material.as_ref(), offset, len)
+                })
+                .await?;
+                Ok(DonePart {
+                    part_number: n,
+                    e_tag: None,
+                    size: len,
+                })
+            });
+        }
+        let mut received = 0u64;
+        let resumable = self.opts.resumable;
+        let writer = Checkpointer::start(
+            cp.clone(),
+            cp_path.to_owned(),
+            binding_key,
+            if resumable {
+                Some(partial.handle()?)
+            } else {
+                None
+            },
+            resumable,
+        );
+        let run = run_bounded(self.opts.config.concurrency, jobs, |part: DonePart| {
+            received += part.size;
+            report.add(part.size);
+            report.emit(ProgressEvent::PartDone {
+                part_number: part.part_number,
+                bytes: part.size,
+            });
+            writer.record(part)
+        })
+        .await;
+        settle(run, writer).await?;
+        Ok((received, resumed_bytes))
+    }
+}
+
+/// Fetches plaintext bytes `offset..offset+len` of the pinned object version into `file` at
+/// `offset`. (The checkpoint writer syncs the file before recording the range.)
+async fn fetch_range(
+    bucket: &CryptoBucket,
+    key: &str,
+    file: &Arc<std::fs::File>,
+    pin: &Pin,
+    material: Option<&ContentMaterial>,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    let out = bucket
+        .get_object()
+        .key(key)
+        .range(ByteRange::Inclusive {
+            first: offset,
+            last: offset + len - 1,
+        })
+        .pinned(pin.clone(), material.cloned())
+        .send()
+        .await?;
+    // Decrypted chunks are gathered to about 1 MiB and written with positioned writes on the
+    // blocking pool: one thread hand-off per MiB instead of one per network chunk.
+    let mut body = out.body;
+    let mut pending: Vec<bytes::Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    let mut at = offset;
+    loop {
+        let chunk = body.next().await.transpose()?;
+        let end = chunk.is_none();
+        if let Some(c) = chunk {
+            pending_len += c.len();
+            pending.push(c);
+        }
+        if pending_len >= WRITE_BATCH || (end && pending_len > 0) {
+            let (f, batch, pos) = (file.clone(), std::mem::take(&mut pending), at);
+            at += pending_len as u64;
+            pending_len = 0;
+            tokio::task::spawn_blocking(move || write_all_at(&f, &batch, pos))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
+                .map_err(|e| Error::io("cannot write the partial download file", e))?;
+        }
+        if end {
+            return Ok(());
+        }
+    }
+}
+
+/// Bytes gathered before one positioned write of a download.
+const WRITE_BATCH: usize = 1 << 20;
+
+fn write_all_at(
+    file: &std::fs::File,
+    chunks: &[bytes::Bytes],
+    mut pos: u64,
+) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt as _;
+        for c in chunks {
+            file.write_all_at(c, pos)?;
+            pos += c.len() as u64;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek as _, Write as _};
+        let mut f = file;
+        f.seek(std::io::SeekFrom::Start(pos))?;
+        for c in chunks {
+            f.write_all(c)?;
+        }
+        Ok(())
+    }
+}
