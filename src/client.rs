@@ -140,9 +140,10 @@ impl ClientOptions {
         self
     }
 
-    /// Connect and operation timeouts of the S3 client (default: connect 10 s, no overall
-    /// limit, since a multi-GiB part or stream legitimately takes long; a stalled read is
-    /// caught by the read timeout of 60 s).
+    /// Connect and operation timeouts of the S3 client (default: connect 10 s and nothing
+    /// else: aws-smithy's read timeout runs from sending the request to the response headers,
+    /// so it would also cut off the upload of a large part on a slow link; a multi-GiB part or
+    /// stream legitimately takes long).
     pub fn timeout_config(mut self, timeouts: TimeoutConfig) -> Self {
         self.timeouts = Some(timeouts);
         self
@@ -173,7 +174,6 @@ impl ClientOptions {
             .timeout_config(self.timeouts.unwrap_or_else(|| {
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(60))
                     .build()
             }))
             .request_checksum_calculation(match self.checksum {

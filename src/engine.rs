@@ -191,9 +191,26 @@ impl Reporter {
     }
 }
 
-/// Runs `attempt` until it succeeds, fails with a non-retryable error, or `max` attempts are
-/// used; waits 200 ms, 400 ms, ... (at most 5 s, with jitter) between attempts. Each attempt
-/// re-encrypts the same bytes with the same key and counter, so retries are identical.
+/// Whether the engine tries a failed request again: retryable errors
+/// ([`Error::is_retryable`]), except a changed object, which is retryable as a whole (the
+/// caller restarts from the new version), never by asking for the same pinned range again.
+pub(crate) fn worth_retrying(e: &Error) -> bool {
+    e.is_retryable() && e.kind() != ErrorKind::Changed
+}
+
+/// The pause before attempt `attempt` (2 = the first retry): 200 ms, 400 ms, ... at most 5 s,
+/// plus up to 255 ms of jitter so parallel parts do not retry in lockstep.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = 200u64 << attempt.saturating_sub(2).min(5);
+    let mut jitter = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut jitter);
+    Duration::from_millis(base.min(5000) + u64::from(jitter[0]))
+}
+
+/// Runs `attempt` until it succeeds, fails with an error not [worth
+/// retrying](worth_retrying), or `max` attempts are used, pausing ([`backoff`]) between
+/// attempts. Each attempt re-encrypts the same bytes with the same key and counter, so
+/// retries are identical.
 pub(crate) async fn with_retries<T, F, Fut>(
     max: u32,
     part: u32,
@@ -208,20 +225,14 @@ where
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
-            // A changed object is retryable as a whole (the caller restarts from the new
-            // version), never by asking for the same pinned range again.
-            Err(e) if e.is_retryable() && e.kind() != ErrorKind::Changed && n < max => {
+            Err(e) if worth_retrying(&e) && n < max => {
                 n += 1;
                 report.emit(ProgressEvent::Retrying {
                     part_number: part,
                     attempt: n,
                     reason: e.to_string(),
                 });
-                let base = 200u64 << (n - 2).min(5);
-                let mut jitter = [0u8; 1];
-                let _ = aws_lc_rs::rand::fill(&mut jitter);
-                let wait = base.min(5000) + u64::from(jitter[0]);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
+                tokio::time::sleep(backoff(n)).await;
             }
             Err(e) => return Err(e),
         }

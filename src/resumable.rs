@@ -203,6 +203,12 @@ impl Checkpointer {
         Self { tx: Some(tx), task }
     }
 
+    /// A handle that tasks use to record parts themselves (downloads record each range as its
+    /// bytes land, in the middle of a longer GET).
+    fn sender(&self) -> Option<std::sync::mpsc::Sender<DonePart>> {
+        self.tx.clone()
+    }
+
     fn record(&self, part: DonePart) -> Result<()> {
         match &self.tx {
             Some(tx) if tx.send(part).is_ok() => Ok(()),

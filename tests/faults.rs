@@ -80,16 +80,30 @@ async fn uploads_survive_resets_and_throttling() {
     let got = rig.direct.get_object().key("up").send().await.unwrap();
     assert!(sha(&got.body.collect().await.unwrap()) == sha(&data));
 
-    // A single PUT through a reset: the SDK retries the replayable body.
+    // A single PUT through a reset: the SDK retries the replayable body. (A fresh client, so
+    // the PUT opens a new connection, which is where the proxy injects faults; a pooled
+    // connection from the upload would slip past it.)
+    let before = rig.proxy.injected();
     rig.proxy.push([WireFault::ResetRequestAfter(50_000)]);
     let small = pattern(200_000, 2);
-    rig.cb
+    let fresh = CryptoBucket::new(
+        rig.server.client_via(&rig.proxy.endpoint).await,
+        "bkt",
+        keyring_a(),
+    );
+    fresh
         .put_object()
         .key("small")
         .body(small.clone())
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        rig.proxy.injected(),
+        before + 1,
+        "the reset was injected (and so the PUT really was retried)"
+    );
+    assert_eq!(rig.proxy.pending(), 0);
     let got = rig.direct.get_object().key("small").send().await.unwrap();
     assert!(got.body.collect().await.unwrap() == small);
 }

@@ -181,6 +181,26 @@ fn after_first_part(
     (listener, handle)
 }
 
+/// A listener that runs `action` once, inline, when the first part finishes: the transfer
+/// cannot start another part until the action is done (a node is really down before the next
+/// request). The flag says it ran.
+fn during_first_part(
+    action: impl FnOnce() + Send + 'static,
+) -> (ProgressListener, Arc<std::sync::atomic::AtomicBool>) {
+    let action = Arc::new(Mutex::new(Some(action)));
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = ran.clone();
+    let listener = ProgressListener::new(move |p| {
+        if matches!(p.event, ProgressEvent::PartDone { .. })
+            && let Some(a) = action.lock().unwrap().take()
+        {
+            a();
+            r.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (listener, ran)
+}
+
 /// Waits for the action started by [`after_first_part`]; fails if it never ran or panicked.
 fn joined(handle: &Mutex<Option<std::thread::JoinHandle<()>>>) {
     let h = handle
@@ -220,9 +240,10 @@ async fn node_failures_during_upload_and_download() {
     assert_eq!(out.size, data.len() as u64);
     cluster(&["revive", "3"]);
 
-    // Node 1 dies during a download through it; the download resumes through node 2.
+    // Node 1 dies during a download through it (before any part after the first starts), so
+    // that run must fail; the rerun resumes through node 2.
     let dst = dir.path().join("dst");
-    let (kill1, killed1) = after_first_part(|| cluster(&["kill", "1"]));
+    let (kill1, killed1) = during_first_part(|| cluster(&["kill", "1"]));
     let first = bucket_at(&ep[0])
         .await
         .download_file()
@@ -235,7 +256,10 @@ async fn node_failures_during_upload_and_download() {
         .progress(kill1)
         .send()
         .await;
-    joined(&killed1);
+    assert!(
+        killed1.load(std::sync::atomic::Ordering::SeqCst),
+        "node 1 was never killed"
+    );
     let resumed = bucket_at(&ep[1])
         .await
         .download_file()
@@ -247,11 +271,11 @@ async fn node_failures_during_upload_and_download() {
         .await;
     cluster(&["revive", "1"]);
     let resumed = resumed.unwrap();
-    if first.is_err() {
-        assert!(
-            resumed.resumed_bytes > 0,
-            "the rerun should resume: {resumed:?}"
-        );
-    }
+    let err = first.expect_err("a download through a node killed mid-way must fail");
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        resumed.resumed_bytes > 0,
+        "the rerun should resume: {resumed:?}"
+    );
     assert!(sha(&dst) == sha(&src), "downloaded file differs");
 }

@@ -114,16 +114,21 @@ impl Env {
         assert!(err.is_retryable(), "{err}");
     }
 
-    /// The same for a download: `ranges` ranged GETs succeed, then the server refuses.
+    /// The same for a download: the link breaks half a range after `ranges` ranges' worth of
+    /// body bytes (one stream, so exactly that many ranges are done and checkpointed; the half
+    /// range covers what the server's HTTP stack still had buffered when the link broke).
     async fn download_interrupted(&self, key: &str, file: &Path, ranges: i64) {
-        self.server.stats.limit(i64::MAX, ranges);
+        self.server
+            .stats
+            .limit_get_bytes(ranges * PART as i64 + PART as i64 / 2);
         let err = self
             .download(key, file)
+            .concurrency(1)
             .max_attempts(1)
             .send()
             .await
             .unwrap_err();
-        self.server.stats.limit(i64::MAX, i64::MAX);
+        self.server.stats.limit_get_bytes(i64::MAX);
         assert!(err.is_retryable(), "{err}");
     }
 }
@@ -781,8 +786,11 @@ async fn a_second_run_of_the_same_transfer_is_refused_while_one_runs() {
 }
 
 /// Defect: a store that ignores If-Match (s3s-fs does on GET) let an overwrite in the middle
-/// of a download produce a file mixing both versions. Every range is now checked against the
-/// pinned ETag, size and wrapped key; the download starts over from the new version.
+/// of a download produce a file mixing both versions. Every response is now checked against
+/// the pinned ETag, size and wrapped key; the download starts over from the new version.
+///
+/// The link breaks after the first range, the object is overwritten while the download waits
+/// to retry, and the retried GET (If-Match ignored) answers with the new version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_overwritten_mid_download_restarts_and_never_mixes() {
     let env = Env::new().await;
@@ -792,17 +800,19 @@ async fn an_object_overwritten_mid_download_restarts_and_never_mixes() {
         .send()
         .await
         .unwrap();
-    let endpoint = env.server.endpoint.clone();
+    let (endpoint, stats) = (env.server.endpoint.clone(), env.server.stats.clone());
     let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = fired.clone();
     let new2 = new.clone();
     let listener = ProgressListener::new(move |p| {
-        if matches!(p.event, ProgressEvent::PartDone { .. })
+        if matches!(p.event, ProgressEvent::Retrying { .. })
             && !f.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             support::put_blocking(&endpoint, keyring_a(), "o", new2.clone());
+            stats.limit_get_bytes(i64::MAX);
         }
     });
+    env.server.stats.limit_get_bytes(PART as i64 + 100);
     let dst = env.path("o.out");
     let out = env
         .download("o", &dst)
@@ -820,11 +830,11 @@ async fn an_object_overwritten_mid_download_restarts_and_never_mixes() {
 
     // An object that changes every time: a bounded number of restarts, then a typed error,
     // and nothing on disk.
-    let endpoint = env.server.endpoint.clone();
+    let (endpoint, stats) = (env.server.endpoint.clone(), env.server.stats.clone());
     let round = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let r = round.clone();
     let listener = ProgressListener::new(move |p| {
-        if let ProgressEvent::PartDone { part_number: 1, .. } = p.event {
+        if let ProgressEvent::Retrying { .. } = p.event {
             let n = r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             support::put_blocking(
                 &endpoint,
@@ -832,8 +842,11 @@ async fn an_object_overwritten_mid_download_restarts_and_never_mixes() {
                 "o",
                 pattern((3 * PART) as usize, 100 + n),
             );
+            // The next round's first GET breaks after one range again.
+            stats.limit_get_bytes(PART as i64 + 100);
         }
     });
+    env.server.stats.limit_get_bytes(PART as i64 + 100);
     let dst = env.path("o2.out");
     let err = env
         .download("o", &dst)
@@ -842,6 +855,7 @@ async fn an_object_overwritten_mid_download_restarts_and_never_mixes() {
         .send()
         .await
         .unwrap_err();
+    env.server.stats.limit_get_bytes(i64::MAX);
     assert_eq!(err.kind(), ErrorKind::Changed, "{err}");
     assert!(err.is_retryable());
     assert_eq!(

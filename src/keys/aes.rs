@@ -78,7 +78,7 @@ impl AesMasterKey {
     /// A key from base64 text (standard alphabet, padding optional, surrounding whitespace
     /// ignored): the form `openssl rand -base64 32` prints.
     pub fn from_base64(text: &str) -> Result<Self> {
-        let cleaned: String = text.split_whitespace().collect();
+        let cleaned: Zeroizing<String> = Zeroizing::new(text.split_whitespace().collect());
         let engine = base64::engine::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
             base64::engine::GeneralPurposeConfig::new()

@@ -13,7 +13,7 @@ use super::{
 use crate::bucket::{CryptoBucket, Pin, check_recorded_size, require_key};
 use crate::checkpoint::{Checkpoint, DonePart, LocalFile};
 use crate::cipher::ContentMaterial;
-use crate::engine::{Reporter, TransferConfig, run_bounded, with_retries};
+use crate::engine::{Reporter, TransferConfig, backoff, run_bounded, with_retries, worth_retrying};
 use crate::error::{Error, ErrorKind, Result};
 use crate::multipart::PartSize;
 use crate::partial::{PartialFile, TransferLock};
@@ -310,6 +310,12 @@ impl DownloadFileFluentBuilder {
     }
 
     /// Fetches the ranges the checkpoint does not hold; returns (bytes fetched, bytes resumed).
+    ///
+    /// The checkpoint unit (`cp.part_size`, a "range") and the request are separate: the
+    /// missing ranges are grouped into about `concurrency` contiguous spans, each fetched with
+    /// one GET, and each range is recorded as soon as its bytes are written. Long requests
+    /// keep the per-request cost (latency, a fresh read on the server) out of the throughput;
+    /// small ranges keep a resume fine-grained.
     #[allow(clippy::too_many_arguments)]
     async fn fetch_missing(
         &self,
@@ -323,14 +329,11 @@ impl DownloadFileFluentBuilder {
         report: &Reporter,
     ) -> Result<(u64, u64)> {
         let size = pin.size;
-        let part_size = cp.part_size;
-        if part_size == 0 || !part_size.is_multiple_of(16) {
+        let unit = cp.part_size;
+        if unit == 0 || !unit.is_multiple_of(16) {
             return Err(Error::new(
                 ErrorKind::InvalidCheckpoint,
-                format!(
-                    "checkpoint {}: bad part size {part_size}",
-                    cp_path.display()
-                ),
+                format!("checkpoint {}: bad part size {unit}", cp_path.display()),
             ));
         }
         let resumed_bytes: u64 = cp.parts.iter().map(|p| p.size).sum();
@@ -339,38 +342,12 @@ impl DownloadFileFluentBuilder {
             resumed_bytes,
             resumed_parts: cp.parts.len() as u32,
         });
-        let file = Arc::new(partial.handle()?);
-        let count = size.div_ceil(part_size);
-        let mut jobs = Vec::new();
-        for i in 0..count {
-            let n = u32::try_from(i + 1)
-                .map_err(|_| Error::invalid_input("too many ranges for one download"))?;
-            if cp.parts.iter().any(|p| p.part_number == n) {
-                continue;
-            }
-            let offset = i * part_size;
-            let len = (size - offset).min(part_size);
-            let (bucket, key, file, pin) = (
-                self.bucket.clone(),
-                key.to_owned(),
-                file.clone(),
-                pin.clone(),
-            );
-            let (material, report) = (material.clone(), report.clone());
-            let max = self.opts.config.max_attempts;
-            jobs.push(async move {
-                with_retries(max, n, &report, || {
-                    fetch_range(&bucket, &key, &file, &pin, material.as_ref(), offset, len)
-                })
-                .await?;
-                Ok(DonePart {
-                    part_number: n,
-                    e_tag: None,
-                    size: len,
-                })
-            });
-        }
-        let mut received = 0u64;
+        let count = u32::try_from(size.div_ceil(unit))
+            .map_err(|_| Error::invalid_input("too many ranges for one download"))?;
+        let done: std::collections::HashSet<u32> = cp.parts.iter().map(|p| p.part_number).collect();
+        let missing: Vec<u32> = (1..=count).filter(|n| !done.contains(n)).collect();
+        let spans = spans(&missing, self.opts.config.concurrency, unit);
+
         let resumable = self.opts.resumable;
         let writer = Checkpointer::start(
             cp.clone(),
@@ -383,67 +360,186 @@ impl DownloadFileFluentBuilder {
             },
             resumable,
         );
-        let run = run_bounded(self.opts.config.concurrency, jobs, |part: DonePart| {
-            received += part.size;
-            report.add(part.size);
-            report.emit(ProgressEvent::PartDone {
-                part_number: part.part_number,
-                bytes: part.size,
-            });
-            writer.record(part)
-        })
-        .await;
+        let sink = writer
+            .sender()
+            .ok_or_else(|| Error::new(ErrorKind::Io, "the checkpoint writer stopped"))?;
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let file = Arc::new(partial.handle()?);
+        let jobs: Vec<_> = spans
+            .into_iter()
+            .map(|(first, units)| {
+                Span {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    file: file.clone(),
+                    pin: pin.clone(),
+                    material: material.clone(),
+                    unit,
+                    first,
+                    units,
+                    sink: sink.clone(),
+                    report: report.clone(),
+                    received: received.clone(),
+                    max_attempts: self.opts.config.max_attempts,
+                }
+                .fetch()
+            })
+            .collect();
+        drop(sink);
+        let run = run_bounded(self.opts.config.concurrency, jobs, |()| Ok(())).await;
         settle(run, writer).await?;
-        Ok((received, resumed_bytes))
+        Ok((
+            received.load(std::sync::atomic::Ordering::Relaxed),
+            resumed_bytes,
+        ))
     }
 }
 
-/// Fetches plaintext bytes `offset..offset+len` of the pinned object version into `file` at
-/// `offset`. (The checkpoint writer syncs the file before recording the range.)
-async fn fetch_range(
-    bucket: &CryptoBucket,
-    key: &str,
-    file: &Arc<std::fs::File>,
-    pin: &Pin,
-    material: Option<&ContentMaterial>,
-    offset: u64,
-    len: u64,
-) -> Result<()> {
-    let out = bucket
-        .get_object()
-        .key(key)
-        .range(ByteRange::Inclusive {
-            first: offset,
-            last: offset + len - 1,
-        })
-        .pinned(pin.clone(), material.cloned())
-        .send()
-        .await?;
-    // Decrypted chunks are gathered to about 1 MiB and written with positioned writes on the
-    // blocking pool: one thread hand-off per MiB instead of one per network chunk.
-    let mut body = out.body;
-    let mut pending: Vec<bytes::Bytes> = Vec::new();
-    let mut pending_len = 0usize;
-    let mut at = offset;
-    loop {
-        let chunk = body.next().await.transpose()?;
-        let end = chunk.is_none();
-        if let Some(c) = chunk {
-            pending_len += c.len();
-            pending.push(c);
+/// Largest span one GET fetches (at least one range).
+const MAX_SPAN: u64 = 256 << 20;
+
+/// Groups the missing range numbers into contiguous spans `(first, count)`: runs of
+/// consecutive numbers, cut so the work splits into about `concurrency` equal spans (each at
+/// most [`MAX_SPAN`] bytes), so every stream stays busy to the end.
+fn spans(missing: &[u32], concurrency: usize, unit: u64) -> Vec<(u32, u32)> {
+    let per_stream = missing.len().div_ceil(concurrency.max(1)).max(1);
+    let cap = usize::try_from((MAX_SPAN / unit).max(1)).unwrap_or(usize::MAX);
+    let per_span = u32::try_from(per_stream.min(cap)).unwrap_or(u32::MAX);
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &n in missing {
+        match out.last_mut() {
+            Some((first, count)) if *first + *count == n && *count < per_span => *count += 1,
+            _ => out.push((n, 1)),
         }
-        if pending_len >= WRITE_BATCH || (end && pending_len > 0) {
-            let (f, batch, pos) = (file.clone(), std::mem::take(&mut pending), at);
-            at += pending_len as u64;
-            pending_len = 0;
-            tokio::task::spawn_blocking(move || write_all_at(&f, &batch, pos))
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
-                .map_err(|e| Error::io("cannot write the partial download file", e))?;
+    }
+    out
+}
+
+/// One GET's worth of consecutive ranges of a download.
+struct Span {
+    bucket: CryptoBucket,
+    key: String,
+    file: Arc<std::fs::File>,
+    pin: Pin,
+    material: Option<ContentMaterial>,
+    /// Range (checkpoint unit) size.
+    unit: u64,
+    /// First range number (1-based) and how many.
+    first: u32,
+    units: u32,
+    sink: std::sync::mpsc::Sender<DonePart>,
+    report: Reporter,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    max_attempts: u32,
+}
+
+impl Span {
+    /// Fetches the span; after a retryable failure it continues from the first range not yet
+    /// written (each range gets `max_attempts` attempts).
+    async fn fetch(self) -> Result<()> {
+        let end = self.first + self.units;
+        let mut next = self.first;
+        let mut attempt = 1;
+        while next < end {
+            let before = next;
+            match self.stream(&mut next, end).await {
+                Ok(()) => {}
+                Err(e) if worth_retrying(&e) && (next > before || attempt < self.max_attempts) => {
+                    attempt = if next > before { 2 } else { attempt + 1 };
+                    self.report.emit(ProgressEvent::Retrying {
+                        part_number: next,
+                        attempt,
+                        reason: e.to_string(),
+                    });
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        if end {
-            return Ok(());
+        Ok(())
+    }
+
+    /// One GET of ranges `*next..end`; advances `*next` past every range written and recorded.
+    async fn stream(&self, next: &mut u32, end: u32) -> Result<()> {
+        let size = self.pin.size;
+        let start = u64::from(*next - 1) * self.unit;
+        let stop = (u64::from(end - 1) * self.unit).min(size);
+        let out = self
+            .bucket
+            .get_object()
+            .key(&self.key)
+            .range(ByteRange::Inclusive {
+                first: start,
+                last: stop - 1,
+            })
+            .pinned(self.pin.clone(), self.material.clone())
+            .send()
+            .await?;
+        // Decrypted chunks are gathered to about 1 MiB and written with positioned writes on
+        // the blocking pool; a range is recorded once all of its bytes are written.
+        let mut body = out.body;
+        let mut pending: Vec<bytes::Bytes> = Vec::new();
+        let mut pending_len = 0usize;
+        let mut at = start;
+        loop {
+            // A body that breaks off: what arrived is genuine plaintext of the pinned version,
+            // so it is written and its whole ranges recorded before the error is returned
+            // (the retry or the next run then starts after them).
+            let (chunk, failure) = match body.next().await.transpose() {
+                Ok(c) => (c, None),
+                Err(e) => (None, Some(e)),
+            };
+            let end_of_body = chunk.is_none();
+            if let Some(c) = chunk {
+                pending_len += c.len();
+                pending.push(c);
+            }
+            if pending_len >= WRITE_BATCH || (end_of_body && pending_len > 0) {
+                let (f, batch, pos) = (self.file.clone(), std::mem::take(&mut pending), at);
+                at += pending_len as u64;
+                pending_len = 0;
+                tokio::task::spawn_blocking(move || write_all_at(&f, &batch, pos))
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
+                    .map_err(|e| Error::io("cannot write the partial download file", e))?;
+                self.record_written(next, end, at)?;
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if end_of_body {
+                return Ok(());
+            }
         }
+    }
+
+    /// Records every range of `*next..end` that lies wholly below `written` (the checkpoint
+    /// writer syncs the file before it stores them) and advances `*next` past them.
+    fn record_written(&self, next: &mut u32, end: u32, written: u64) -> Result<()> {
+        let size = self.pin.size;
+        while *next < end {
+            let range_end = (u64::from(*next) * self.unit).min(size);
+            if range_end > written {
+                break;
+            }
+            let len = range_end - u64::from(*next - 1) * self.unit;
+            self.sink
+                .send(DonePart {
+                    part_number: *next,
+                    e_tag: None,
+                    size: len,
+                })
+                .map_err(|_| Error::new(ErrorKind::Io, "the checkpoint writer stopped"))?;
+            self.received
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            self.report.add(len);
+            self.report.emit(ProgressEvent::PartDone {
+                part_number: *next,
+                bytes: len,
+            });
+            *next += 1;
+        }
+        Ok(())
     }
 }
 
@@ -473,5 +569,30 @@ fn write_all_at(
             f.write_all(c)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_split_the_work_evenly_and_keep_runs_contiguous() {
+        const MIB: u64 = 1 << 20;
+        // 128 ranges of 8 MiB, 4 streams: 4 spans of 32 ranges (256 MiB each).
+        let all: Vec<u32> = (1..=128).collect();
+        assert_eq!(
+            spans(&all, 4, 8 * MIB),
+            vec![(1, 32), (33, 32), (65, 32), (97, 32)]
+        );
+        // No span over MAX_SPAN: 1 stream, 1 GiB of 8 MiB ranges -> 256 MiB spans.
+        assert_eq!(spans(&all, 1, 8 * MIB).len(), 4);
+        // Holes (ranges done by an earlier run) split spans; no span covers a done range.
+        let missing = [1, 2, 3, 7, 8, 20];
+        let s = spans(&missing, 2, 8 * MIB);
+        assert_eq!(s, vec![(1, 3), (7, 2), (20, 1)]);
+        // More streams than ranges: one range each.
+        assert_eq!(spans(&[5, 6], 8, 8 * MIB), vec![(5, 1), (6, 1)]);
+        assert!(spans(&[], 4, 8 * MIB).is_empty());
     }
 }

@@ -50,12 +50,16 @@ pub struct Stats {
     pub part_bytes_in: AtomicU64,
     /// UploadPart requests received.
     pub parts_in: AtomicU64,
-    /// Bytes of GetObject bodies sent (by Content-Length).
-    pub bytes_out: AtomicU64,
+    /// Bytes of GetObject bodies sent (counted as the body streams out, so a client killed
+    /// mid-body has moved only what it received).
+    pub bytes_out: Arc<AtomicU64>,
     /// UploadPart requests still answered normally; later ones get 503 SlowDown.
     pub part_budget: AtomicI64,
     /// GetObject requests still answered normally; later ones get 503 SlowDown.
     pub get_budget: AtomicI64,
+    /// GetObject body bytes still sent: the body that crosses it is cut there (the connection
+    /// breaks, as a network failure would), and later GetObjects get 503 SlowDown.
+    pub get_byte_budget: Arc<AtomicI64>,
     /// The next this many UploadParts answer 503 SlowDown (then normal service resumes).
     pub failing_parts: AtomicI64,
     /// Called (on a blocking thread) after each UploadPartCopy is answered, with the number of
@@ -69,12 +73,19 @@ impl Stats {
         Self {
             part_budget: AtomicI64::new(i64::MAX),
             get_budget: AtomicI64::new(i64::MAX),
+            get_byte_budget: Arc::new(AtomicI64::new(i64::MAX)),
             ..Self::default()
         }
     }
 
     /// From now on, answer only `parts` more UploadParts and `gets` more GetObjects normally
     /// (`i64::MAX`: no limit), like a store that starts throttling or going away mid-transfer.
+    /// From now on, send only `bytes` more bytes of GetObject bodies (`i64::MAX`: no limit),
+    /// like a link that goes down in the middle of a download.
+    pub fn limit_get_bytes(&self, bytes: i64) {
+        self.get_byte_budget.store(bytes, Ordering::SeqCst);
+    }
+
     pub fn limit(&self, parts: i64, gets: i64) {
         self.part_budget.store(parts, Ordering::SeqCst);
         self.get_budget.store(gets, Ordering::SeqCst);
@@ -142,14 +153,38 @@ impl FaultyFs {
                 });
             }
         }
+        if self.stats.get_byte_budget.load(Ordering::SeqCst) <= 0 {
+            return Err(s3s::s3_error!(SlowDown, "test byte budget exhausted"));
+        }
         let mut resp = self.fs.get_object(req).await?;
+        if self.stats.get_byte_budget.load(Ordering::SeqCst) != i64::MAX
+            && let Some(body) = resp.output.body.take()
+        {
+            let budget = self.stats.get_byte_budget.clone();
+            let limited = body.flat_map(move |chunk| {
+                let items: Vec<Result<Bytes, std::io::Error>> = match chunk {
+                    Err(e) => vec![Err(std::io::Error::other(e.to_string()))],
+                    Ok(c) => {
+                        let len = c.len() as i64;
+                        let left = budget.fetch_sub(len, Ordering::SeqCst);
+                        if left >= len {
+                            vec![Ok(c)]
+                        } else {
+                            let keep = left.max(0) as usize;
+                            vec![
+                                Ok(c.slice(..keep)),
+                                Err(std::io::Error::other("test byte budget exhausted")),
+                            ]
+                        }
+                    }
+                };
+                futures::stream::iter(items)
+            });
+            resp.output.body = Some(StreamingBlob::wrap(limited));
+        }
         if self.fault == Fault::RangeWithoutContentRange {
             resp.output.content_range = None;
         }
-        self.stats.bytes_out.fetch_add(
-            resp.output.content_length.unwrap_or(0) as u64,
-            Ordering::Relaxed,
-        );
         if self.fault == Fault::TruncateBody
             && let Some(body) = resp.output.body.take()
         {
@@ -165,6 +200,17 @@ impl FaultyFs {
                     .map_err(|e| std::io::Error::other(e.to_string()))
             });
             resp.output.body = Some(StreamingBlob::wrap(limited));
+        }
+        if let Some(body) = resp.output.body.take() {
+            let out = self.stats.bytes_out.clone();
+            let counted = body.map(move |chunk| {
+                chunk
+                    .inspect(|c: &Bytes| {
+                        out.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    })
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            });
+            resp.output.body = Some(StreamingBlob::wrap(counted));
         }
         Ok(resp)
     }

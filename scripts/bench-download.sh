@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Side-by-side download benchmark: `cryptobucket get` (encrypted, checkpointed) against rclone's
+# multi-thread download from a plain S3 remote and from a crypt remote, on the same in-process
+# s3s-fs server (examples/s3_server.rs, release build), the same number of parallel streams,
+# a fresh server data dir per round, rounds alternating the order of the three.
+#
+#   scripts/bench-download.sh [SIZE_MIB=1024] [STREAMS=4] [ROUNDS=3]
+#
+# Needs rclone (Debian's `rclone`, installed here when missing). Prints one line per run and a
+# summary: best and median MiB/s per tool. The numbers in BENCHMARKS.md come from this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB="${1:-1024}"
+STREAMS="${2:-4}"
+ROUNDS="${3:-3}"
+
+if ! command -v rclone >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq rclone >/dev/null
+fi
+cargo build --release --quiet --example s3_server --bin cryptobucket
+CB="$PWD/target/release/cryptobucket"
+SERVER="$PWD/target/release/examples/s3_server"
+
+WORK="$(mktemp -d)"
+trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+SERVER_PID=
+head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/src"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/private.pem" 2>/dev/null
+openssl pkey -in "$WORK/private.pem" -pubout -out "$WORK/public.pem"
+
+export AWS_ACCESS_KEY_ID=cryptobucket-test AWS_SECRET_ACCESS_KEY=cryptobucket-test-secret
+export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent AWS_REGION=us-east-1
+export RCLONE_CONFIG=/nonexistent
+export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other
+export RCLONE_CONFIG_S3_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID"
+export RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
+export RCLONE_CONFIG_S3_FORCE_PATH_STYLE=true
+export RCLONE_CONFIG_SC_TYPE=crypt RCLONE_CONFIG_SC_REMOTE=s3:bench/crypt
+RCLONE_CONFIG_SC_PASSWORD="$(rclone obscure benchmark-password)"
+export RCLONE_CONFIG_SC_PASSWORD
+RC=(rclone --multi-thread-streams "$STREAMS" --multi-thread-cutoff 1M --s3-chunk-size 16M
+    --s3-upload-concurrency "$STREAMS" -q)
+CBA=(--force-path-style --rsa-public-key "$WORK/public.pem" --rsa-private-key "$WORK/private.pem")
+
+start_server() {
+  rm -rf "$WORK/data"
+  mkdir -p "$WORK/data"
+  "$SERVER" --dir "$WORK/data" --bucket bench > "$WORK/server.out" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    grep -q AWS_ENDPOINT_URL "$WORK/server.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  AWS_ENDPOINT_URL="$(sed -n 's/^export AWS_ENDPOINT_URL=//p' "$WORK/server.out")"
+  export AWS_ENDPOINT_URL RCLONE_CONFIG_S3_ENDPOINT="$AWS_ENDPOINT_URL"
+}
+
+timed() { # NAME CMD... : runs CMD, prints and records MiB/s
+  local name=$1; shift
+  rm -f "$WORK/out"
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@"
+  t1=$(date +%s.%N)
+  cmp -s "$WORK/src" "$WORK/out" || { echo "$name: downloaded file differs" >&2; exit 1; }
+  local rate
+  rate=$(echo "$SIZE_MIB / ($t1 - $t0)" | bc -l)
+  printf '%-22s %8.1f MiB/s\n' "$name" "$rate"
+  echo "$name $rate" >> "$WORK/results"
+}
+
+run_cb()     { timed "cryptobucket-get" "$CB" "${CBA[@]}" get s3://bench/cb.bin "$WORK/out" \
+                 --concurrency "$STREAMS" --no-progress --checkpoint-dir "$WORK/cp" 2>/dev/null; }
+run_plain()  { timed "rclone-plain" "${RC[@]}" copyto s3:bench/plain.bin "$WORK/out"; }
+run_crypt()  { timed "rclone-crypt" "${RC[@]}" copyto sc:crypt.bin "$WORK/out"; }
+
+echo "download of ${SIZE_MIB} MiB, ${STREAMS} parallel streams, ${ROUNDS} rounds ($(rclone version | head -1))"
+for round in $(seq "$ROUNDS"); do
+  start_server
+  "$CB" "${CBA[@]}" put "$WORK/src" s3://bench/cb.bin --no-progress --checkpoint-dir "$WORK/cp" 2>/dev/null
+  "${RC[@]}" copyto "$WORK/src" s3:bench/plain.bin
+  "${RC[@]}" copyto "$WORK/src" sc:crypt.bin
+  case $((round % 3)) in
+    1) run_cb; run_plain; run_crypt ;;
+    2) run_plain; run_crypt; run_cb ;;
+    0) run_crypt; run_cb; run_plain ;;
+  esac
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+done
+echo "summary (best / median MiB/s):"
+for name in cryptobucket-get rclone-plain rclone-crypt; do
+  grep "^$name " "$WORK/results" | awk '{print $2}' | sort -n | awk -v n="$name" '
+    { v[NR] = $1 } END { printf "  %-20s %8.1f / %8.1f\n", n, v[NR], v[int((NR + 1) / 2)] }'
+done
