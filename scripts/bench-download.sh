@@ -29,6 +29,8 @@ head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/src"
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/private.pem" 2>/dev/null
 openssl pkey -in "$WORK/private.pem" -pubout -out "$WORK/public.pem"
 
+# rclone's S3 backend refuses to start when AWS_CA_BUNDLE is set (and nothing here uses TLS).
+unset AWS_CA_BUNDLE
 export AWS_ACCESS_KEY_ID=cryptobucket-test AWS_SECRET_ACCESS_KEY=cryptobucket-test-secret
 export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent AWS_REGION=us-east-1
 export RCLONE_CONFIG=/nonexistent

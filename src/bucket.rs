@@ -203,6 +203,7 @@ impl CryptoBucket {
             metadata: HashMap::new(),
             record_md5: None,
             config: self.inner.transfer,
+            if_match: None,
         }
     }
 
@@ -371,6 +372,7 @@ pub struct PutObjectFluentBuilder {
     metadata: HashMap<String, String>,
     record_md5: Option<String>,
     config: TransferConfig,
+    if_match: Option<String>,
 }
 
 impl std::fmt::Debug for PutObjectFluentBuilder {
@@ -465,6 +467,14 @@ impl PutObjectFluentBuilder {
         self
     }
 
+    /// Writes only if the object's current ETag is `etag` (a conditional write, on stores that
+    /// support it: S3, s3s, ...); otherwise the store answers 412, [`ErrorKind::Changed`], and
+    /// nothing is written. For a multipart upload the condition applies to the completion.
+    pub fn if_match(mut self, etag: impl Into<String>) -> Self {
+        self.if_match = Some(etag.into());
+        self
+    }
+
     /// Encrypts and uploads: one PUT, or a multipart upload for bodies over the threshold and
     /// for streams longer than one part.
     pub async fn send(self) -> Result<PutObjectOutput> {
@@ -526,6 +536,7 @@ impl PutObjectFluentBuilder {
             .content_length(len as i64)
             .set_content_type(self.content_type)
             .set_metadata(Some(meta))
+            .set_if_match(self.if_match)
             .body(body.into_encrypted(&material, 0)?)
             .send()
             .await
@@ -555,7 +566,9 @@ impl PutObjectFluentBuilder {
         for (k, v) in self.metadata {
             create = create.metadata(k, v);
         }
-        let (upload, out) = crate::multipart::put_multipart(create, body, &self.config).await?;
+        let (upload, out) =
+            crate::multipart::put_multipart(create, body, &self.config, self.if_match.as_deref())
+                .await?;
         Ok(PutObjectOutput {
             e_tag: out.e_tag,
             version_id: out.version_id,

@@ -545,7 +545,17 @@ impl MultipartUpload {
     /// `part_size` bytes, the total equal to the data size when known), then completes.
     pub async fn complete(
         &self,
+        parts: Vec<CompletedPart>,
+    ) -> Result<CompleteMultipartUploadOutput> {
+        self.complete_if(parts, None).await
+    }
+
+    /// [`complete`](Self::complete), only if the object's current ETag is `if_match` (a
+    /// conditional write: the store answers 412, [`ErrorKind::Changed`], otherwise).
+    pub(crate) async fn complete_if(
+        &self,
         mut parts: Vec<CompletedPart>,
+        if_match: Option<&str>,
     ) -> Result<CompleteMultipartUploadOutput> {
         let inner = &self.inner;
         parts.sort_by_key(|p| p.part_number);
@@ -597,6 +607,7 @@ impl MultipartUpload {
             .key(&inner.key)
             .upload_id(&inner.upload_id)
             .multipart_upload(completed)
+            .set_if_match(if_match.map(str::to_owned))
             .send()
             .await
             .map_err(|e| self.upload_error("CompleteMultipartUpload", e))?;
@@ -715,6 +726,7 @@ pub(crate) async fn put_multipart(
     create: CreateMultipartUploadFluentBuilder,
     body: PutBody,
     config: &TransferConfig,
+    if_match: Option<&str>,
 ) -> Result<(MultipartUpload, CompleteMultipartUploadOutput)> {
     let data_size = body.len();
     let create = match data_size {
@@ -724,7 +736,7 @@ pub(crate) async fn put_multipart(
     let upload = create.send().await?;
     let mut guard = AbortOnDrop::new(&upload, config.failed_upload);
     let outcome = match send_all_parts(&upload, body, config).await {
-        Ok(parts) => upload.complete(parts).await,
+        Ok(parts) => upload.complete_if(parts, if_match).await,
         Err(e) => Err(e),
     };
     guard.disarm();

@@ -7,9 +7,10 @@
 //! standard headers and the user's own metadata are kept; the copy is conditional on the
 //! object's ETag, so a concurrent overwrite is never clobbered with stale key material.
 //!
-//! Objects over 5 GiB (CopyObject's limit) are copied with a multipart copy (UploadPartCopy),
-//! every part pinned to the source ETag, and completed only if the object is still that
-//! version (checked by HEAD and sent as `If-Match` on the completion).
+//! Objects over 5 GiB (CopyObject's limit) are copied with a multipart copy (UploadPartCopy)
+//! on the transfer engine (parts in parallel, retried), every part pinned to the source ETag,
+//! and completed only if the object is still that version (checked by HEAD and sent as
+//! `If-Match` on the completion).
 //!
 //! **What rewrap does not do.** It keeps the object's content key: only the wrapping changes.
 //! Whoever held the old master key and read an object's wrapped key before can still decrypt
@@ -27,6 +28,7 @@ use std::collections::HashMap;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 
 use crate::bucket::{CryptoBucket, MAX_SINGLE_PUT, percent_encode_key, require_key};
+use crate::engine::{Reporter, TransferConfig, run_bounded, with_retries};
 use crate::envelope::{self, Envelope, MatDesc};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::KeyEntry;
@@ -38,6 +40,8 @@ pub struct RewrapObjectFluentBuilder {
     key: Option<String>,
     to: Option<KeyEntry>,
     multipart_threshold: u64,
+    reencrypt: bool,
+    config: TransferConfig,
 }
 
 /// What a rewrap did.
@@ -57,10 +61,12 @@ pub struct RewrapOutput {
 impl RewrapObjectFluentBuilder {
     pub(crate) fn new(bucket: CryptoBucket) -> Self {
         Self {
+            config: *bucket.transfer_config(),
             bucket,
             key: None,
             to: None,
             multipart_threshold: MAX_SINGLE_PUT,
+            reencrypt: false,
         }
     }
 
@@ -81,6 +87,31 @@ impl RewrapObjectFluentBuilder {
     /// CopyObject's limit; lower it to exercise the multipart path).
     pub fn multipart_threshold(mut self, bytes: u64) -> Self {
         self.multipart_threshold = bytes.min(MAX_SINGLE_PUT);
+        self
+    }
+
+    /// A true data-key rotation instead of a re-wrap: a new content key and IV, the body read,
+    /// decrypted, encrypted again under the target key and written back in place (streaming;
+    /// parts in parallel above the multipart threshold). Every byte is read and written, and
+    /// afterwards the old content key decrypts nothing of the current version. The write is
+    /// conditional on the object still being the version read (`If-Match`): a concurrent
+    /// overwrite is never clobbered ([`ErrorKind::Changed`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let target = bucket.keyring().by_name("prod-2025").cloned().expect("a key named prod-2025");
+    /// bucket.rewrap_object().key("ckpt/model.bin").to(target).reencrypt(true).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reencrypt(mut self, yes: bool) -> Self {
+        self.reencrypt = yes;
+        self
+    }
+
+    /// Concurrency and attempts of the part copies, and part size and multipart threshold of a
+    /// re-encryption (default: the bucket's).
+    pub fn transfer_config(mut self, config: TransferConfig) -> Self {
+        self.config = config;
         self
     }
 
@@ -116,6 +147,19 @@ impl RewrapObjectFluentBuilder {
                     .with_object(bucket, &key)
             })?;
 
+        if self.reencrypt {
+            let e_tag = e_tag.ok_or_else(|| {
+                Error::invalid_response("the store gave no ETag; a re-encryption must pin one")
+                    .with_object(bucket, &key)
+            })?;
+            let source = Source {
+                env,
+                e_tag,
+                size,
+                head: &head,
+            };
+            return reencrypt(&self.bucket, &key, to, source, self.config).await;
+        }
         // Already under the target key?
         if env.matdesc == *to.get_matdesc()
             && to.provider().can_unwrap(&env.wrap_alg)
@@ -186,7 +230,7 @@ impl RewrapObjectFluentBuilder {
                 part,
                 e_tag: e_tag.as_deref(),
             };
-            multipart_copy(&self.bucket, target, new_meta, &head).await?
+            multipart_copy(&self.bucket, target, new_meta, &head, self.config).await?
         };
         Ok(RewrapOutput {
             skipped: false,
@@ -212,6 +256,7 @@ async fn multipart_copy(
     t: CopyTarget<'_>,
     meta: HashMap<String, String>,
     head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    config: TransferConfig,
 ) -> Result<Option<String>> {
     let CopyTarget {
         key,
@@ -238,34 +283,58 @@ async fn multipart_copy(
         .upload_id
         .ok_or_else(|| Error::invalid_response("CreateMultipartUpload returned no upload id"))?;
     let result = async {
-        let mut parts = Vec::new();
+        // The part copies run on the transfer engine: bounded concurrency and its one retry
+        // layer (the S3 client's own retries are off for them).
+        let mut jobs = Vec::new();
         let mut offset = 0u64;
-        let mut n = 1i32;
+        let mut n = 1u32;
         while offset < size {
             let last = (offset + copy_part).min(size) - 1;
-            let mut req = client
-                .upload_part_copy()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&id)
-                .part_number(n)
-                .copy_source(source)
-                .copy_source_range(format!("bytes={offset}-{last}"));
-            if let Some(t) = e_tag {
-                req = req.copy_source_if_match(t);
-            }
-            let out = req
-                .send()
+            let (client, bucket, key, id, source) = (
+                client.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                id.clone(),
+                source.to_owned(),
+            );
+            let e_tag = e_tag.map(str::to_owned);
+            let max = config.max_attempts;
+            jobs.push(async move {
+                with_retries(max, n, &Reporter::silent(), || async {
+                    let out = client
+                        .upload_part_copy()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .upload_id(&id)
+                        .part_number(n as i32)
+                        .copy_source(&source)
+                        .copy_source_range(format!("bytes={offset}-{last}"))
+                        .set_copy_source_if_match(e_tag.clone())
+                        .customize()
+                        .config_override(crate::client::retry_override(false))
+                        .send()
+                        .await
+                        .map_err(|e| Error::from_sdk("UploadPartCopy", e))?;
+                    let tag = out.copy_part_result.and_then(|r| r.e_tag).ok_or_else(|| {
+                        Error::invalid_response("UploadPartCopy returned no ETag")
+                    })?;
+                    Ok(CompletedPart::builder()
+                        .part_number(n as i32)
+                        .e_tag(tag)
+                        .build())
+                })
                 .await
-                .map_err(|e| Error::from_sdk("UploadPartCopy", e))?;
-            let tag = out
-                .copy_part_result
-                .and_then(|r| r.e_tag)
-                .ok_or_else(|| Error::invalid_response("UploadPartCopy returned no ETag"))?;
-            parts.push(CompletedPart::builder().part_number(n).e_tag(tag).build());
+            });
             offset = last + 1;
             n += 1;
         }
+        let mut parts = Vec::with_capacity(jobs.len());
+        run_bounded(config.concurrency, jobs, |p: CompletedPart| {
+            parts.push(p);
+            Ok(())
+        })
+        .await?;
+        parts.sort_by_key(|p| p.part_number());
         // The parts are copies of the pinned version; completing would replace whatever the
         // object is now. If it changed meanwhile, stop: the newer object is not ours to
         // clobber. The check is made twice: by HEAD (any store) and as If-Match on the
@@ -324,4 +393,66 @@ fn changed(key: &str, pinned: &str, now: Option<&str>) -> Error {
         ),
     )
     .with_retryable(true)
+}
+
+/// The version of an object a re-encryption reads.
+struct Source<'a> {
+    env: Envelope,
+    e_tag: String,
+    size: u64,
+    head: &'a aws_sdk_s3::operation::head_object::HeadObjectOutput,
+}
+
+/// Reads `key` (pinned to its version), and writes it back under `to` with a new content key,
+/// on condition that it is still that version.
+async fn reencrypt(
+    cb: &CryptoBucket,
+    key: &str,
+    to: KeyEntry,
+    source: Source<'_>,
+    config: TransferConfig,
+) -> Result<RewrapOutput> {
+    let Source {
+        env,
+        e_tag,
+        size,
+        head,
+    } = source;
+    let target = CryptoBucket::builder()
+        .client(cb.client().clone())
+        .bucket(cb.bucket())
+        .keyring(crate::Keyring::builder().default_key(to.clone()).build()?)
+        .transfer_config(config)
+        .build()?;
+    let pin = crate::bucket::Pin {
+        e_tag: e_tag.clone(),
+        size,
+        wrapped_key: Some(env.wrapped_key.text.clone()),
+    };
+    let got = cb.get_object().key(key).pinned(pin, None).send().await?;
+    let mut put = target
+        .put_object()
+        .key(key)
+        .body(crate::PutBody::from_reader(
+            got.body.into_async_read(),
+            size,
+        ))
+        .set_content_type(head.content_type().map(str::to_owned))
+        .if_match(&e_tag);
+    for (k, v) in got.metadata {
+        put = put.metadata(k, v);
+    }
+    let out = put.send().await.map_err(|e| {
+        if e.kind() == ErrorKind::Changed {
+            changed(key, &e_tag, None)
+        } else {
+            e
+        }
+    })?;
+    Ok(RewrapOutput {
+        skipped: false,
+        from: env.matdesc,
+        to: to.get_matdesc().clone(),
+        e_tag: out.e_tag,
+    })
 }

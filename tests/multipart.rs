@@ -522,3 +522,45 @@ async fn a_dropped_multipart_put_object_aborts_its_upload() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `put_object().if_match(etag)`: a conditional write (single PUT and multipart completion);
+/// a stale ETag is `Changed` and the object stays as it was.
+#[tokio::test]
+async fn conditional_put_object_refuses_a_stale_etag() {
+    let (_server, cb) = bucket_with(Fault::None, keyring_a()).await;
+    let first = cb
+        .put_object()
+        .key("c")
+        .body(pattern(1000, 70))
+        .send()
+        .await
+        .unwrap();
+    let current = first.e_tag.clone().unwrap();
+    for (len, threshold) in [(2000usize, u64::MAX), ((PART + 10) as usize, PART)] {
+        let err = cb
+            .put_object()
+            .key("c")
+            .body(pattern(len, 71))
+            .part_size(PartSize::Target(PART))
+            .multipart_threshold(threshold)
+            .if_match("\"0123456789abcdef0123456789abcdef\"")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Changed, "{len}: {err}");
+        let got = cb.get_object().key("c").send().await.unwrap();
+        assert_eq!(
+            got.content_length, 1000,
+            "{len}: the object was not replaced"
+        );
+    }
+    let out = cb
+        .put_object()
+        .key("c")
+        .body(pattern(3000, 72))
+        .if_match(current)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(out.e_tag, first.e_tag);
+}
