@@ -25,6 +25,7 @@ use zeroize::Zeroize as _;
 
 use crate::cipher::ContentMaterial;
 use crate::error::{Error, ErrorKind, Result};
+pub(crate) use crate::partial::{create_private_dir, sync_dir};
 
 const FORMAT: &str = "cryptobucket-checkpoint";
 const VERSION: u32 = 1;
@@ -284,26 +285,6 @@ fn invalid(path: &Path, why: &str) -> Error {
         ErrorKind::InvalidCheckpoint,
         format!("checkpoint {}: {why}", path.display()),
     )
-}
-
-pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir).map_err(|e| {
-        Error::io(
-            format!("cannot create checkpoint directory {}", dir.display()),
-            e,
-        )
-    })
-}
-
-/// Makes a rename in `dir` durable (best effort: not every platform can open a directory).
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 //!   what to do with a failed upload; set once on the bucket
 //!   ([`CryptoBucketBuilder::transfer_config`](crate::CryptoBucketBuilder::transfer_config)) and
 //!   overridable per call, validated in one place.
-//! - [`with_retries`]: the only retry loop (the S3 client's own retries are switched off for
+//! - `with_retries`: the only retry loop (the S3 client's own retries are switched off for
 //!   requests the engine sends, so attempts do not multiply).
-//! - [`run_bounded`]: at most `concurrency` jobs in flight, first error wins, the others finish
+//! - `run_bounded`: at most `concurrency` jobs in flight, first error wins, the others finish
 //!   so their parts still count for a resume.
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::multipart::PartSize;
+use crate::parts::PartSize;
 use crate::progress::{ProgressEvent, ProgressListener};
 
 /// Parts in flight at once when not configured: enough to fill a fast link from one host, and

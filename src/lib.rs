@@ -9,7 +9,8 @@
 //! - [`cipher`]: AES-256-CTR, seekable to any byte offset;
 //! - [`envelope`]: the metadata format (V2, and legacy V1 for reading) and [`MatDesc`];
 //! - [`keys`]: the [`KeyProvider`] trait, [`RsaKeyPair`], the [`Keyring`] and its TOML file;
-//! - [`bucket`]: [`CryptoBucket`] and its request builders;
+//! - [`bucket`]: [`CryptoBucket`] and its request builders (each operation in its own file
+//!   under `src/ops/`, all of them on the shared state in `src/handle.rs`);
 //! - [`multipart`]: encrypted multipart uploads, parts in any order and in parallel;
 //! - [`engine`]: the transfer engine every multi-request transfer runs on: [`TransferConfig`],
 //!   the one retry layer, bounded concurrency;
@@ -52,9 +53,12 @@ pub mod envelope;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod handle;
 pub mod keys;
 pub mod multipart;
+mod ops;
 mod partial;
+mod parts;
 pub mod progress;
 pub mod range;
 pub mod resumable;

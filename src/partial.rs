@@ -185,7 +185,7 @@ impl PartialFile {
             ));
         }
         std::fs::rename(&self.path, dest).map_err(|e| io("rename", e))?;
-        crate::checkpoint::sync_dir(dest.parent().unwrap_or(Path::new(".")));
+        sync_dir(dest.parent().unwrap_or(Path::new(".")));
         Ok(())
     }
 
@@ -244,7 +244,7 @@ impl TransferLock {
     pub(crate) fn acquire(checkpoint: &Path, what: &str) -> Result<Self> {
         let path = checkpoint.with_extension("lock");
         if let Some(dir) = path.parent() {
-            crate::checkpoint::create_private_dir(dir)?;
+            create_private_dir(dir)?;
         }
         for _ in 0..8 {
             let mut opts = OpenOptions::new();
@@ -289,5 +289,26 @@ impl Drop for TransferLock {
         // Removed while still held: a run waiting on the old file sees the name moved on.
         let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
+    }
+}
+
+/// Creates `dir` and its parents (mode 0700 on Unix) for checkpoints and lock files.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(|e| {
+        Error::io(
+            format!("cannot create checkpoint directory {}", dir.display()),
+            e,
+        )
+    })
+}
+
+/// Makes a rename in `dir` durable (best effort: not every platform can open a directory).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
 }

@@ -1,7 +1,7 @@
 //! Whole-file transfers: parallel, retried, and resumable after a crash.
 //!
-//! [`CryptoBucket::upload_file`] sends a file as an encrypted multipart upload with bounded
-//! concurrency; [`CryptoBucket::download_file`] fetches an object with parallel ranged GETs into
+//! [`CryptoBucket::upload_file`](crate::CryptoBucket::upload_file) sends a file as an encrypted multipart upload with bounded
+//! concurrency; [`CryptoBucket::download_file`](crate::CryptoBucket::download_file) fetches an object with parallel ranged GETs into
 //! a preallocated temp file. Both keep a [`crate::checkpoint`] after every finished
 //! part, so a run killed at any point (pre-emption, network loss, Ctrl-C) continues where it
 //! stopped when started again, sending or fetching only what is missing.

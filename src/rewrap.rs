@@ -27,16 +27,18 @@ use std::collections::HashMap;
 
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 
-use crate::bucket::{CryptoBucket, MAX_SINGLE_PUT, percent_encode_key, require_key};
 use crate::engine::{Reporter, TransferConfig, run_bounded, with_retries};
 use crate::envelope::{self, Envelope, MatDesc};
 use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{Handle, MAX_SINGLE_PUT, SharedHandle, percent_encode_key, require_key};
 use crate::keys::KeyEntry;
+use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
+use crate::ops::put_object::PutObjectFluentBuilder;
 
-/// Builder of a rewrap; see [`CryptoBucket::rewrap_object`].
+/// Builder of a rewrap; see [`CryptoBucket::rewrap_object`](crate::CryptoBucket::rewrap_object).
 #[derive(Debug)]
 pub struct RewrapObjectFluentBuilder {
-    bucket: CryptoBucket,
+    bucket: SharedHandle,
     key: Option<String>,
     to: Option<KeyEntry>,
     multipart_threshold: u64,
@@ -59,7 +61,7 @@ pub struct RewrapOutput {
 }
 
 impl RewrapObjectFluentBuilder {
-    pub(crate) fn new(bucket: CryptoBucket) -> Self {
+    pub(crate) fn new(bucket: SharedHandle) -> Self {
         Self {
             config: *bucket.transfer_config(),
             bucket,
@@ -252,7 +254,7 @@ struct CopyTarget<'a> {
 /// Copies `source` onto `key` with new metadata in parts (UploadPartCopy), pinned to the source
 /// ETag.
 async fn multipart_copy(
-    cb: &CryptoBucket,
+    cb: &Handle,
     t: CopyTarget<'_>,
     meta: HashMap<String, String>,
     head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
@@ -406,7 +408,7 @@ struct Source<'a> {
 /// Reads `key` (pinned to its version), and writes it back under `to` with a new content key,
 /// on condition that it is still that version.
 async fn reencrypt(
-    cb: &CryptoBucket,
+    cb: &SharedHandle,
     key: &str,
     to: KeyEntry,
     source: Source<'_>,
@@ -418,20 +420,24 @@ async fn reencrypt(
         size,
         head,
     } = source;
-    let target = CryptoBucket::builder()
-        .client(cb.client().clone())
-        .bucket(cb.bucket())
-        .keyring(crate::Keyring::builder().default_key(to.clone()).build()?)
-        .transfer_config(config)
-        .build()?;
-    let pin = crate::bucket::Pin {
+    let target: SharedHandle = std::sync::Arc::new(Handle {
+        client: cb.client.clone(),
+        bucket: cb.bucket.clone(),
+        keyring: crate::Keyring::builder().default_key(to.clone()).build()?,
+        unencrypted: cb.unencrypted,
+        transfer: config,
+    });
+    let pin = Pin {
         e_tag: e_tag.clone(),
         size,
         wrapped_key: Some(env.wrapped_key.text.clone()),
     };
-    let got = cb.get_object().key(key).pinned(pin, None).send().await?;
-    let mut put = target
-        .put_object()
+    let got = GetObjectFluentBuilder::new(cb.clone())
+        .key(key)
+        .pinned(pin, None)
+        .send()
+        .await?;
+    let mut put = PutObjectFluentBuilder::new(target)
         .key(key)
         .body(crate::PutBody::from_reader(
             got.body.into_async_read(),

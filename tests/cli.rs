@@ -682,6 +682,58 @@ fn rewrap_a_prefix_to_a_named_key_then_drop_the_old_key() {
     ));
     assert!(e.contains("matdesc"), "{e}");
 
+    // --reencrypt: new content keys, bodies encrypted anew; the new key alone still reads them.
+    let raw = |key: &str| {
+        rt().block_on(async {
+            let client = s.client().await;
+            let out = client
+                .get_object()
+                .bucket("cli")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            out.body.collect().await.unwrap().to_vec()
+        })
+    };
+    let before = raw("ckpt/1");
+    let out = cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            b,
+            "rewrap",
+            "s3://cli/ckpt/",
+            "--to",
+            "new",
+            "--reencrypt",
+        ],
+    );
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("rewrapped 3 objects"), "{err}");
+    assert_ne!(
+        raw("ckpt/1"),
+        before,
+        "the body is encrypted under a new content key"
+    );
+    ok(&cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--keyring",
+            n,
+            "get",
+            "s3://cli/ckpt/1",
+            o,
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(&out_file).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+
     // Unknown target name, and no keyring: clear errors.
     let e = fails(&rewrap(b, "nope"));
     assert!(e.contains("old, new"), "{e}");

@@ -102,6 +102,11 @@ enum Command {
         /// Name of the keyring entry to wrap under.
         #[arg(long, value_name = "NAME")]
         to: String,
+        /// Rotate the content keys too: each object is downloaded, encrypted again under NAME
+        /// with a new content key and written back in place if it did not change meanwhile.
+        /// Reads and writes every byte; a rerun re-encrypts every object again.
+        #[arg(long)]
+        reencrypt: bool,
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -277,8 +282,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Rewrap {
             target,
             to,
+            reencrypt,
             no_progress,
-        } => rewrap::rewrap(g, target, to, *no_progress).await,
+        } => rewrap::rewrap(g, target, to, *reencrypt, *no_progress).await,
         Command::Inspect { object } => inspect(g, object).await,
     }
 }

@@ -8,8 +8,15 @@ use super::Global;
 use super::transfer::{list_keys, parse_s3_prefix};
 
 /// Re-wraps every object under the prefix with the keyring entry named `to`. Objects already
-/// under it are skipped, so an interrupted run is resumed by running it again.
-pub(crate) async fn rewrap(g: &Global, target: &str, to: &str, no_progress: bool) -> Result<()> {
+/// under it are skipped, so an interrupted run is resumed by running it again. With
+/// `reencrypt`, every object gets a new content key and its body is encrypted anew.
+pub(crate) async fn rewrap(
+    g: &Global,
+    target: &str,
+    to: &str,
+    reencrypt: bool,
+    no_progress: bool,
+) -> Result<()> {
     if g.keyring.is_none() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -53,7 +60,14 @@ pub(crate) async fn rewrap(g: &Global, target: &str, to: &str, no_progress: bool
     );
     let (mut done, mut already, mut plain, mut failed) = (0usize, 0usize, 0usize, 0usize);
     for key in &keys {
-        match cb.rewrap_object().key(key).to(entry.clone()).send().await {
+        match cb
+            .rewrap_object()
+            .key(key)
+            .to(entry.clone())
+            .reencrypt(reencrypt)
+            .send()
+            .await
+        {
             Ok(out) if out.skipped => already += 1,
             Ok(_) => done += 1,
             Err(e) if e.kind() == ErrorKind::NotEncrypted => {

@@ -1,4 +1,4 @@
-//! [`CryptoBucket::download_file`]: an object to a local file with parallel ranged GETs,
+//! [`CryptoBucket::download_file`](crate::CryptoBucket::download_file): an object to a local file with parallel ranged GETs,
 //! every range pinned to one version of the object, resumable after a crash.
 
 use std::collections::BTreeMap;
@@ -10,12 +10,14 @@ use futures::StreamExt as _;
 use super::{
     Checkpointer, TransferOptions, absolute, remove_finished_checkpoint, settle, store_checkpoint,
 };
-use crate::bucket::{CryptoBucket, Pin, check_recorded_size, require_key};
 use crate::checkpoint::{Checkpoint, DonePart, LocalFile};
 use crate::cipher::ContentMaterial;
 use crate::engine::{Reporter, TransferConfig, backoff, run_bounded, with_retries, worth_retrying};
 use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{SharedHandle, check_recorded_size, require_key};
 use crate::multipart::PartSize;
+use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
+use crate::ops::head_object::HeadObjectFluentBuilder;
 use crate::partial::{PartialFile, TransferLock};
 use crate::progress::{ProgressEvent, ProgressListener};
 use crate::range::ByteRange;
@@ -24,10 +26,10 @@ use crate::range::ByteRange;
 /// with [`ErrorKind::Changed`].
 pub const MAX_RESTARTS: u32 = 3;
 
-/// Builder of a whole-object download to a file; see [`CryptoBucket::download_file`].
+/// Builder of a whole-object download to a file; see [`CryptoBucket::download_file`](crate::CryptoBucket::download_file).
 #[derive(Debug)]
 pub struct DownloadFileFluentBuilder {
-    bucket: CryptoBucket,
+    bucket: SharedHandle,
     key: Option<String>,
     path: Option<PathBuf>,
     opts: TransferOptions,
@@ -52,7 +54,7 @@ pub struct DownloadFileOutput {
 }
 
 impl DownloadFileFluentBuilder {
-    pub(crate) fn new(bucket: CryptoBucket) -> Self {
+    pub(crate) fn new(bucket: SharedHandle) -> Self {
         Self {
             opts: TransferOptions::new(*bucket.transfer_config()),
             bucket,
@@ -159,7 +161,7 @@ impl DownloadFileFluentBuilder {
         // over) should not fail a download before it starts.
         let quiet = Reporter::new(self.opts.progress.clone(), 0);
         let head = with_retries(self.opts.config.max_attempts, 0, &quiet, || {
-            bucket.head_object().key(key).send()
+            HeadObjectFluentBuilder::new(bucket.clone()).key(key).send()
         })
         .await?;
         bucket.check_unencrypted(key, head.envelope.as_ref())?;
@@ -417,7 +419,7 @@ fn spans(missing: &[u32], concurrency: usize, unit: u64) -> Vec<(u32, u32)> {
 
 /// One GET's worth of consecutive ranges of a download.
 struct Span {
-    bucket: CryptoBucket,
+    bucket: SharedHandle,
     key: String,
     file: Arc<std::fs::File>,
     pin: Pin,
@@ -464,9 +466,7 @@ impl Span {
         let size = self.pin.size;
         let start = u64::from(*next - 1) * self.unit;
         let stop = (u64::from(end - 1) * self.unit).min(size);
-        let out = self
-            .bucket
-            .get_object()
+        let out = GetObjectFluentBuilder::new(self.bucket.clone())
             .key(&self.key)
             .range(ByteRange::Inclusive {
                 first: start,

@@ -1,4 +1,4 @@
-//! [`CryptoBucket::upload_file`]: a local file as one PUT or a parallel, resumable multipart
+//! [`CryptoBucket::upload_file`](crate::CryptoBucket::upload_file): a local file as one PUT or a parallel, resumable multipart
 //! upload.
 
 use std::collections::HashMap;
@@ -9,19 +9,23 @@ use super::{
     remove_finished_checkpoint, same_source, settle, store_checkpoint,
 };
 use crate::body::PutBody;
-use crate::bucket::{CryptoBucket, require_key};
 use crate::checkpoint::{Checkpoint, DonePart, LocalFile};
 use crate::engine::{FailedUploadPolicy, Reporter, TransferConfig, run_bounded, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
-use crate::multipart::{AbortOnDrop, CompletedPart, MultipartUpload, PartSize};
+use crate::handle::{MAX_SINGLE_PUT, SharedHandle, require_key};
+use crate::multipart::{
+    AbortOnDrop, CompletedPart, CreateMultipartUploadFluentBuilder, MultipartUpload, PartSize,
+};
+use crate::ops::head_object::HeadObjectFluentBuilder;
+use crate::ops::put_object::PutObjectFluentBuilder;
 use crate::partial::TransferLock;
 use crate::progress::{ProgressEvent, ProgressListener};
 
-/// Builder of a whole-file upload; see [`CryptoBucket::upload_file`].
+/// Builder of a whole-file upload; see [`CryptoBucket::upload_file`](crate::CryptoBucket::upload_file).
 #[derive(Debug)]
 pub struct UploadFileFluentBuilder {
-    bucket: CryptoBucket,
+    bucket: SharedHandle,
     key: Option<String>,
     path: Option<PathBuf>,
     opts: TransferOptions,
@@ -50,7 +54,7 @@ pub struct UploadFileOutput {
 }
 
 impl UploadFileFluentBuilder {
-    pub(crate) fn new(bucket: CryptoBucket) -> Self {
+    pub(crate) fn new(bucket: SharedHandle) -> Self {
         Self {
             opts: TransferOptions::new(*bucket.transfer_config()),
             bucket,
@@ -116,7 +120,7 @@ impl UploadFileFluentBuilder {
             Some(t) => t,
             None => self.opts.config.part_size.resolve(Some(size))?,
         };
-        if size <= threshold.min(crate::bucket::MAX_SINGLE_PUT) {
+        if size <= threshold.min(MAX_SINGLE_PUT) {
             return self.single_put(&key, &path, size, &report).await;
         }
         let local = local_file(&path, &meta);
@@ -240,9 +244,7 @@ impl UploadFileFluentBuilder {
             resumed_parts: 0,
         });
         let out = with_retries(self.opts.config.max_attempts, 1, report, || async {
-            let mut put = self
-                .bucket
-                .put_object()
+            let mut put = PutObjectFluentBuilder::new(self.bucket.clone())
                 .key(key)
                 .body(PutBody::from_path(path).await?)
                 .set_content_type(self.content_type.clone());
@@ -270,9 +272,7 @@ impl UploadFileFluentBuilder {
     }
 
     async fn create(&self, key: &str, size: u64) -> Result<MultipartUpload> {
-        let mut create = self
-            .bucket
-            .create_multipart_upload()
+        let mut create = CreateMultipartUploadFluentBuilder::new(self.bucket.clone())
             .key(key)
             .data_size(size)
             .part_size(self.opts.config.part_size);
@@ -310,7 +310,7 @@ impl UploadFileFluentBuilder {
             ));
         }
         // Unwrap through the keyring again (never from the checkpoint), then check the binding.
-        let upload = MultipartUpload::resume(&self.bucket, key, &upload_id, env.clone())
+        let upload = MultipartUpload::resume_with(&self.bucket, key, &upload_id, env.clone())
             .await
             .map_err(|e| invalid_checkpoint(cp_path, e))?;
         cp.verify(cp_path, upload.material())?;
@@ -342,7 +342,10 @@ impl UploadFileFluentBuilder {
             Ok(listed) => listed,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 // Finished by the earlier run, which died before removing the checkpoint?
-                if let Ok(head) = self.bucket.head_object().key(key).send().await
+                if let Ok(head) = HeadObjectFluentBuilder::new(self.bucket.clone())
+                    .key(key)
+                    .send()
+                    .await
                     && head.object_size == local.size
                     && head
                         .envelope

@@ -1,0 +1,221 @@
+//! The shared state every operation takes: the S3 client, the bucket, the keyring and the
+//! policies, behind one `Arc` ([`CryptoBucket`](crate::CryptoBucket) is a thin, cloneable
+//! wrapper around it). Operations (`ops/`), multipart uploads, whole-file transfers and rewrap
+//! depend on this module, never on `bucket.rs`, so there is no import cycle between them;
+//! the checks every operation shares live here too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_s3::Client;
+
+use crate::engine::TransferConfig;
+use crate::envelope::{self, Envelope};
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Keyring;
+
+/// Largest single PUT S3 accepts (5 GiB).
+pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// What to do with an object that carries no encryption metadata.
+///
+/// ```
+/// assert_eq!(cryptobucket::UnencryptedPolicy::default(), cryptobucket::UnencryptedPolicy::Refuse);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnencryptedPolicy {
+    /// Fail with [`ErrorKind::NotEncrypted`]: a plain object in an encrypted bucket is
+    /// suspicious (an attacker can plant one), so it is refused unless asked for.
+    #[default]
+    Refuse,
+    /// Return plain objects as they are, for buckets that mix both on purpose.
+    PassThrough,
+}
+
+/// The state behind a [`CryptoBucket`](crate::CryptoBucket).
+pub(crate) struct Handle {
+    pub(crate) client: Client,
+    pub(crate) bucket: String,
+    pub(crate) keyring: Keyring,
+    pub(crate) unencrypted: UnencryptedPolicy,
+    pub(crate) transfer: TransferConfig,
+}
+
+/// What operations hold.
+pub(crate) type SharedHandle = Arc<Handle>;
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("bucket", &self.bucket)
+            .field("keys", &self.keyring.entries().len())
+            .field("unencrypted", &self.unencrypted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// The bucket name.
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The S3 client.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The keyring.
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The transfer configuration operations start from.
+    pub(crate) fn transfer_config(&self) -> &TransferConfig {
+        &self.transfer
+    }
+
+    /// Parses the envelope from object metadata and applies the unencrypted-object policy.
+    pub(crate) fn envelope_of(
+        &self,
+        key: &str,
+        meta: Option<&HashMap<String, String>>,
+    ) -> Result<Option<Envelope>> {
+        let empty = HashMap::new();
+        let env = Envelope::from_metadata(meta.unwrap_or(&empty))?;
+        self.check_unencrypted(key, env.as_ref())?;
+        Ok(env)
+    }
+
+    /// Applies the unencrypted-object policy to an object with envelope `env`.
+    pub(crate) fn check_unencrypted(&self, key: &str, env: Option<&Envelope>) -> Result<()> {
+        if env.is_none() && self.unencrypted == UnencryptedPolicy::Refuse {
+            return Err(Error::new(
+                ErrorKind::NotEncrypted,
+                format!(
+                    "object {key:?} has no client-side-encryption metadata; refusing to return it as \
+                     if it were encrypted (use UnencryptedPolicy::PassThrough to read plain objects)"
+                ),
+            )
+            .with_object(&self.bucket, key));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses an object whose size differs from the plaintext length its envelope records
+/// (truncated, extended or replaced), before any byte is decrypted.
+pub(crate) fn check_recorded_size(key: &str, env: &Envelope, size: u64) -> Result<()> {
+    match env.recorded_plaintext_size() {
+        Some(recorded) if recorded != size => Err(Error::new(
+            ErrorKind::SizeMismatch,
+            format!(
+                "object {key:?} is {size} bytes but its metadata records {recorded} plaintext bytes; \
+                 it was truncated, extended or replaced, refusing to decrypt it"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses user metadata that would shadow the encryption envelope.
+pub(crate) fn check_user_metadata(meta: &HashMap<String, String>) -> Result<()> {
+    match meta.keys().find(|k| envelope::is_envelope_key(k)) {
+        Some(bad) => Err(Error::invalid_input(format!(
+            "user metadata key {bad:?} collides with the encryption metadata"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The key a builder was given, or the error every builder gives without one.
+pub(crate) fn require_key(key: Option<String>) -> Result<String> {
+    key.ok_or_else(|| Error::invalid_input("the object key is required (call .key(...))"))
+}
+
+/// The user's own metadata: everything but the encryption entries.
+pub(crate) fn user_metadata(meta: Option<&HashMap<String, String>>) -> HashMap<String, String> {
+    meta.map(|m| {
+        m.iter()
+            .filter(|(k, _)| !envelope::is_envelope_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Percent-encodes an object key for `x-amz-copy-source`, keeping `/`.
+pub(crate) fn percent_encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A bucket with client-side encryption, compatible with the OSS SDKs' format.
+///
+/// Cheap to clone (shared state). Build it from an [`aws_sdk_s3::Client`]; for stores such as
+/// Garage that reject aws-sdk-s3's default streaming checksum trailer, build that client with
+/// [`ClientOptions`](crate::ClientOptions) (its default) or set
+/// `RequestChecksumCalculation::WhenRequired` yourself.
+///
+/// ```no_run
+/// # async fn demo() -> cryptobucket::Result<()> {
+/// use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
+/// let conf = aws_config::load_from_env().await;
+/// let client = aws_sdk_s3::Client::new(&conf);
+/// let key = RsaKeyPair::from_private_pem(&std::fs::read_to_string("private.pem").unwrap())?;
+/// let bucket = CryptoBucket::new(client, "my-bucket", Keyring::single(key, MatDesc::new()));
+/// bucket.put_object().key("hello.txt").body(b"hello".to_vec()).send().await?;
+/// let got = bucket.get_object().key("hello.txt").send().await?;
+/// assert_eq!(&got.body.collect().await?[..], b"hello");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CryptoBucket {
+    pub(crate) inner: SharedHandle,
+}
+
+impl std::fmt::Debug for CryptoBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CryptoBucket")
+            .field("bucket", &self.inner.bucket)
+            .field("keys", &self.inner.keyring.entries().len())
+            .field("unencrypted", &self.inner.unencrypted)
+            .finish()
+    }
+}
+
+impl CryptoBucket {
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
+    /// The transfer configuration every operation starts from.
+    pub fn transfer_config(&self) -> &TransferConfig {
+        &self.inner.transfer
+    }
+
+    /// The shared state, for operations.
+    pub(crate) fn handle(&self) -> &SharedHandle {
+        &self.inner
+    }
+}

@@ -1,0 +1,340 @@
+//! `GetObject`: download and decrypt, whole or a range, checked against the request (and, for
+//! the engine's reads, against the pinned object version).
+
+use std::collections::HashMap;
+
+use crate::body::DecryptingStream;
+use crate::cipher::ContentMaterial;
+use crate::envelope::Envelope;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{SharedHandle, check_recorded_size, require_key, user_metadata};
+use crate::ops::head_object::HeadObjectFluentBuilder;
+use crate::range::{ByteRange, ContentRange};
+
+/// Builder of a decrypting GET; see [`CryptoBucket::get_object`](crate::CryptoBucket::get_object).
+#[derive(Debug)]
+pub struct GetObjectFluentBuilder {
+    bucket: SharedHandle,
+    key: Option<String>,
+    range: Option<ByteRange>,
+    if_match: Option<String>,
+    /// The object version every response must come from, and its material unwrapped once
+    /// (parallel downloads unwrap once, not once per range).
+    pin: Option<(Pin, Option<ContentMaterial>)>,
+}
+
+/// What a GET returns: the plaintext stream and what is known about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GetObjectOutput {
+    /// Decrypted body; yields exactly `content_length` bytes or an error.
+    pub body: DecryptingStream,
+    /// Length of the returned plaintext.
+    pub content_length: u64,
+    /// Absolute `(first, last)` plaintext offsets returned, when a range was asked for.
+    pub range: Option<(u64, u64)>,
+    /// Size of the whole object (plaintext).
+    pub object_size: u64,
+    /// ETag of the stored object.
+    pub e_tag: Option<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// The user's own metadata (encryption entries removed).
+    pub metadata: HashMap<String, String>,
+    /// The encryption envelope; `None` for a plain object read under
+    /// [`UnencryptedPolicy::PassThrough`](crate::UnencryptedPolicy::PassThrough).
+    pub envelope: Option<Envelope>,
+}
+
+impl GetObjectOutput {
+    /// Writes the plaintext to the file `dest`: into a partial file of its own beside it (mode
+    /// 0600, created exclusively), synced, then renamed into place; on any failure the partial
+    /// file is removed and `dest` is untouched. Returns the bytes written. For whole objects
+    /// of any size prefer [`CryptoBucket::download_file`](crate::CryptoBucket::download_file) (parallel, resumable).
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let header = bucket.get_object().key("model.safetensors")
+    ///     .range("0-1048575".parse()?).send().await?;
+    /// header.save("header.bin").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn save(self, dest: impl AsRef<std::path::Path>) -> Result<u64> {
+        let dest = std::path::absolute(dest.as_ref())
+            .map_err(|e| Error::io(format!("cannot resolve {}", dest.as_ref().display()), e))?;
+        let expected = self.content_length;
+        let partial = crate::partial::PartialFile::create(&dest, expected)?;
+        let written = async {
+            let mut file = tokio::fs::File::from_std(partial.handle()?);
+            let n = self.body.write_to(&mut file).await?;
+            if n != expected {
+                return Err(Error::new(
+                    ErrorKind::Truncated,
+                    format!("received {n} of {expected} bytes"),
+                ));
+            }
+            Ok(n)
+        }
+        .await;
+        match written {
+            Ok(n) => {
+                partial.publish(&dest, n)?;
+                Ok(n)
+            }
+            Err(e) => {
+                partial.discard();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl GetObjectFluentBuilder {
+    pub(crate) fn new(bucket: SharedHandle) -> Self {
+        Self {
+            bucket,
+            key: None,
+            range: None,
+            if_match: None,
+            pin: None,
+        }
+    }
+
+    /// Object key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// A plaintext byte range (any alignment; see [`ByteRange`]).
+    pub fn range(mut self, range: ByteRange) -> Self {
+        self.range = Some(range);
+        self
+    }
+
+    /// Sets or clears the range.
+    pub fn set_range(mut self, range: Option<ByteRange>) -> Self {
+        self.range = range;
+        self
+    }
+
+    /// Only succeed if the object's ETag still equals `etag`.
+    pub fn if_match(mut self, etag: impl Into<String>) -> Self {
+        self.if_match = Some(etag.into());
+        self
+    }
+
+    /// Pins the response to one version of the object: its ETag, size and wrapped key must be
+    /// those of `pin` (else [`ErrorKind::Changed`]), and `material`, unwrapped once by the caller,
+    /// decrypts it. Parallel downloads use this for every range, so a store that ignores
+    /// `If-Match` cannot mix two versions into one file.
+    pub(crate) fn pinned(mut self, pin: Pin, material: Option<ContentMaterial>) -> Self {
+        self.if_match = Some(pin.e_tag.clone());
+        self.pin = Some((pin, material));
+        self
+    }
+
+    /// Sends the GET; the returned body decrypts as it streams.
+    pub async fn send(self) -> Result<GetObjectOutput> {
+        let key = require_key(self.key)?;
+        let cb = &self.bucket;
+        let inner = &**cb;
+        let resp = inner
+            .client
+            .get_object()
+            .bucket(&inner.bucket)
+            .key(&key)
+            .set_range(self.range.map(|r| r.to_header()))
+            .set_if_match(self.if_match)
+            .customize()
+            .config_override(crate::client::retry_override(self.pin.is_none()))
+            .send()
+            .await
+            .map_err(|e| {
+                let e = Error::from_sdk("GetObject", e).with_object(&inner.bucket, &key);
+                match (e.kind(), self.range) {
+                    (ErrorKind::RangeNotSatisfiable, Some(r)) => Error::new(
+                        ErrorKind::RangeNotSatisfiable,
+                        format!("range {r} lies outside object {key:?}"),
+                    )
+                    .with_object(&inner.bucket, &key),
+                    _ => e,
+                }
+            })?;
+        let envelope = cb.envelope_of(&key, resp.metadata())?;
+        let body_len = u64::try_from(resp.content_length().unwrap_or(-1)).map_err(|_| {
+            Error::invalid_response("the GET response has no valid Content-Length")
+                .with_object(&inner.bucket, &key)
+        })?;
+        if let Some((pin, _)) = &self.pin {
+            pin.check_e_tag(&inner.bucket, &key, resp.e_tag())?;
+        }
+
+        // Where does the body sit in the object, and what slice of it do we return?
+        let content_range = resp.content_range().map(ContentRange::parse).transpose()?;
+        let (total, body_start) = match &content_range {
+            Some(cr) => {
+                if cr.len() != body_len {
+                    return Err(Error::invalid_response(format!(
+                        "Content-Range {}-{} does not match Content-Length {body_len}",
+                        cr.first, cr.last
+                    )));
+                }
+                let total = cr.total.ok_or_else(|| {
+                    Error::invalid_response(
+                        "the server's Content-Range does not give the object size",
+                    )
+                })?;
+                (total, cr.first)
+            }
+            None => match self.range {
+                // No range asked for and none announced: the body is the whole object.
+                None => (body_len, 0),
+                // A ranged GET answered without Content-Range: a 200 with the whole object (a
+                // server that ignores Range) or a 206 that left the header out. Only the
+                // object's size can tell which; the body length must then prove it.
+                Some(r) => {
+                    let size = match (&self.pin, envelope.as_ref()) {
+                        (Some((pin, _)), _) => pin.size,
+                        (None, Some(env)) if env.recorded_plaintext_size().is_some() => {
+                            env.recorded_plaintext_size().unwrap_or_default()
+                        }
+                        _ => {
+                            let head = HeadObjectFluentBuilder::new(cb.clone())
+                                .key(&key)
+                                .send()
+                                .await?;
+                            if head.e_tag.as_deref() != resp.e_tag() {
+                                return Err(Error::new(
+                                    ErrorKind::Changed,
+                                    format!("object {key:?} changed while it was being read"),
+                                )
+                                .with_object(&inner.bucket, &key)
+                                .with_retryable(true));
+                            }
+                            head.object_size
+                        }
+                    };
+                    if body_len == size {
+                        (size, 0)
+                    } else {
+                        match r.resolve(size) {
+                            Ok((s, l)) if l == body_len => (size, s),
+                            _ => {
+                                return Err(Error::invalid_response(format!(
+                                    "asked for bytes {r} of {key:?} ({size} bytes) and got {body_len}                                      bytes without a Content-Range; that is neither the range nor                                      the whole object"
+                                ))
+                                .with_object(&inner.bucket, &key));
+                            }
+                        }
+                    }
+                }
+            },
+        };
+        let (start, len) = match self.range {
+            Some(r) => r.resolve(total)?,
+            None => (0, total),
+        };
+        if (body_start, body_len) != (start, len) && (body_start, body_len) != (0, total) {
+            return Err(Error::invalid_response(format!(
+                "asked for bytes {} of {key:?} but the server returned bytes {body_start}-{} of {total}",
+                self.range
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "(all)".into()),
+                body_start + body_len.saturating_sub(1)
+            ))
+            .with_object(&inner.bucket, &key));
+        }
+        if let Some((pin, _)) = &self.pin {
+            pin.check_object(&inner.bucket, &key, total, envelope.as_ref())?;
+        }
+        // Bytes of the body before the first byte we return: non-zero when the server ignored
+        // the Range header and sent the whole object.
+        let skip = start - body_start;
+
+        let cipher = match &envelope {
+            Some(env) => {
+                check_recorded_size(&key, env, total)?;
+                let material = match &self.pin {
+                    Some((_, Some(m))) => m.clone(),
+                    _ => inner.keyring.unwrap(env).await?,
+                };
+                Some(material.cipher_at(start)?)
+            }
+            None => None,
+        };
+        Ok(GetObjectOutput {
+            content_length: len,
+            range: self.range.map(|_| (start, start + len.saturating_sub(1))),
+            object_size: total,
+            e_tag: resp.e_tag().map(str::to_owned),
+            content_type: resp.content_type().map(str::to_owned),
+            metadata: user_metadata(resp.metadata()),
+            envelope,
+            body: DecryptingStream::new(resp.body, cipher, skip, len),
+        })
+    }
+}
+
+/// The version of an object a multi-request read is bound to: every response must show the
+/// same ETag, object size and wrapped key, or the read stops with [`ErrorKind::Changed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pin {
+    pub(crate) e_tag: String,
+    pub(crate) size: u64,
+    /// The wrapped content key's header text; `None` for a plain object.
+    pub(crate) wrapped_key: Option<String>,
+}
+
+impl Pin {
+    fn changed(bucket: &str, key: &str, what: String) -> Error {
+        Error::new(
+            ErrorKind::Changed,
+            format!("s3://{bucket}/{key} changed during the transfer: {what}"),
+        )
+        .with_object(bucket, key)
+        .with_retryable(true)
+    }
+
+    fn check_e_tag(&self, bucket: &str, key: &str, got: Option<&str>) -> Result<()> {
+        if got == Some(self.e_tag.as_str()) {
+            return Ok(());
+        }
+        Err(Self::changed(
+            bucket,
+            key,
+            format!(
+                "a response carried ETag {} instead of the pinned {} (the store ignored If-Match)",
+                got.unwrap_or("(none)"),
+                self.e_tag
+            ),
+        ))
+    }
+
+    fn check_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        env: Option<&Envelope>,
+    ) -> Result<()> {
+        if size != self.size {
+            return Err(Self::changed(
+                bucket,
+                key,
+                format!(
+                    "a response describes an object of {size} bytes instead of {}",
+                    self.size
+                ),
+            ));
+        }
+        if env.map(|e| e.wrapped_key.text.as_str()) != self.wrapped_key.as_deref() {
+            return Err(Self::changed(
+                bucket,
+                key,
+                "a response carries another wrapped content key".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
