@@ -9,9 +9,7 @@
 //! ```
 //! (`--endpoint-url` may also come from `AWS_ENDPOINT_URL`; the bucket must exist.)
 
-#[path = "../tests/support/server.rs"]
-#[allow(unreachable_pub)]
-mod server;
+use cryptobucket_testkit::server;
 
 use cryptobucket::{ByteRange, ClientOptions, CryptoBucket, Keyring, MatDesc, RsaKeyPair};
 

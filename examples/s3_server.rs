@@ -8,9 +8,7 @@
 //! It prints the endpoint and the credentials to export, then serves until Ctrl-C. Without
 //! `--dir` the data lives in a temp directory removed at exit.
 
-#[path = "../tests/support/server.rs"]
-#[allow(unreachable_pub)]
-mod server;
+use cryptobucket_testkit::server;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

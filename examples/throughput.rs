@@ -12,9 +12,7 @@
 //! cores with the client. Rounds alternate which side goes first; the best round of each side
 //! counts. The last line is `encrypted/plain throughput ratio: put X get Y`.
 
-#[path = "../tests/support/server.rs"]
-#[allow(unreachable_pub)]
-mod server;
+use cryptobucket_testkit::server;
 
 use std::path::Path;
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! CryptoBucket against a real S3 server over HTTP (in-process s3s-fs).
 
-mod support;
+use cryptobucket_testkit as support;
 
 use std::collections::HashMap;
 

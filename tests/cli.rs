@@ -1,6 +1,6 @@
 //! The `cryptobucket` binary, scripted as users script it, against a real S3 server.
 
-mod support;
+use cryptobucket_testkit as support;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -8,7 +8,7 @@
 
 #![cfg(unix)]
 
-mod support;
+use cryptobucket_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

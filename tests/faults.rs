@@ -3,7 +3,7 @@
 //! the right bytes (retries) or fail with a clear error; a download never yields wrong bytes
 //! and a cut-off body is never decrypted as if whole.
 
-mod support;
+use cryptobucket_testkit as support;
 
 use cryptobucket::{CryptoBucket, ErrorKind, PartSize};
 use support::proxy::{FaultProxy, WireFault};

@@ -11,7 +11,7 @@
 //! The tests are `#[ignore]`d so that a plain `cargo test` does not need Garage; without the
 //! cluster's environment they fail (never skip).
 
-mod support;
+use cryptobucket_testkit as support;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Objects written by the Go, C++ and Python OSS SDKs (and legacy V1 objects) decrypt to their
 //! expected plaintext; the counter arithmetic beyond 64 GiB matches OpenSSL.
 
-mod support;
+use cryptobucket_testkit as support;
 
 use std::collections::HashMap;
 use std::process::Command;

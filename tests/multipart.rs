@@ -1,6 +1,6 @@
 //! The low-level encrypted multipart API against a real S3 server (in-process s3s-fs).
 
-mod support;
+use cryptobucket_testkit as support;
 
 use cryptobucket::multipart::{CompletedPart, MultipartUpload, PartSize};
 use cryptobucket::{ErrorKind, Keyring, MatDesc};

@@ -2,7 +2,7 @@
 //! Requires the Python venv made by `scripts/test.sh` (or CRYPTOBUCKET_PYTHON): these tests
 //! fail, never skip, when it is missing.
 
-mod support;
+use cryptobucket_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

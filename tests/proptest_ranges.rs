@@ -1,7 +1,7 @@
 //! Property tests: random plaintexts and random ranges (every form) equal the plaintext slice,
 //! through a real server, with and without a server that ignores Range.
 
-mod support;
+use cryptobucket_testkit as support;
 
 use cryptobucket::ByteRange;
 use proptest::prelude::*;

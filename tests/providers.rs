@@ -2,7 +2,7 @@
 //! PUT/GET, every range form, multipart and resumable transfers, a wrong key, and the keyring
 //! file form of the provider. New providers add one test that calls [`conformance`].
 
-mod support;
+use cryptobucket_testkit as support;
 
 use cryptobucket::{AesMasterKey, ByteRange, ErrorKind, KeyEntry, Keyring, MatDesc, PartSize};
 use support::{Fault, bucket_with, moto::Moto, pattern, rsa};

@@ -1,7 +1,7 @@
 //! Whole-file transfers: upload_file / download_file, their checkpoints and resume paths,
 //! against the in-process S3 server. (The kill -9 crash test is in `crash.rs`.)
 
-mod support;
+use cryptobucket_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

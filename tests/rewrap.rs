@@ -1,6 +1,6 @@
 //! Key rotation: rewrap under another key, body untouched, old key no longer needed.
 
-mod support;
+use cryptobucket_testkit as support;
 
 use cryptobucket::{
     AesMasterKey, CryptoBucket, ErrorKind, KeyEntry, Keyring, MatDesc, PartSize, UnencryptedPolicy,

@@ -1,6 +1,6 @@
 //! Debug and Display never show key material.
 
-mod support;
+use cryptobucket_testkit as support;
 
 use base64::Engine as _;
 use cryptobucket::{ContentMaterial, KeyEntry, Keyring, MatDesc};

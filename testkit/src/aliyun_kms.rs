@@ -6,8 +6,6 @@
 //! context or key fails as on the real service. Both this crate and oss2 (through
 //! aliyun-python-sdk-core) talk to it.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -4,8 +4,6 @@
 //! Each new connection takes the next queued fault (none: plain forwarding), so a test decides
 //! exactly what goes wrong and how often.
 
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +88,12 @@ impl FaultProxy {
             shutdown: Some(stop_tx),
             thread: Some(thread),
         }
+    }
+
+    /// Connections accepted so far (faults apply per connection: a pooled connection is not a
+    /// new one).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Queues faults for the next connections, in order.

@@ -2,8 +2,6 @@
 //! directory, on its own thread. Optionally misbehaves in one chosen way (for negative tests).
 //! Shared by the integration tests and `examples/quickstart.rs`.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -17,7 +17,7 @@ pub struct Moto {
 fn venv_bin(name: &str) -> PathBuf {
     let python = std::env::var_os("CRYPTOBUCKET_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+        .unwrap_or_else(|| crate::repo_root().join(".venv/bin/python"));
     let bin = python.parent().expect("venv bin dir").join(name);
     assert!(
         bin.exists(),

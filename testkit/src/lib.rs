@@ -1,5 +1,7 @@
-//! Shared test helpers.
-#![allow(dead_code)]
+//! Test support shared by the tests, examples and benchmarks of cryptobucket: the in-process
+//! S3 server (s3s-fs with fault and throttling switches and traffic counters), the TCP fault
+//! proxy, moto (a local AWS KMS) and the local Alibaba Cloud KMS, plus small helpers. A
+//! workspace member, so nothing is included by `#[path]`.
 
 pub mod aliyun_kms;
 pub mod moto;
@@ -13,9 +15,17 @@ use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
 
 pub use server::{Fault, TestServer};
 
+/// The repository's root directory (this crate lives in `testkit/` below it).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
 /// The project's test data directory.
 pub fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
+    repo_root().join("testdata")
 }
 
 /// A fixed RSA-2048 key pair from `testdata/keys` (PKCS#8 private, SPKI public).
