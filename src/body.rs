@@ -94,6 +94,21 @@ impl PutBody {
         })
     }
 
+    /// Another body with the same bytes, if this one can be read again (bytes and files can; a
+    /// reader cannot): what lets the engine retry a single PUT.
+    pub(crate) fn replay(&self) -> Option<Self> {
+        let source = match &self.source {
+            Source::Bytes(b) => Source::Bytes(b.clone()),
+            Source::File(p, at) => Source::File(p.clone(), *at),
+            Source::Reader(_) => return None,
+        };
+        Some(Self {
+            source,
+            len: self.len,
+            known_len: self.known_len,
+        })
+    }
+
     /// A body of `len` bytes of the file at `path`, starting at byte `offset`: one part of a
     /// multipart upload. Replayable, like [`from_path`](Self::from_path).
     ///

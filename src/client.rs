@@ -130,11 +130,11 @@ impl ClientOptions {
         self
     }
 
-    /// The S3 client's own retry policy for single requests (`put_object` of a small body,
-    /// `get_object`, `head_object`); default: the SDK's standard policy (3 attempts). Requests
-    /// that the transfer engine sends (parts and ranges of `upload_file`, `download_file`, a
-    /// multipart `put_object`) switch it off per request, because the engine retries them
-    /// itself: two layers would multiply attempts (5 × 3 = 15 tries of one part).
+    /// The S3 client's own retry policy (default: the SDK's standard policy, 3 attempts). It
+    /// applies to what the engine does not retry itself (`delete_object`, `copy_object`, your
+    /// own calls on the client); every request the engine retries (`put_object`, `get_object`,
+    /// `head_object`, parts and ranges of every transfer) switches it off per request, so
+    /// attempts do not multiply (5 × 3 = 15 tries of one part).
     pub fn retry_config(mut self, retry: RetryConfig) -> Self {
         self.retry = Some(retry);
         self

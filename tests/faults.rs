@@ -80,7 +80,7 @@ async fn uploads_survive_resets_and_throttling() {
     let got = rig.direct.get_object().key("up").send().await.unwrap();
     assert!(sha(&got.body.collect().await.unwrap()) == sha(&data));
 
-    // A single PUT through a reset: the SDK retries the replayable body. (A fresh client, so
+    // A single PUT through a reset: the engine retries the replayable body. (A fresh client, so
     // the PUT opens a new connection, which is where the proxy injects faults; a pooled
     // connection from the upload would slip past it.)
     let before = rig.proxy.injected();

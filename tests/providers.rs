@@ -1,18 +1,58 @@
 //! One conformance suite that every key provider runs unchanged (object_store's habit): single
 //! PUT/GET, every range form, multipart and resumable transfers, a wrong key, and the keyring
-//! file form of the provider. New providers add one test that calls [`conformance`].
+//! file form of the provider, on every store the suite knows ([`Store`]): the in-process s3s
+//! server, and the same server behind the TCP fault proxy answering 503/500 to new
+//! connections. New providers add one test that calls [`conformance`]; a new store is one more
+//! [`Store`] variant. (Garage runs its own suite, `tests/garage.rs`, when the cluster is up.)
 
 use cryptobucket_testkit as support;
 
 use cryptobucket::{AesMasterKey, ByteRange, ErrorKind, KeyEntry, Keyring, MatDesc, PartSize};
-use support::{Fault, bucket_with, moto::Moto, pattern, rsa};
+use support::proxy::{FaultProxy, WireFault};
+use support::{Fault, TestServer, bucket_with, moto::Moto, pattern, rsa};
 
 const PART: u64 = 5 * 1024 * 1024;
 
+/// The stores every provider is checked on.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    /// s3s-fs over HTTP in this process.
+    InProcess,
+    /// The same, reached through the fault proxy, whose first three connections are answered
+    /// 503, 503 and 500 (the retry layers must carry every operation through).
+    FaultyWire,
+}
+
+/// Runs the suite on every [`Store`].
+async fn conformance(name: &str, good: Keyring, wrong: Keyring) {
+    for store in [Store::InProcess, Store::FaultyWire] {
+        conformance_on(store, name, good.clone(), wrong.clone()).await;
+    }
+}
+
 /// Runs the suite with `good` (its default key writes and reads) and checks that `wrong` (same
 /// matdesc, another key) cannot read what `good` wrote.
-async fn conformance(name: &str, good: Keyring, wrong: Keyring) {
-    let (server, cb) = bucket_with(Fault::None, good).await;
+async fn conformance_on(store: Store, name: &str, good: Keyring, wrong: Keyring) {
+    let server = TestServer::start();
+    server.create_bucket("bkt").await;
+    let proxy = match store {
+        Store::InProcess => None,
+        Store::FaultyWire => {
+            let p = FaultProxy::start(&server.endpoint);
+            p.push([
+                WireFault::Status(503),
+                WireFault::Status(503),
+                WireFault::Status(500),
+            ]);
+            Some(p)
+        }
+    };
+    let client = match &proxy {
+        Some(p) => server.client_via(&p.endpoint).await,
+        None => server.client().await,
+    };
+    let cb = cryptobucket::CryptoBucket::new(client, "bkt", good);
+    let name = &format!("{name} on {store:?}");
     let data = pattern((2 * PART + 1234) as usize, 7);
     let small = &data[..100_000];
 
@@ -70,6 +110,13 @@ async fn conformance(name: &str, good: Keyring, wrong: Keyring) {
     for key in ["small", "big"] {
         let err = other.get_object().key(key).send().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::KeyUnwrap, "{name} {key}: {err}");
+    }
+    if let Some(p) = &proxy {
+        assert_eq!(
+            (p.injected(), p.pending()),
+            (3, 0),
+            "{name}: every wire fault was injected"
+        );
     }
     eprintln!("{name}: conformance passed (wrap algorithm {wrap})");
 }

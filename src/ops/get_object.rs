@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::body::DecryptingStream;
 use crate::cipher::ContentMaterial;
+use crate::engine::{Reporter, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{SharedHandle, check_recorded_size, require_key, user_metadata};
@@ -139,28 +140,40 @@ impl GetObjectFluentBuilder {
         let key = require_key(self.key)?;
         let cb = &self.bucket;
         let inner = &**cb;
-        let resp = inner
-            .client
-            .get_object()
-            .bucket(&inner.bucket)
-            .key(&key)
-            .set_range(self.range.map(|r| r.to_header()))
-            .set_if_match(self.if_match)
-            .customize()
-            .config_override(crate::client::retry_override(self.pin.is_none()))
-            .send()
-            .await
-            .map_err(|e| {
-                let e = Error::from_sdk("GetObject", e).with_object(&inner.bucket, &key);
-                match (e.kind(), self.range) {
-                    (ErrorKind::RangeNotSatisfiable, Some(r)) => Error::new(
-                        ErrorKind::RangeNotSatisfiable,
-                        format!("range {r} lies outside object {key:?}"),
-                    )
-                    .with_object(&inner.bucket, &key),
-                    _ => e,
-                }
-            })?;
+        // The engine's one retry layer: a pinned read is retried by the transfer that pinned
+        // it (it knows where to continue); a plain GET here, up to the configured attempts.
+        let max = if self.pin.is_some() {
+            1
+        } else {
+            inner.transfer.max_attempts
+        };
+        let range = self.range;
+        let resp = with_retries(max, 0, &Reporter::silent(), || {
+            let req = inner
+                .client
+                .get_object()
+                .bucket(&inner.bucket)
+                .key(&key)
+                .set_range(range.map(|r| r.to_header()))
+                .set_if_match(self.if_match.clone())
+                .customize()
+                .config_override(crate::client::retry_override(false));
+            let key = &key;
+            async move {
+                req.send().await.map_err(|e| {
+                    let e = Error::from_sdk("GetObject", e).with_object(&inner.bucket, key);
+                    match (e.kind(), range) {
+                        (ErrorKind::RangeNotSatisfiable, Some(r)) => Error::new(
+                            ErrorKind::RangeNotSatisfiable,
+                            format!("range {r} lies outside object {key:?}"),
+                        )
+                        .with_object(&inner.bucket, key),
+                        _ => e,
+                    }
+                })
+            }
+        })
+        .await?;
         let envelope = cb.envelope_of(&key, resp.metadata())?;
         let body_len = u64::try_from(resp.content_length().unwrap_or(-1)).map_err(|_| {
             Error::invalid_response("the GET response has no valid Content-Length")

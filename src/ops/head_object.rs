@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::engine::{Reporter, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::handle::{SharedHandle, require_key, user_metadata};
@@ -47,14 +48,22 @@ impl HeadObjectFluentBuilder {
     pub async fn send(self) -> Result<HeadObjectOutput> {
         let key = require_key(self.key)?;
         let inner = &*self.bucket;
-        let resp = inner
-            .client
-            .head_object()
-            .bucket(&inner.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| Error::from_sdk("HeadObject", e).with_object(&inner.bucket, &key))?;
+        let resp = with_retries(inner.transfer.max_attempts, 0, &Reporter::silent(), || {
+            let req = inner
+                .client
+                .head_object()
+                .bucket(&inner.bucket)
+                .key(&key)
+                .customize()
+                .config_override(crate::client::retry_override(false));
+            let key = &key;
+            async move {
+                req.send()
+                    .await
+                    .map_err(|e| Error::from_sdk("HeadObject", e).with_object(&inner.bucket, key))
+            }
+        })
+        .await?;
         let empty = HashMap::new();
         let envelope = Envelope::from_metadata(resp.metadata().unwrap_or(&empty))?;
         // A HEAD without Content-Length says nothing about the size; taking it as 0 would

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::body::PutBody;
-use crate::engine::TransferConfig;
+use crate::engine::{TransferConfig, backoff, worth_retrying};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::handle::{MAX_SINGLE_PUT, SharedHandle, check_user_metadata, require_key};
@@ -186,19 +186,47 @@ impl PutObjectFluentBuilder {
         env.unencrypted_content_md5 = self.record_md5;
         let mut meta = self.metadata;
         meta.extend(env.to_metadata());
-        let out = inner
-            .client
-            .put_object()
-            .bucket(&inner.bucket)
-            .key(&key)
-            .content_length(len as i64)
-            .set_content_type(self.content_type)
-            .set_metadata(Some(meta))
-            .set_if_match(self.if_match)
-            .body(body.into_encrypted(&material, 0)?)
-            .send()
-            .await
-            .map_err(|e| Error::from_sdk("PutObject", e).with_object(&inner.bucket, &key))?;
+        // Retried by the engine (same key, same counter: identical bytes) when the body can be
+        // read again; a reader gets one attempt.
+        let template = body.replay();
+        let max = if template.is_some() {
+            self.config.max_attempts
+        } else {
+            1
+        };
+        let mut first = Some(body);
+        let mut attempt = 1;
+        let out = loop {
+            let body = match first.take() {
+                Some(b) => b,
+                None => template.as_ref().and_then(PutBody::replay).ok_or_else(|| {
+                    Error::invalid_input("the upload body cannot be read a second time")
+                })?,
+            };
+            let sent = inner
+                .client
+                .put_object()
+                .bucket(&inner.bucket)
+                .key(&key)
+                .content_length(len as i64)
+                .set_content_type(self.content_type.clone())
+                .set_metadata(Some(meta.clone()))
+                .set_if_match(self.if_match.clone())
+                .body(body.into_encrypted(&material, 0)?)
+                .customize()
+                .config_override(crate::client::retry_override(false))
+                .send()
+                .await
+                .map_err(|e| Error::from_sdk("PutObject", e).with_object(&inner.bucket, &key));
+            match sent {
+                Ok(out) => break out,
+                Err(e) if worth_retrying(&e) && attempt < max => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(PutObjectOutput {
             e_tag: out.e_tag,
             version_id: out.version_id,

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::checkpoint::{Checkpoint, DonePart, LocalFile};
 use crate::cipher::ContentMaterial;
-use crate::engine::{Reporter, TransferConfig, backoff, run_bounded, with_retries, worth_retrying};
+use crate::engine::{Reporter, TransferConfig, backoff, run_bounded, worth_retrying};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{SharedHandle, check_recorded_size, require_key};
 use crate::multipart::PartSize;
@@ -157,13 +157,12 @@ impl DownloadFileFluentBuilder {
         mut restarted: Option<String>,
     ) -> Result<DownloadFileOutput> {
         let bucket = &self.bucket;
-        // Retried like the parts: a store that is briefly unavailable (503, a node failing
-        // over) should not fail a download before it starts.
-        let quiet = Reporter::new(self.opts.progress.clone(), 0);
-        let head = with_retries(self.opts.config.max_attempts, 0, &quiet, || {
-            HeadObjectFluentBuilder::new(bucket.clone()).key(key).send()
-        })
-        .await?;
+        // Retried by the engine inside head_object: a store that is briefly unavailable (503,
+        // a node failing over) should not fail a download before it starts.
+        let head = HeadObjectFluentBuilder::new(bucket.clone())
+            .key(key)
+            .send()
+            .await?;
         bucket.check_unencrypted(key, head.envelope.as_ref())?;
         let size = head.object_size;
         if let Some(env) = &head.envelope {

@@ -243,17 +243,17 @@ impl UploadFileFluentBuilder {
             resumed_bytes: 0,
             resumed_parts: 0,
         });
-        let out = with_retries(self.opts.config.max_attempts, 1, report, || async {
-            let mut put = PutObjectFluentBuilder::new(self.bucket.clone())
-                .key(key)
-                .body(PutBody::from_path(path).await?)
-                .set_content_type(self.content_type.clone());
-            for (k, v) in &self.metadata {
-                put = put.metadata(k, v);
-            }
-            put.send().await
-        })
-        .await?;
+        // One PUT: retried inside `put_object` by the engine (the file body is replayable),
+        // with this call's attempts.
+        let mut put = PutObjectFluentBuilder::new(self.bucket.clone())
+            .key(key)
+            .body(PutBody::from_path(path).await?)
+            .set_content_type(self.content_type.clone())
+            .transfer_config(self.opts.config);
+        for (k, v) in &self.metadata {
+            put = put.metadata(k, v);
+        }
+        let out = put.send().await?;
         report.add(size);
         report.emit(ProgressEvent::PartDone {
             part_number: 1,
