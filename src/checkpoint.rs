@@ -25,7 +25,7 @@ use zeroize::Zeroize as _;
 
 use crate::cipher::ContentMaterial;
 use crate::error::{Error, ErrorKind, Result};
-pub(crate) use crate::partial::{create_private_dir, sync_dir};
+use crate::partial::{create_private_dir, sync_dir};
 
 const FORMAT: &str = "cryptobucket-checkpoint";
 const VERSION: u32 = 1;

@@ -200,7 +200,8 @@ fn trailer(nonce: &str) -> String {
     format!("\ncryptobucket partial file {nonce}\n")
 }
 
-fn write_at(file: &File, data: &[u8], pos: u64) -> std::io::Result<()> {
+/// Writes all of `data` at byte `pos` (a positioned write; the file offset is not used).
+pub(crate) fn write_at(file: &File, data: &[u8], pos: u64) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         std::os::unix::fs::FileExt::write_all_at(file, data, pos)

@@ -207,12 +207,13 @@ impl GetObjectFluentBuilder {
                 // server that ignores Range) or a 206 that left the header out. Only the
                 // object's size can tell which; the body length must then prove it.
                 Some(r) => {
-                    let size = match (&self.pin, envelope.as_ref()) {
-                        (Some((pin, _)), _) => pin.size,
-                        (None, Some(env)) if env.recorded_plaintext_size().is_some() => {
-                            env.recorded_plaintext_size().unwrap_or_default()
-                        }
-                        _ => {
+                    let known = match (&self.pin, envelope.as_ref()) {
+                        (Some((pin, _)), _) => Some(pin.size),
+                        (None, env) => env.and_then(Envelope::recorded_plaintext_size),
+                    };
+                    let size = match known {
+                        Some(size) => size,
+                        None => {
                             let head = HeadObjectFluentBuilder::new(cb.clone())
                                 .key(&key)
                                 .send()

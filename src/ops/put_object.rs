@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::body::PutBody;
-use crate::engine::{TransferConfig, backoff, worth_retrying};
+use crate::engine::{Reporter, TransferConfig, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::handle::{MAX_SINGLE_PUT, SharedHandle, check_user_metadata, require_key};
@@ -195,38 +195,38 @@ impl PutObjectFluentBuilder {
             1
         };
         let mut first = Some(body);
-        let mut attempt = 1;
-        let out = loop {
-            let body = match first.take() {
-                Some(b) => b,
-                None => template.as_ref().and_then(PutBody::replay).ok_or_else(|| {
+        let out = with_retries(max, 1, &Reporter::silent(), || {
+            let body = first
+                .take()
+                .or_else(|| template.as_ref().and_then(PutBody::replay));
+            let (meta, content_type, if_match) = (
+                meta.clone(),
+                self.content_type.clone(),
+                self.if_match.clone(),
+            );
+            let (key, material) = (&key, &material);
+            async move {
+                let body = body.ok_or_else(|| {
                     Error::invalid_input("the upload body cannot be read a second time")
-                })?,
-            };
-            let sent = inner
-                .client
-                .put_object()
-                .bucket(&inner.bucket)
-                .key(&key)
-                .content_length(len as i64)
-                .set_content_type(self.content_type.clone())
-                .set_metadata(Some(meta.clone()))
-                .set_if_match(self.if_match.clone())
-                .body(body.into_encrypted(&material, 0)?)
-                .customize()
-                .config_override(crate::client::retry_override(false))
-                .send()
-                .await
-                .map_err(|e| Error::from_sdk("PutObject", e).with_object(&inner.bucket, &key));
-            match sent {
-                Ok(out) => break out,
-                Err(e) if worth_retrying(&e) && attempt < max => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => return Err(e),
+                })?;
+                inner
+                    .client
+                    .put_object()
+                    .bucket(&inner.bucket)
+                    .key(key)
+                    .content_length(len as i64)
+                    .set_content_type(content_type)
+                    .set_metadata(Some(meta))
+                    .set_if_match(if_match)
+                    .body(body.into_encrypted(material, 0)?)
+                    .customize()
+                    .config_override(crate::client::retry_override(false))
+                    .send()
+                    .await
+                    .map_err(|e| Error::from_sdk("PutObject", e).with_object(&inner.bucket, key))
             }
-        };
+        })
+        .await?;
         Ok(PutObjectOutput {
             e_tag: out.e_tag,
             version_id: out.version_id,

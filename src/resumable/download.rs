@@ -436,7 +436,8 @@ struct Span {
 
 impl Span {
     /// Fetches the span; after a retryable failure it continues from the first range not yet
-    /// written (each range gets `max_attempts` attempts).
+    /// written. Each range gets `max_attempts` attempts: the stream that broke inside a range
+    /// was that range's attempt.
     async fn fetch(self) -> Result<()> {
         let end = self.first + self.units;
         let mut next = self.first;
@@ -445,8 +446,14 @@ impl Span {
             let before = next;
             match self.stream(&mut next, end).await {
                 Ok(()) => {}
-                Err(e) if worth_retrying(&e) && (next > before || attempt < self.max_attempts) => {
-                    attempt = if next > before { 2 } else { attempt + 1 };
+                Err(e) => {
+                    if next > before {
+                        attempt = 1; // a new range: the broken stream was its first attempt
+                    }
+                    if !worth_retrying(&e) || attempt >= self.max_attempts {
+                        return Err(e);
+                    }
+                    attempt += 1;
                     self.report.emit(ProgressEvent::Retrying {
                         part_number: next,
                         attempt,
@@ -454,7 +461,6 @@ impl Span {
                     });
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -550,25 +556,11 @@ fn write_all_at(
     chunks: &[bytes::Bytes],
     mut pos: u64,
 ) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt as _;
-        for c in chunks {
-            file.write_all_at(c, pos)?;
-            pos += c.len() as u64;
-        }
-        Ok(())
+    for c in chunks {
+        crate::partial::write_at(file, c, pos)?;
+        pos += c.len() as u64;
     }
-    #[cfg(not(unix))]
-    {
-        use std::io::{Seek as _, Write as _};
-        let mut f = file;
-        f.seek(std::io::SeekFrom::Start(pos))?;
-        for c in chunks {
-            f.write_all(c)?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 #[cfg(test)]
