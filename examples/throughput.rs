@@ -12,7 +12,7 @@
 //! cores with the client. Rounds alternate which side goes first; the best round of each side
 //! counts. The last line is `encrypted/plain throughput ratio: put X get Y`.
 
-use cryptobucket_testkit::server;
+use cryptobucket_testkit::{make_file, parse_size, server};
 
 use std::path::Path;
 use std::time::Instant;
@@ -32,20 +32,6 @@ struct Opts {
     rounds: usize,
     endpoint: Option<String>,
     bucket: String,
-}
-
-fn parse_size(s: &str) -> Result<u64, BoxError> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        other => return Err(format!("unknown unit {other}").into()),
-    };
-    Ok(n.parse::<u64>()? * mult)
 }
 
 fn opts() -> Result<Opts, BoxError> {
@@ -72,25 +58,6 @@ fn opts() -> Result<Opts, BoxError> {
         }
     }
     Ok(o)
-}
-
-/// Fills `path` with `size` bytes of AES-CTR keystream (incompressible, fast to make).
-fn make_file(path: &Path, size: u64) -> Result<(), BoxError> {
-    use std::io::Write as _;
-    let m = cryptobucket::ContentMaterial::from_parts([5; 32], [6; 16]);
-    let mut c = m.cipher_at(0)?;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut buf = vec![0u8; 8 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        buf[..n].fill(0);
-        c.apply(&mut buf[..n]);
-        f.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    f.flush()?;
-    Ok(())
 }
 
 /// Plain multipart upload with the same part size and concurrency.

@@ -13,8 +13,11 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use std::sync::Arc;
+
 use crate::cipher::{ContentMaterial, CtrCipher};
 use crate::error::{Error, ErrorKind, Result};
+use crate::integrity::{ChunkTagger, ChunkVerifier, TAG_LEN, TagKey};
 
 /// Chunk size used when reading plaintext sources.
 pub(crate) const CHUNK: usize = 1 << 20;
@@ -181,6 +184,39 @@ impl PutBody {
         self.len() == Some(0)
     }
 
+    /// Reads the whole body into memory (for small bodies whose tags go into the metadata).
+    pub(crate) async fn into_bytes(self) -> Result<Bytes> {
+        let len = self.len;
+        let mut reader: Reader = match self.source {
+            Source::Bytes(b) => return Ok(b),
+            Source::File(path, start) => Box::pin(tokio::fs::File::from_std(
+                open_at(&path, start)
+                    .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?,
+            )),
+            Source::Reader(r) => r
+                .into_inner()
+                .ok()
+                .flatten()
+                .ok_or_else(|| Error::invalid_input("reader body already used"))?,
+        };
+        let mut buf = Vec::with_capacity(len.min(64 << 20) as usize);
+        (&mut reader)
+            .take(len)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| Error::io("cannot read the upload source", e))?;
+        if self.known_len && buf.len() as u64 != len {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "the upload source ended after {} of {len} bytes (did the file shrink?)",
+                    buf.len()
+                ),
+            ));
+        }
+        Ok(buf.into())
+    }
+
     /// Splits the body into what the multipart path reads parts from.
     pub(crate) fn into_part_source(self) -> Result<PartSource> {
         Ok(match self.source {
@@ -197,10 +233,15 @@ impl PutBody {
 
     /// The encrypted request body: the plaintext encrypted as the bytes at plaintext offset
     /// `offset` of the object (0 for a whole object, the part's start for a part).
+    ///
+    /// With `tags`, the body also computes the integrity tags of its ciphertext as it streams
+    /// and leaves them in the sink once the last byte is produced (every attempt of a retried
+    /// request recomputes them; they are identical, as the bytes are).
     pub(crate) fn into_encrypted(
         self,
         material: &ContentMaterial,
         offset: u64,
+        tags: Option<&TagSink>,
     ) -> Result<ByteStream> {
         if !self.known_len {
             return Err(Error::invalid_input(
@@ -210,12 +251,19 @@ impl PutBody {
         let len = self.len;
         // Set the cipher up once here so a key problem is an error now, not mid-body.
         CtrCipher::new(material, offset)?;
+        if let Some(sink) = tags
+            && len == 0
+        {
+            // An empty body is never polled: its (empty) region has no full chunk to tag.
+            sink.store(sink.tagger(offset).finish());
+        }
+        let tags = tags.cloned();
         let body = match self.source {
             Source::Bytes(bytes) => {
                 let material = material.clone();
                 SdkBody::retryable(move || {
                     let reader: Reader = Box::pin(io::Cursor::new(bytes.clone()));
-                    EncryptingBody::sdk_body(reader, &material, offset, len)
+                    EncryptingBody::sdk_body(reader, &material, offset, len, tags.clone())
                 })
             }
             Source::File(path, start) => {
@@ -225,7 +273,7 @@ impl PutBody {
                         Ok(f) => Box::pin(tokio::fs::File::from_std(f)),
                         Err(e) => Box::pin(FailingReader(Some(e))),
                     };
-                    EncryptingBody::sdk_body(reader, &material, offset, len)
+                    EncryptingBody::sdk_body(reader, &material, offset, len, tags.clone())
                 })
             }
             Source::Reader(reader) => {
@@ -234,7 +282,7 @@ impl PutBody {
                     .ok()
                     .flatten()
                     .ok_or_else(|| Error::invalid_input("reader body already used"))?;
-                EncryptingBody::sdk_body(reader, material, offset, len)
+                EncryptingBody::sdk_body(reader, material, offset, len, tags)
             }
         };
         Ok(ByteStream::new(body))
@@ -305,16 +353,89 @@ struct EncryptingBody {
     cipher: Option<CtrCipher>,
     remaining: u64,
     total: u64,
+    tags: Option<(ChunkTagger, TagSink)>,
 }
 
 impl EncryptingBody {
-    fn sdk_body(reader: Reader, material: &ContentMaterial, offset: u64, len: u64) -> SdkBody {
+    fn sdk_body(
+        reader: Reader,
+        material: &ContentMaterial,
+        offset: u64,
+        len: u64,
+        tags: Option<TagSink>,
+    ) -> SdkBody {
         SdkBody::from_body_1_x(Self {
             reader: Mutex::new(reader),
             cipher: CtrCipher::new(material, offset).ok(),
             remaining: len,
             total: len,
+            tags: tags.map(|sink| (sink.tagger(offset), sink)),
         })
+    }
+}
+
+/// Where an encrypting body leaves the integrity tags of its ciphertext.
+#[derive(Clone)]
+pub(crate) struct TagSink {
+    key: Arc<TagKey>,
+    length: u64,
+    out: Arc<Mutex<Option<Vec<[u8; TAG_LEN]>>>>,
+}
+
+impl TagSink {
+    /// A sink for tags under `key`, whose length field is `length`.
+    pub(crate) fn new(key: Arc<TagKey>, length: u64) -> Self {
+        Self {
+            key,
+            length,
+            out: Arc::default(),
+        }
+    }
+
+    fn tagger(&self, offset: u64) -> ChunkTagger {
+        ChunkTagger::new(self.key.clone(), offset, self.length)
+    }
+
+    fn store(&self, tags: Vec<[u8; TAG_LEN]>) {
+        *self.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(tags);
+    }
+
+    /// The tags of the last body that ran to its end.
+    pub(crate) fn take(&self) -> Option<Vec<[u8; TAG_LEN]>> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The complete tags of a whole object of `size` bytes sent as one body (the empty final
+    /// chunk's tag added when the size is a multiple of the chunk size).
+    pub(crate) fn finished_tags(&self, size: u64) -> Result<Vec<[u8; TAG_LEN]>> {
+        let mut tags = self.take().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Io,
+                "the upload body ended without its integrity tags",
+            )
+        })?;
+        self.complete(&mut tags, size);
+        Ok(tags)
+    }
+
+    /// Adds the empty final chunk's tag where an object of `size` bytes has one.
+    pub(crate) fn complete(&self, tags: &mut Vec<[u8; TAG_LEN]>, size: u64) {
+        if size.is_multiple_of(self.key.chunk_size()) {
+            tags.push(crate::integrity::empty_final_tag(
+                &self.key,
+                size,
+                self.length,
+            ));
+        }
+    }
+
+    /// The complete tags of a whole object whose ciphertext is `ct`.
+    pub(crate) fn tags_of(&self, ct: &[u8], size: u64) -> Vec<[u8; TAG_LEN]> {
+        let mut t = self.tagger(0);
+        t.update(ct);
+        let mut tags = t.finish();
+        self.complete(&mut tags, size);
+        tags
     }
 }
 
@@ -356,6 +477,14 @@ impl http_body::Body for EncryptingBody {
         }
         cipher.apply(&mut buf);
         this.remaining -= n as u64;
+        if let Some((tagger, _)) = &mut this.tags {
+            tagger.update(&buf);
+        }
+        if this.remaining == 0
+            && let Some((tagger, sink)) = this.tags.take()
+        {
+            sink.store(tagger.finish());
+        }
         Poll::Ready(Some(Ok(http_body::Frame::data(buf.freeze()))))
     }
 
@@ -377,6 +506,12 @@ use tokio::io::AsyncReadExt as _;
 /// [`ErrorKind::Truncated`] error, never a short success.
 pub struct DecryptingStream {
     inner: ByteStream,
+    /// Checks the ciphertext chunk by chunk before anything of it is decrypted or returned.
+    verifier: Option<ChunkVerifier>,
+    /// Verified chunks not yet consumed.
+    verified: std::collections::VecDeque<Bytes>,
+    /// Bytes of the response body before the first chunk the verifier checks.
+    lead: u64,
     cipher: Option<CtrCipher>,
     /// Bytes of the response body to drop before the first output byte.
     skip: u64,
@@ -390,6 +525,7 @@ impl std::fmt::Debug for DecryptingStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecryptingStream")
             .field("encrypted", &self.cipher.is_some())
+            .field("verified", &self.verifier.is_some())
             .field("remaining", &self.remaining)
             .finish_non_exhaustive()
     }
@@ -399,11 +535,58 @@ impl DecryptingStream {
     pub(crate) fn new(inner: ByteStream, cipher: Option<CtrCipher>, skip: u64, len: u64) -> Self {
         Self {
             inner,
+            verifier: None,
+            verified: Default::default(),
+            lead: 0,
             cipher,
             skip,
             remaining: len,
             emitted: 0,
             done: false,
+        }
+    }
+
+    /// Verifies the body before decrypting it: the first `lead` bytes of the response are
+    /// dropped, the rest is checked chunk by chunk by `verifier`, and `skip` then counts from
+    /// the first verified chunk.
+    pub(crate) fn verified(mut self, verifier: ChunkVerifier, lead: u64) -> Self {
+        self.verifier = Some(verifier);
+        self.lead = lead;
+        self
+    }
+
+    /// The next piece of (verified, when there is a verifier) ciphertext.
+    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+        loop {
+            if let Some(chunk) = self.verified.pop_front() {
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            if self.verifier.as_ref().is_some_and(ChunkVerifier::is_done) {
+                return Poll::Ready(None);
+            }
+            let mut raw = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                Some(Ok(raw)) => raw,
+                Some(Err(e)) => {
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::Truncated,
+                        format!(
+                            "the download broke off after {} bytes ({} still expected): {e}",
+                            self.emitted, self.remaining
+                        ),
+                    )
+                    .with_source(e))));
+                }
+                None => return Poll::Ready(None),
+            };
+            let Some(verifier) = self.verifier.as_mut() else {
+                return Poll::Ready(Some(Ok(raw)));
+            };
+            if self.lead > 0 {
+                let drop = self.lead.min(raw.len() as u64) as usize;
+                self.lead -= drop as u64;
+                raw = raw.slice(drop..);
+            }
+            self.verified.extend(verifier.update(raw)?);
         }
     }
 
@@ -456,18 +639,11 @@ impl Stream for DecryptingStream {
                 this.done = true;
                 return Poll::Ready(None);
             }
-            let chunk = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            let chunk = match ready!(this.poll_source(cx)) {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(Error::new(
-                        ErrorKind::Truncated,
-                        format!(
-                            "the download broke off after {} bytes ({} still expected): {e}",
-                            this.emitted, this.remaining
-                        ),
-                    )
-                    .with_source(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 None => {
                     this.done = true;

@@ -28,6 +28,8 @@ pub struct CryptoBucketBuilder {
     keyring: Option<Keyring>,
     unencrypted: UnencryptedPolicy,
     transfer: TransferConfig,
+    strict: Option<bool>,
+    no_integrity: bool,
 }
 
 impl std::fmt::Debug for CryptoBucketBuilder {
@@ -79,19 +81,42 @@ impl CryptoBucketBuilder {
         self
     }
 
+    /// Strict mode for this bucket, overriding the keyring's
+    /// ([`KeyringBuilder::strict`](crate::keys::KeyringBuilder::strict)): every object read
+    /// must carry integrity data, and RSA-wrapped ones a trusted signature.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = Some(strict);
+        self
+    }
+
+    /// Whether new objects get integrity data (tags, key commitment, signature). On by
+    /// default; turn it off only for readers that cannot tolerate the extra metadata or the
+    /// `.cbtags` sidecar objects (the OSS SDKs ignore both).
+    pub fn write_integrity(mut self, on: bool) -> Self {
+        self.no_integrity = !on;
+        self
+    }
+
     /// Builds the bucket; fails when a required field is missing or the transfer
     /// configuration is invalid.
     pub fn build(self) -> Result<CryptoBucket> {
         let missing =
             |f: &str| Error::invalid_input(format!("CryptoBucket builder: {f} is required"));
         self.transfer.validate()?;
+        let keyring = self.keyring.ok_or_else(|| missing("keyring"))?;
+        let mut integrity = keyring.integrity().clone();
+        if let Some(strict) = self.strict {
+            integrity.strict = strict;
+        }
         Ok(CryptoBucket {
             inner: Arc::new(Handle {
                 client: self.client.ok_or_else(|| missing("client"))?,
                 bucket: self.bucket.ok_or_else(|| missing("bucket"))?,
-                keyring: self.keyring.ok_or_else(|| missing("keyring"))?,
+                integrity,
+                keyring,
                 unencrypted: self.unencrypted,
                 transfer: self.transfer,
+                write_integrity: !self.no_integrity,
             }),
         })
     }
@@ -104,9 +129,11 @@ impl CryptoBucket {
             inner: Arc::new(Handle {
                 client,
                 bucket: bucket.into(),
+                integrity: keyring.integrity().clone(),
                 keyring,
                 unencrypted: UnencryptedPolicy::Refuse,
                 transfer: TransferConfig::default(),
+                write_integrity: true,
             }),
         }
     }

@@ -75,6 +75,9 @@ pub(crate) struct DonePart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) e_tag: Option<String>,
     pub(crate) size: u64,
+    /// The part's integrity tags, base64 (uploads with integrity data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tags: Option<String>,
 }
 
 /// The local file of a transfer and what it looked like.
@@ -311,6 +314,7 @@ mod tests {
             part_number: 1,
             e_tag: Some("\"e\"".into()),
             size: 16,
+            tags: None,
         });
         cp
     }

@@ -67,6 +67,43 @@ pub enum ErrorKind {
     /// The store or key service refused the credentials or the permission (HTTP 401/403,
     /// `AccessDenied`, `SignatureDoesNotMatch`, an expired token).
     AccessDenied,
+    /// An integrity tag does not match the data: the ciphertext of the named chunks was changed,
+    /// truncated, extended, reordered or spliced in from another object.
+    TagMismatch,
+    /// The object carries no integrity data (written by another SDK, or stripped) and strict
+    /// mode requires it; or its metadata announces integrity data that is missing.
+    MissingIntegrity,
+    /// The key commitment in the metadata does not match the unwrapped content key: the
+    /// wrapped key, the IV or the integrity header was changed or swapped.
+    CommitmentMismatch,
+    /// The integrity record belongs to another object (its object id differs).
+    ObjectIdMismatch,
+    /// The integrity record's signature is invalid, or missing where one is required.
+    SignatureInvalid,
+    /// The integrity record is signed by a key the keyring does not trust.
+    UntrustedSigner,
+}
+
+impl ErrorKind {
+    /// True for the kinds that say an object failed verification (tampered, truncated,
+    /// spliced, forged, or missing the integrity data strict mode requires): never retryable,
+    /// and never a reason to keep partial output.
+    ///
+    /// ```
+    /// assert!(cryptobucket::ErrorKind::TagMismatch.is_integrity_failure());
+    /// assert!(!cryptobucket::ErrorKind::Transport.is_integrity_failure());
+    /// ```
+    pub fn is_integrity_failure(self) -> bool {
+        matches!(
+            self,
+            Self::TagMismatch
+                | Self::MissingIntegrity
+                | Self::CommitmentMismatch
+                | Self::ObjectIdMismatch
+                | Self::SignatureInvalid
+                | Self::UntrustedSigner
+        )
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -91,6 +128,12 @@ impl fmt::Display for ErrorKind {
             Self::Io => "local I/O error",
             Self::AccessDenied => "access denied",
             Self::Busy => "transfer in progress elsewhere",
+            Self::TagMismatch => "integrity tag mismatch",
+            Self::MissingIntegrity => "integrity data missing",
+            Self::CommitmentMismatch => "key commitment mismatch",
+            Self::ObjectIdMismatch => "integrity record of another object",
+            Self::SignatureInvalid => "integrity signature invalid",
+            Self::UntrustedSigner => "integrity signer not trusted",
         })
     }
 }

@@ -10,6 +10,22 @@ use std::path::Path;
 use crate::envelope::{Envelope, MatDesc};
 use crate::range::{ByteRange, ContentRange};
 
+/// Metadata from `key\tvalue` lines; a key whose first byte is below `names.len()` stands for
+/// `names[byte]`.
+fn metadata_lines(data: &[u8], names: &[&str]) -> HashMap<String, String> {
+    let text = String::from_utf8_lossy(data);
+    let mut meta = HashMap::new();
+    for line in text.split('\n') {
+        let (k, v) = line.split_once('\t').unwrap_or((line, ""));
+        let k = match k.as_bytes().first() {
+            Some(&b) if (b as usize) < names.len() => names[b as usize].to_owned(),
+            _ => k.to_owned(),
+        };
+        meta.insert(k, v.to_owned());
+    }
+    meta
+}
+
 /// Object metadata, as `key\tvalue` lines; a line's first byte below 16 picks a real header
 /// name (so the fuzzer reaches deep into the parser quickly).
 pub fn envelope(data: &[u8]) {
@@ -31,16 +47,7 @@ pub fn envelope(data: &[u8]) {
         "oss-crypto-matdesc",
         "unencrypted-content-length",
     ];
-    let text = String::from_utf8_lossy(data);
-    let mut meta = HashMap::new();
-    for line in text.split('\n') {
-        let (k, v) = line.split_once('\t').unwrap_or((line, ""));
-        let k = match k.as_bytes().first() {
-            Some(&b) if (b as usize) < NAMES.len() => NAMES[b as usize].to_owned(),
-            _ => k.to_owned(),
-        };
-        meta.insert(k, v.to_owned());
-    }
+    let meta = metadata_lines(data, &NAMES);
     if let Ok(Some(env)) = Envelope::from_metadata(&meta) {
         let _ = env.recorded_plaintext_size();
         let _ = env.wrapped_key.decode("key");
@@ -126,5 +133,25 @@ pub fn list_parts_paging(data: &[u8]) {
             Ok(Some(next)) => marker = Some(next),
             Ok(None) | Err(_) => break,
         }
+    }
+}
+
+/// Integrity metadata, as `key\tvalue` lines; a line's first byte below 3 picks one of the
+/// three integrity header names. What parses must re-encode to the same record.
+pub fn integrity(data: &[u8]) {
+    use crate::integrity::{IntegrityRecord, META_INTEGRITY, META_SIGNATURE, META_TAGS};
+    const NAMES: [&str; 3] = [META_INTEGRITY, META_TAGS, META_SIGNATURE];
+    let meta = metadata_lines(data, &NAMES);
+    if let Ok(Some(record)) = IntegrityRecord::from_metadata(&meta) {
+        for size in [0, 1, u64::MAX / 2, u64::MAX] {
+            let _ = record.chunk_count(size);
+        }
+        let _ = record.check_sidecar_header(data);
+        let mut again = HashMap::new();
+        record.to_metadata(&mut again);
+        let back = IntegrityRecord::from_metadata(&again)
+            .expect("a parsed record re-encodes")
+            .expect("and is still a record");
+        assert_eq!(back, record);
     }
 }

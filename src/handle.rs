@@ -12,6 +12,7 @@ use aws_sdk_s3::Client;
 use crate::engine::TransferConfig;
 use crate::envelope::{self, Envelope};
 use crate::error::{Error, ErrorKind, Result};
+use crate::integrity::{IntegrityPolicy, IntegrityRecord, LengthMode, TagKey};
 use crate::keys::Keyring;
 
 /// Largest single PUT S3 accepts (5 GiB).
@@ -40,6 +41,10 @@ pub(crate) struct Handle {
     pub(crate) keyring: Keyring,
     pub(crate) unencrypted: UnencryptedPolicy,
     pub(crate) transfer: TransferConfig,
+    /// The keyring's integrity policy, with the bucket's strict-mode override applied.
+    pub(crate) integrity: IntegrityPolicy,
+    /// Whether new objects get integrity data (default true).
+    pub(crate) write_integrity: bool,
 }
 
 /// What operations hold.
@@ -74,6 +79,24 @@ impl Handle {
     /// The transfer configuration operations start from.
     pub(crate) fn transfer_config(&self) -> &TransferConfig {
         &self.transfer
+    }
+
+    /// A new integrity record for an object about to be written with `material` (signed when
+    /// the keyring has a signing key) and its tag key; `None` when writing integrity data is
+    /// off. `part_size` (of a multipart upload) decides the chunk size and is committed to.
+    pub(crate) fn new_integrity(
+        &self,
+        material: &crate::cipher::ContentMaterial,
+        part_size: Option<u64>,
+        mode: LengthMode,
+    ) -> Result<Option<(IntegrityRecord, Arc<TagKey>)>> {
+        if !self.write_integrity {
+            return Ok(None);
+        }
+        let chunk = crate::integrity::chunk_size_for(part_size)?;
+        let (mut record, key) = IntegrityRecord::new(material, chunk, mode, part_size)?;
+        self.integrity.sign(&mut record);
+        Ok(Some((record, Arc::new(key))))
     }
 
     /// Parses the envelope from object metadata and applies the unencrypted-object policy.
@@ -119,9 +142,15 @@ pub(crate) fn check_recorded_size(key: &str, env: &Envelope, size: u64) -> Resul
     }
 }
 
-/// Refuses user metadata that would shadow the encryption envelope.
+/// True for metadata keys this crate manages: the encryption envelope and the integrity
+/// record (`cryptobucket-*`).
+pub(crate) fn is_reserved_key(key: &str) -> bool {
+    envelope::is_envelope_key(key) || key.to_ascii_lowercase().starts_with("cryptobucket-")
+}
+
+/// Refuses user metadata that would shadow the encryption envelope or the integrity record.
 pub(crate) fn check_user_metadata(meta: &HashMap<String, String>) -> Result<()> {
-    match meta.keys().find(|k| envelope::is_envelope_key(k)) {
+    match meta.keys().find(|k| is_reserved_key(k)) {
         Some(bad) => Err(Error::invalid_input(format!(
             "user metadata key {bad:?} collides with the encryption metadata"
         ))),
@@ -138,7 +167,7 @@ pub(crate) fn require_key(key: Option<String>) -> Result<String> {
 pub(crate) fn user_metadata(meta: Option<&HashMap<String, String>>) -> HashMap<String, String> {
     meta.map(|m| {
         m.iter()
-            .filter(|(k, _)| !envelope::is_envelope_key(k))
+            .filter(|(k, _)| !is_reserved_key(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     })

@@ -33,8 +33,11 @@
 //! # let _ = bytes; Ok(()) }
 //! ```
 //!
-//! Security: the format has no integrity protection (see README's security notes); this crate
-//! checks lengths and sizes, but cannot detect bit flips by someone with write access.
+//! Integrity: the OSS format itself has no MAC; every object this crate writes also carries
+//! integrity data (chunk tags, key commitment, optional writer signature; [`integrity`],
+//! `spec/integrity.md`), and every read verifies what it returns. Strict mode
+//! ([`KeyringBuilder::strict`](keys::KeyringBuilder::strict)) refuses objects that cannot be
+//! verified. What this covers and what it cannot: SECURITY.md.
 
 #![warn(
     missing_docs,
@@ -54,6 +57,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
+pub mod integrity;
 pub mod keys;
 pub mod multipart;
 mod ops;
@@ -74,6 +78,7 @@ pub use client::{ChecksumPolicy, ClientOptions};
 pub use engine::{FailedUploadPolicy, TransferConfig};
 pub use envelope::{Envelope, FormatVersion, MatDesc, WrapAlgorithm};
 pub use error::{Error, ErrorKind, Result};
+pub use integrity::{IntegrityState, SignerPublicKey, SigningKey};
 pub use keys::{
     AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, KeyEntry,
     KeyProvider, Keyring, KeyringBuilder, KeyringFile, RsaKeyPair, RsaPadding, WrappedMaterial,

@@ -15,12 +15,13 @@ use std::sync::Arc;
 
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedPart};
 
-use crate::body::PutBody;
+use crate::body::{PutBody, TagSink};
 use crate::cipher::{BLOCK_LEN, ContentMaterial};
 use crate::engine::{FailedUploadPolicy, Reporter, TransferConfig, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{CryptoBucket, SharedHandle, check_user_metadata, require_key};
+use crate::integrity::{IntegrityRecord, LengthMode, TAG_LEN, TagKey, length_field};
 
 pub use crate::parts::{
     DEFAULT_PART_SIZE, DEFAULT_UNKNOWN_SIZE_PART_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE,
@@ -37,6 +38,10 @@ pub struct CompletedPart {
     pub e_tag: String,
     /// Plaintext (= ciphertext) length of the part.
     pub size: u64,
+    /// The integrity tags of the part's chunks, as [`MultipartUpload::upload_part`] computed
+    /// them (`None` for uploads without integrity data). Keep them with the ETag when you
+    /// record parts yourself: completing an upload with integrity data needs them.
+    pub integrity_tags: Option<Vec<[u8; TAG_LEN]>>,
 }
 
 impl CompletedPart {
@@ -51,7 +56,14 @@ impl CompletedPart {
             part_number,
             e_tag: e_tag.into(),
             size,
+            integrity_tags: None,
         }
+    }
+
+    /// Attaches the part's integrity tags (see [`integrity_tags`](Self::integrity_tags)).
+    pub fn with_integrity_tags(mut self, tags: Vec<[u8; TAG_LEN]>) -> Self {
+        self.integrity_tags = Some(tags);
+        self
     }
 }
 
@@ -155,6 +167,16 @@ impl CreateMultipartUploadFluentBuilder {
         env.part_size = Some(part_size);
         let mut meta = self.metadata;
         meta.extend(env.to_metadata());
+        let mode = match self.data_size {
+            Some(_) => LengthMode::Bound,
+            None => LengthMode::Unbound,
+        };
+        let integrity = self
+            .bucket
+            .new_integrity(&material, Some(part_size), mode)?;
+        if let Some((record, _)) = &integrity {
+            record.to_metadata(&mut meta);
+        }
         let out = self
             .bucket
             .client()
@@ -180,6 +202,7 @@ impl CreateMultipartUploadFluentBuilder {
                 envelope: env,
                 part_size,
                 data_size: self.data_size,
+                integrity,
             }),
         })
     }
@@ -193,6 +216,8 @@ struct UploadInner {
     envelope: Envelope,
     part_size: u64,
     data_size: Option<u64>,
+    /// The integrity record written at initiate and its tag key (`None`: no integrity data).
+    integrity: Option<(IntegrityRecord, Arc<TagKey>)>,
 }
 
 /// An encrypted multipart upload in progress. Cheap to clone; clones share the content key, so
@@ -236,13 +261,18 @@ impl MultipartUpload {
     /// S3 cannot tell us which key an upload was started with, so keep the envelope with the
     /// upload id (as [`upload_file`](CryptoBucket::upload_file)'s checkpoints do); a wrong
     /// envelope would produce an object that mixes two keys.
+    ///
+    /// An upload started with integrity data needs its record too (`record`: from
+    /// [`integrity_record`](Self::integrity_record) at initiate); its key commitment is checked
+    /// against the unwrapped key.
     pub async fn resume(
         bucket: &CryptoBucket,
         key: impl Into<String>,
         upload_id: impl Into<String>,
         envelope: Envelope,
+        record: Option<IntegrityRecord>,
     ) -> Result<Self> {
-        Self::resume_with(bucket.handle(), key, upload_id, envelope).await
+        Self::resume_with(bucket.handle(), key, upload_id, envelope, record).await
     }
 
     /// [`resume`](Self::resume) for the crate's operations, which hold the shared handle.
@@ -251,6 +281,7 @@ impl MultipartUpload {
         key: impl Into<String>,
         upload_id: impl Into<String>,
         envelope: Envelope,
+        record: Option<IntegrityRecord>,
     ) -> Result<Self> {
         let part_size = envelope.part_size.ok_or_else(|| {
             Error::invalid_metadata("the envelope of a multipart upload must record its part size")
@@ -260,7 +291,18 @@ impl MultipartUpload {
                 "part size {part_size} is not a positive multiple of 16"
             )));
         }
-        let material = bucket.keyring().unwrap(&envelope).await?;
+        let (material, tag_key) = bucket
+            .keyring()
+            .unwrap_committed(&envelope, record.as_ref())
+            .await?;
+        if let Some(r) = &record
+            && part_size % u64::from(r.chunk_size) != 0
+        {
+            return Err(Error::invalid_metadata(format!(
+                "part size {part_size} is not a multiple of the integrity chunk size {}",
+                r.chunk_size
+            )));
+        }
         Ok(Self {
             inner: Arc::new(UploadInner {
                 bucket: bucket.clone(),
@@ -270,6 +312,7 @@ impl MultipartUpload {
                 data_size: envelope.data_size,
                 envelope,
                 part_size,
+                integrity: record.zip(tag_key.map(Arc::new)),
             }),
         })
     }
@@ -297,6 +340,22 @@ impl MultipartUpload {
     /// The envelope written at initiate (wrapped key material only).
     pub fn envelope(&self) -> &Envelope {
         &self.inner.envelope
+    }
+
+    /// The integrity record written at initiate (`None`: the upload writes no integrity data).
+    /// Keep it with the envelope to [`resume`](Self::resume) the upload elsewhere.
+    pub fn integrity_record(&self) -> Option<&IntegrityRecord> {
+        self.inner.integrity.as_ref().map(|(r, _)| r)
+    }
+
+    /// The metadata written at initiate that a resumed upload needs: the envelope and the
+    /// integrity record.
+    pub(crate) fn recorded_metadata(&self) -> HashMap<String, String> {
+        let mut m = self.inner.envelope.to_metadata();
+        if let Some(r) = self.integrity_record() {
+            r.to_metadata(&mut m);
+        }
+        m
     }
 
     /// Number of parts, when the data size is known (an empty object has one empty part).
@@ -386,6 +445,12 @@ impl MultipartUpload {
             None => {}
         }
         let inner = &self.inner;
+        let sink = inner.integrity.as_ref().map(|(r, k)| {
+            TagSink::new(
+                k.clone(),
+                length_field(r.length_mode, inner.data_size.unwrap_or(0)),
+            )
+        });
         let out = inner
             .bucket
             .client()
@@ -395,7 +460,7 @@ impl MultipartUpload {
             .upload_id(&inner.upload_id)
             .part_number(part_number as i32)
             .content_length(len as i64)
-            .body(body.into_encrypted(&inner.material, offset)?)
+            .body(body.into_encrypted(&inner.material, offset, sink.as_ref())?)
             .customize()
             .config_override(crate::client::retry_override(sdk_retries))
             .send()
@@ -404,10 +469,20 @@ impl MultipartUpload {
         let e_tag = out
             .e_tag
             .ok_or_else(|| Error::invalid_response("UploadPart returned no ETag"))?;
+        let integrity_tags = match &sink {
+            Some(sink) => Some(sink.take().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Io,
+                    "the part body ended without its integrity tags",
+                )
+            })?),
+            None => None,
+        };
         Ok(CompletedPart {
             part_number,
             e_tag,
             size: len,
+            integrity_tags,
         })
     }
 
@@ -514,6 +589,10 @@ impl MultipartUpload {
                 "the parts hold {total} bytes but the upload was started for {size}"
             )));
         }
+        let tags = match &inner.integrity {
+            Some((record, key)) => Some(Self::assemble_tags(record, key, &parts, total)?),
+            None => None,
+        };
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
@@ -539,11 +618,48 @@ impl MultipartUpload {
             .send()
             .await
             .map_err(|e| self.upload_error("CompleteMultipartUpload", e))?;
+        if let (Some((record, _)), Some(tags)) = (&inner.integrity, tags) {
+            crate::ops::sidecar::put(&inner.bucket, &inner.key, record, &tags).await?;
+        }
         Ok(CompleteMultipartUploadOutput {
             e_tag: out.e_tag,
             version_id: out.version_id,
             size: total,
         })
+    }
+
+    /// The whole object's tags from its parts' (checked to cover every chunk).
+    fn assemble_tags(
+        record: &IntegrityRecord,
+        key: &Arc<TagKey>,
+        parts: &[CompletedPart],
+        total: u64,
+    ) -> Result<Vec<[u8; TAG_LEN]>> {
+        let c = u64::from(record.chunk_size);
+        let mut tags = Vec::with_capacity(record.chunk_count(total) as usize);
+        for p in parts {
+            let t = p.integrity_tags.as_ref().ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "part {} has no integrity tags; complete with the parts upload_part                      returned (or attach their tags with CompletedPart::with_integrity_tags)",
+                    p.part_number
+                ))
+            })?;
+            if t.len() as u64 != p.size.div_ceil(c) {
+                return Err(Error::invalid_input(format!(
+                    "part {} carries {} integrity tags; its {} bytes have {} chunks",
+                    p.part_number,
+                    t.len(),
+                    p.size,
+                    p.size.div_ceil(c)
+                )));
+            }
+            tags.extend_from_slice(t);
+        }
+        if total.is_multiple_of(c) {
+            let length = length_field(record.length_mode, total);
+            tags.push(crate::integrity::empty_final_tag(key, total, length));
+        }
+        Ok(tags)
     }
 
     /// Aborts the upload; the store discards its parts.

@@ -174,7 +174,20 @@ impl RewrapObjectFluentBuilder {
                 e_tag,
             });
         }
-        let material = self.bucket.keyring().unwrap(&env).await?;
+        // A rewrap re-signs nothing and does not read the body, so it must not bless an object
+        // whose key does not match its integrity record (or that strict mode would refuse).
+        let record = crate::integrity::IntegrityRecord::from_metadata(meta)
+            .map_err(|e| e.with_object(bucket, &key))?;
+        self.bucket
+            .integrity
+            .check(record.as_ref(), &env.wrap_alg)
+            .map_err(|e| e.with_object(bucket, &key))?;
+        let (material, _) = self
+            .bucket
+            .keyring()
+            .unwrap_committed(&env, record.as_ref())
+            .await
+            .map_err(|e| e.with_object(bucket, &key))?;
         let wrapped = to.provider().wrap(&material).await?;
         let new_env = Envelope {
             version: envelope::FormatVersion::V2,
@@ -426,6 +439,8 @@ async fn reencrypt(
         keyring: crate::Keyring::builder().default_key(to.clone()).build()?,
         unencrypted: cb.unencrypted,
         transfer: config,
+        integrity: cb.integrity.clone(),
+        write_integrity: cb.write_integrity,
     });
     let pin = Pin {
         e_tag: e_tag.clone(),

@@ -4,23 +4,10 @@ use cryptobucket_testkit as support;
 
 use std::collections::HashMap;
 
-use aws_sdk_s3::primitives::ByteStream;
 use cryptobucket::{
     ByteRange, CryptoBucket, ErrorKind, KeyEntry, Keyring, MatDesc, PutBody, UnencryptedPolicy,
 };
-use support::{Fault, bucket_with, keyring_a, pattern, raw_object, rsa};
-
-async fn put_raw(cb: &CryptoBucket, key: &str, body: Vec<u8>, meta: HashMap<String, String>) {
-    cb.client()
-        .put_object()
-        .bucket("bkt")
-        .key(key)
-        .set_metadata(Some(meta))
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .unwrap();
-}
+use support::{Fault, bucket_with, keyring_a, pattern, put_raw, raw_object, rsa};
 
 #[tokio::test]
 async fn round_trip_sizes_and_stored_bytes_differ() {
@@ -123,7 +110,12 @@ async fn file_and_reader_bodies_stream() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Transport, "{err:?}");
+    // (A body this small is read into memory first, for its inline integrity tags.)
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    assert!(
+        err.to_string().contains("ended after 10 of 20 bytes"),
+        "{err}"
+    );
     assert!(cb.head_object().key("short").send().await.is_err());
 }
 
@@ -212,7 +204,9 @@ async fn content_range_that_differs_from_the_request_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidResponse, "{e:?}");
-    assert!(e.to_string().contains("server returned bytes 11-21"), "{e}");
+    // The request was widened to whole integrity chunks (0-1048575); the shifted answer
+    // starts at 1.
+    assert!(e.to_string().contains("server returned bytes 1-99"), "{e}");
 }
 
 #[tokio::test]
@@ -267,13 +261,31 @@ async fn wrong_key_and_missing_key_errors() {
         .unwrap();
     let client = cb.client().clone();
 
-    // Same matdesc, different private key: uniform unwrap error.
+    // Same matdesc, different private key: the key commitment decides, whatever the unwrap
+    // did (implicit rejection; see SECURITY.md).
     let wrong = CryptoBucket::new(
         client.clone(),
         "bkt",
         Keyring::single(rsa("b"), MatDesc::new().with("k", "a")),
     );
     let e = wrong.get_object().key("o").send().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CommitmentMismatch);
+    // An object without integrity data (as other SDKs write it): the uniform unwrap error.
+    let legacy = CryptoBucket::builder()
+        .client(client.clone())
+        .bucket("bkt")
+        .keyring(Keyring::single(rsa("a"), MatDesc::new().with("k", "a")))
+        .write_integrity(false)
+        .build()
+        .unwrap();
+    legacy
+        .put_object()
+        .key("legacy")
+        .body(pattern(50, 9))
+        .send()
+        .await
+        .unwrap();
+    let e = wrong.get_object().key("legacy").send().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::KeyUnwrap);
 
     // No key with the object's matdesc: error names it; no fallback to the default key.
@@ -374,7 +386,8 @@ async fn tampered_metadata_gives_specific_errors() {
                 m.insert("client-side-encryption-key".into(), s);
                 m.insert("client-side-encryption-start".into(), k);
             }),
-            ErrorKind::KeyUnwrap,
+            // The object has integrity data: the key commitment decides (implicit rejection).
+            ErrorKind::CommitmentMismatch,
         ),
         (
             "flipped",
@@ -384,7 +397,7 @@ async fn tampered_metadata_gives_specific_errors() {
                 c[10] = if c[10] == 'A' { 'B' } else { 'A' };
                 m.insert("client-side-encryption-key".into(), c.into_iter().collect());
             }),
-            ErrorKind::KeyUnwrap,
+            ErrorKind::CommitmentMismatch,
         ),
         (
             "bad base64",

@@ -301,7 +301,7 @@ fn failures_leave_no_output_file() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--rsa-private-key", b, "get", "s3://cli/o", o],
-            "could not unwrap",
+            "key commitment",
         ),
         (
             vec![
@@ -931,7 +931,7 @@ fn aliyun_kms_keyring_entry_with_env_credentials() {
         ],
         "other",
     ));
-    assert!(e.contains("could not unwrap"), "{e}");
+    assert!(e.contains("key commitment"), "{e}");
     assert!(!e.contains("cli-secret") && !e.contains("cli-sts"), "{e}");
 }
 
@@ -954,4 +954,188 @@ fn service_errors_print_one_readable_line() {
     }
     assert!(err.contains("s3://ab/x"), "{err}");
     assert!(err.contains("HTTP "), "{err}");
+}
+
+#[test]
+fn signing_keys_verify_inspect_and_strict_mode() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let k = keys.to_str().unwrap();
+    ok(&cli(&s, &["keygen", "--out-dir", k]));
+    let out = cli(&s, &["keygen", "--signing", "--out-dir", k]);
+    ok(&out);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(keys.join("signing.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let public = std::fs::read_to_string(keys.join("signing.pub")).unwrap();
+    let public = public.trim();
+    // The secret seed is not printed.
+    let seed = std::fs::read_to_string(keys.join("signing.key")).unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(seed.trim()));
+    // Writer: signs. Reader: trusts the writer, strict.
+    let writer = dir.path().join("writer.toml");
+    std::fs::write(
+        &writer,
+        format!(
+            "[integrity]\nsigning_key_file = \"{k}/signing.key\"\n\n[[keys]]\nkind = \"rsa\"\npublic_key = \"{k}/public.pem\"\nprivate_key = \"{k}/private.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let reader = dir.path().join("reader.toml");
+    std::fs::write(
+        &reader,
+        format!(
+            "[integrity]\nstrict = true\ntrusted_signers = [\"{public}\"]\n\n[[keys]]\nkind = \"rsa\"\nprivate_key = \"{k}/private.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let (w, r) = (writer.to_str().unwrap(), reader.to_str().unwrap());
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("a.bin"), pattern(3000, 1)).unwrap();
+    std::fs::write(model.join("b.bin"), pattern(6 * 1024 * 1024 + 1, 2)).unwrap();
+    ok(&cli(
+        &s,
+        &[
+            "--keyring",
+            w,
+            "cp",
+            "-r",
+            model.to_str().unwrap(),
+            "s3://cli/m/",
+        ],
+    ));
+    // A public-key-only forger writes c.bin; a legacy (integrity-less) object is planted too.
+    let forged = dir.path().join("forged.bin");
+    std::fs::write(&forged, pattern(100, 3)).unwrap();
+    ok(&cli(
+        &s,
+        &[
+            "--rsa-public-key",
+            &format!("{k}/public.pem"),
+            "put",
+            forged.to_str().unwrap(),
+            "s3://cli/m/c.bin",
+        ],
+    ));
+
+    let out = cli(&s, &["--keyring", r, "verify", "s3://cli/m/"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("ok            m/a.bin  (signed by {public})")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ok            m/b.bin  (signed by {public})")),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAILED        m/c.bin  integrity signature invalid"),
+        "{text}"
+    );
+    assert!(!text.contains(".cbtags"), "sidecars are not listed: {text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "3 objects under s3://cli/m/: 2 verified, 0 without integrity data, 1 failed"
+        )
+    );
+    // Outside strict mode the forgery is consistent (SECURITY.md says why that is no proof).
+    let lax = dir.path().join("lax.toml");
+    std::fs::write(
+        &lax,
+        std::fs::read_to_string(&reader)
+            .unwrap()
+            .replace("strict = true", "strict = false"),
+    )
+    .unwrap();
+    let text = ok(&cli(
+        &s,
+        &[
+            "--keyring",
+            lax.to_str().unwrap(),
+            "verify",
+            "s3://cli/m/c.bin",
+        ],
+    ));
+    assert!(text.contains("ok            m/c.bin"), "{text}");
+    // ... and --strict turns strict mode on from the command line.
+    let err = fails(&cli(
+        &s,
+        &[
+            "--keyring",
+            lax.to_str().unwrap(),
+            "--strict",
+            "get",
+            "s3://cli/m/c.bin",
+            dir.path().join("c.out").to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("not signed"), "{err}");
+    assert!(!dir.path().join("c.out").exists());
+
+    // inspect shows the integrity state and whether the signer is trusted.
+    let info = ok(&cli(&s, &["--keyring", r, "inspect", "s3://cli/m/b.bin"]));
+    assert!(info.contains("integrity: v1, object id "), "{info}");
+    assert!(
+        info.contains("7 chunks of 1048576 bytes, length bound, tags in m/b.bin.cbtags"),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("signature: by {public} (trusted by this keyring)")),
+        "{info}"
+    );
+
+    // A flipped byte in b.bin: verify names the chunk; get refuses and leaves no file.
+    rt().block_on(async {
+        let client = s.client().await;
+        let got = client
+            .get_object()
+            .bucket("cli")
+            .key("m/b.bin")
+            .send()
+            .await
+            .unwrap();
+        let meta = got.metadata().cloned();
+        let mut body = got.body.collect().await.unwrap().to_vec();
+        body[3 * 1024 * 1024 + 5] ^= 1;
+        client
+            .put_object()
+            .bucket("cli")
+            .key("m/b.bin")
+            .set_metadata(meta)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let out = cli(&s, &["--keyring", r, "verify", "s3://cli/m/b.bin"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(
+            "FAILED        m/b.bin  integrity tag mismatch: chunk 3 (bytes 3145728..4194304"
+        ),
+        "{text}"
+    );
+    let dest = dir.path().join("b.out");
+    let err = fails(&cli(
+        &s,
+        &[
+            "--keyring",
+            r,
+            "get",
+            "s3://cli/m/b.bin",
+            dest.to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("does not match its integrity tag"), "{err}");
+    assert!(!dest.exists());
+    no_leftovers(dir.path());
 }

@@ -116,29 +116,35 @@ impl Rig {
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
-        let keys = support::testdata().join("keys/a");
-        Command::new(env!("CARGO_BIN_EXE_cryptobucket"))
-            .arg("--force-path-style")
-            .arg("--rsa-public-key")
-            .arg(keys.join("public.pem"))
-            .arg("--rsa-private-key")
-            .arg(keys.join("private.pem"))
-            .args(args)
+        self.command(args)
             .arg("--part-size")
             .arg(PART.to_string())
             .arg("--concurrency")
             .arg(CONCURRENCY.to_string())
             .arg("--checkpoint-dir")
             .arg(&self.checkpoints)
-            .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env("AWS_ENDPOINT_URL", &self.server.endpoint)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// The CLI with keys, endpoint and credentials, and `args`.
+    fn command(&self, args: &[&str]) -> Command {
+        let keys = support::testdata().join("keys/a");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cryptobucket"));
+        c.arg("--force-path-style")
+            .arg("--rsa-public-key")
+            .arg(keys.join("public.pem"))
+            .arg("--rsa-private-key")
+            .arg(keys.join("private.pem"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_ENDPOINT_URL", &self.server.endpoint);
+        c
     }
 
     /// Bytes the single checkpoint in the checkpoint dir records as done (0 if none).
@@ -263,6 +269,18 @@ fn upload_and_download_survive_repeated_sigkill() {
         "uploaded object differs from the source"
     );
     std::fs::remove_file(&check).unwrap();
+    // The resumed upload's integrity data (tags carried through the checkpoint) verifies.
+    let out = rig
+        .command(&["verify", "s3://crash/model.bin"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("ok            model.bin"), "{text}");
 
     let dst = rig.dir.path().join("restored.bin");
     let d = dst.to_str().unwrap();

@@ -6,13 +6,14 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("envelope", cryptobucket::fuzzing::envelope),
     ("matdesc", cryptobucket::fuzzing::matdesc),
     ("ranges", cryptobucket::fuzzing::ranges),
     ("checkpoint", cryptobucket::fuzzing::checkpoint),
     ("keyring", cryptobucket::fuzzing::keyring),
     ("list_parts", cryptobucket::fuzzing::list_parts_paging),
+    ("integrity", cryptobucket::fuzzing::integrity),
 ];
 
 #[test]

@@ -253,6 +253,8 @@ async fn resume_from_envelope_in_another_process() {
         .await
         .unwrap();
     let (id, env) = (upload.upload_id().to_owned(), upload.envelope().clone());
+    let record = upload.integrity_record().cloned();
+    assert!(record.is_some(), "integrity data is on by default");
     drop(upload);
 
     // Someone without the key cannot pick the upload up.
@@ -261,12 +263,14 @@ async fn resume_from_envelope_in_another_process() {
         "bkt",
         Keyring::single(rsa("b"), MatDesc::new().with("k", "a")),
     );
-    let err = MultipartUpload::resume(&other, "r", &id, env.clone())
+    let err = MultipartUpload::resume(&other, "r", &id, env.clone(), record.clone())
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::KeyUnwrap);
+    assert_eq!(err.kind(), ErrorKind::CommitmentMismatch);
 
-    let again = MultipartUpload::resume(&cb, "r", &id, env).await.unwrap();
+    let again = MultipartUpload::resume(&cb, "r", &id, env, record)
+        .await
+        .unwrap();
     assert_eq!(again.part_count(), Some(2));
     let p2 = again
         .upload_part(2, data[PART as usize..].to_vec())

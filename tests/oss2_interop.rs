@@ -84,7 +84,16 @@ impl Peer {
     }
 }
 
-const SIZES: [usize; 7] = [0, 1, 15, 16, 17, 100_000, 3 * 1024 * 1024 + 7];
+const SIZES: [usize; 8] = [
+    0,
+    1,
+    15,
+    16,
+    17,
+    100_000,
+    3 * 1024 * 1024 + 7,
+    5 * 1024 * 1024 + 3,
+];
 
 #[tokio::test]
 async fn oss2_reads_what_cryptobucket_writes() {
@@ -107,6 +116,16 @@ async fn oss2_reads_what_cryptobucket_writes() {
             .send()
             .await
             .unwrap();
+        // Written with integrity data (the default): metadata record, tags inline or in the
+        // sidecar; oss2 must read the object all the same.
+        let head = cb.head_object().key(&key).send().await.unwrap();
+        let record = head
+            .integrity
+            .expect("integrity data is written by default");
+        assert_eq!(
+            record.inline_tags.is_none(),
+            record.chunk_count(*len as u64) > 4
+        );
         let out = peer.path(&format!("{key}.out"));
         jobs.push(json!({"op": "decrypt", "key": key, "out": out}));
         expect.push((out, data.clone(), desc.clone()));
@@ -295,6 +314,17 @@ async fn oss2_reads_our_multipart_object() {
         parts.push(upload.upload_part(n, body).await.unwrap());
     }
     upload.complete(parts).await.unwrap();
+    let head = cb.head_object().key("our-mp").send().await.unwrap();
+    assert!(head.integrity.is_some_and(|r| r.inline_tags.is_none()));
+    assert!(
+        cb.get_object()
+            .key("our-mp")
+            .send()
+            .await
+            .unwrap()
+            .integrity
+            == cryptobucket::IntegrityState::Verified
+    );
     let whole = peer.path("our-mp.out");
     let slice = peer.path("our-mp.range");
     let (first, last) = (PART - 7, 2 * PART + 9);

@@ -103,13 +103,23 @@ async fn conformance_on(store: Store, name: &str, good: Keyring, wrong: Keyring)
         last: PART + 3,
     };
     let got = cb.get_object().key("big").range(r).send().await.unwrap();
+    assert_eq!(
+        got.integrity,
+        cryptobucket::IntegrityState::Verified,
+        "{name}"
+    );
     assert!(got.body.collect().await.unwrap() == data[(PART - 3) as usize..=(PART + 3) as usize]);
 
-    // Another key with the same matdesc: one uniform unwrap error, for both objects.
+    // Another key with the same matdesc: one uniform error, for both objects (the key
+    // commitment decides, whatever the unwrap did).
     let other = cryptobucket::CryptoBucket::new(server.client().await, "bkt", wrong);
     for key in ["small", "big"] {
         let err = other.get_object().key(key).send().await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::KeyUnwrap, "{name} {key}: {err}");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::CommitmentMismatch,
+            "{name} {key}: {err}"
+        );
     }
     if let Some(p) = &proxy {
         assert_eq!(

@@ -1,10 +1,11 @@
-//! The `cryptobucket` command line: put, get, cp, inspect, keygen.
+//! The `cryptobucket` command line: put, get, cp, rewrap, verify, inspect, keygen.
 //!
 //! `mod.rs` holds the arguments and the small commands; `transfer.rs` the file transfers
 //! (put, get, cp -r) and their progress bars.
 
 mod rewrap;
 mod transfer;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,10 @@ pub(crate) struct Global {
     /// With --keyring on put: write with the keyring entry that has this matdesc.
     #[arg(long, global = true, value_name = "JSON")]
     matdesc: Option<String>,
+    /// Strict mode: refuse objects without integrity data, and RSA-wrapped objects not signed
+    /// by a trusted signer (see the keyring file's [integrity] table).
+    #[arg(long, global = true, env = "CRYPTOBUCKET_STRICT")]
+    strict: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,12 +116,21 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Show an object's encryption metadata (no secrets).
+    /// Read and verify every object under s3://BUCKET/PREFIX (tags, key commitment,
+    /// signature) without writing plaintext anywhere; lists objects that lack integrity data.
+    /// Exits non-zero if any object fails.
+    Verify {
+        /// s3://BUCKET/PREFIX (or s3://BUCKET/KEY, or s3://BUCKET/ for the whole bucket).
+        target: String,
+    },
+    /// Show an object's encryption metadata and integrity state (no secrets).
     Inspect {
         /// Object, s3://BUCKET/KEY.
         object: String,
     },
-    /// Generate an RSA key pair: DIR/private.pem (PKCS#8, mode 0600) and DIR/public.pem (SPKI).
+    /// Generate an RSA key pair: DIR/private.pem (PKCS#8, mode 0600) and DIR/public.pem (SPKI);
+    /// with --signing an Ed25519 signing key instead: DIR/signing.key (seed, mode 0600) and
+    /// DIR/signing.pub (the public key readers list in trusted_signers).
     Keygen {
         /// Directory to write into (created if missing).
         #[arg(long)]
@@ -124,6 +138,9 @@ enum Command {
         /// Modulus size: 2048, 3072, 4096 or 8192.
         #[arg(long, default_value_t = 2048)]
         bits: u32,
+        /// Make an integrity signing key instead of an RSA pair.
+        #[arg(long)]
+        signing: bool,
     },
 }
 
@@ -166,6 +183,15 @@ impl Global {
     }
 
     pub(crate) fn keyring(&self, for_write: bool) -> Result<Keyring> {
+        let keyring = self.keyring_from_args(for_write)?;
+        Ok(if self.strict {
+            keyring.with_strict(true)
+        } else {
+            keyring
+        })
+    }
+
+    fn keyring_from_args(&self, for_write: bool) -> Result<Keyring> {
         if let Some(path) = &self.keyring {
             let keyring = KeyringFile::load(path)?;
             return match (for_write, self.matdesc()?) {
@@ -181,7 +207,15 @@ impl Global {
                                 format!("no keyring entry has matdesc {desc}"),
                             )
                         })?;
-                    let mut b = Keyring::builder().default_key(chosen.clone());
+                    let mut b = Keyring::builder()
+                        .default_key(chosen.clone())
+                        .strict(keyring.integrity().is_strict());
+                    if let Some(k) = keyring.integrity().signing_key() {
+                        b = b.signing_key(k.clone());
+                    }
+                    for s in keyring.integrity().trusted_signers() {
+                        b = b.trust_signer(*s);
+                    }
                     for e in keyring
                         .entries()
                         .iter()
@@ -237,7 +271,13 @@ impl Global {
 pub(crate) async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match &cli.command {
-        Command::Keygen { out_dir, bits } => keygen(out_dir, *bits),
+        Command::Keygen {
+            out_dir,
+            signing: true,
+            ..
+        } => keygen_signing(out_dir),
+        Command::Keygen { out_dir, bits, .. } => keygen(out_dir, *bits),
+        Command::Verify { target } => verify::verify(g, target).await,
         Command::Put {
             file,
             dest,
@@ -344,22 +384,71 @@ async fn inspect(g: &Global, object: &str) -> Result<()> {
     if env.unencrypted_content_md5.is_some() {
         println!("note: the object stores a plaintext MD5 (leaks content equality)");
     }
-    if let Some(k) = keyring {
+    if let Some(k) = &keyring {
         match k.candidates(&env) {
             Ok(c) => println!("keyring key: {}", c[0].provider().describe()),
             Err(e) => println!("keyring key: none ({e})"),
         }
     }
+    match cryptobucket::integrity::IntegrityRecord::from_metadata(meta) {
+        Ok(None) => println!(
+            "integrity: none (written by another SDK or with integrity off: reads cannot be \
+             verified, strict mode refuses it)"
+        ),
+        Err(e) => println!("integrity: malformed ({e})"),
+        Ok(Some(r)) => {
+            let size = u64::try_from(resp.content_length().unwrap_or(0)).unwrap_or(0);
+            println!(
+                "integrity: v1, object id {}, {} chunks of {} bytes, length {}, tags {}",
+                r.object_id_text(),
+                r.chunk_count(size),
+                r.chunk_size,
+                match r.length_mode {
+                    cryptobucket::integrity::LengthMode::Bound => "bound",
+                    _ => "unbound (stream)",
+                },
+                if r.inline_tags.is_some() {
+                    "in the metadata".to_owned()
+                } else {
+                    format!("in {}", cryptobucket::integrity::sidecar_key(&key))
+                }
+            );
+            match &r.signature {
+                None => println!("signature: none"),
+                Some(s) => {
+                    let trusted = keyring
+                        .as_ref()
+                        .is_some_and(|k| k.integrity().trusted_signers().contains(&s.signer));
+                    println!(
+                        "signature: by {} ({})",
+                        s.signer,
+                        if trusted {
+                            "trusted by this keyring"
+                        } else {
+                            "not trusted by this keyring"
+                        }
+                    );
+                }
+            }
+            println!("(verify checks the tags: cryptobucket verify {object})");
+        }
+    }
     Ok(())
 }
 
-fn keygen(out_dir: &Path, bits: u32) -> Result<()> {
+/// Writes a new key pair into `out_dir`: the secret half (mode 0600, created exclusively) and
+/// the public half; refuses to overwrite either. `make` runs only once both names are free.
+fn write_key_pair(
+    out_dir: &Path,
+    (secret_name, public_name): (&str, &str),
+    make: impl FnOnce() -> Result<(Zeroizing<String>, String)>,
+) -> Result<(PathBuf, PathBuf)> {
     let io = |what: &str, e: std::io::Error| Error::new(ErrorKind::Io, format!("{what}: {e}"));
     std::fs::create_dir_all(out_dir)
         .map_err(|e| io(&format!("cannot create {}", out_dir.display()), e))?;
-    let private_path = out_dir.join("private.pem");
-    let public_path = out_dir.join("public.pem");
-    for p in [&private_path, &public_path] {
+    let secret_path = out_dir.join(secret_name);
+    let public_path = out_dir.join(public_name);
+    for p in [&secret_path, &public_path] {
         if p.exists() {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -367,21 +456,38 @@ fn keygen(out_dir: &Path, bits: u32) -> Result<()> {
             ));
         }
     }
-    let (private_pem, public_pem) = cryptobucket::generate_rsa_pem(bits)?;
+    let (secret, public) = make()?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts
-        .open(&private_path)
-        .map_err(|e| io(&format!("cannot create {}", private_path.display()), e))?;
-    std::io::Write::write_all(&mut f, private_pem.as_bytes())
-        .map_err(|e| io("cannot write private key", e))?;
-    std::fs::write(&public_path, public_pem).map_err(|e| io("cannot write public key", e))?;
+        .open(&secret_path)
+        .map_err(|e| io(&format!("cannot create {}", secret_path.display()), e))?;
+    std::io::Write::write_all(&mut f, secret.as_bytes())
+        .map_err(|e| io("cannot write the secret key", e))?;
+    std::fs::write(&public_path, public).map_err(|e| io("cannot write the public key", e))?;
+    Ok((secret_path, public_path))
+}
+
+fn keygen_signing(out_dir: &Path) -> Result<()> {
+    let key = cryptobucket::SigningKey::generate()?;
+    let (secret, public) = write_key_pair(out_dir, ("signing.key", "signing.pub"), || {
+        Ok((key.seed_base64(), format!("{}\n", key.public_key())))
+    })?;
     eprintln!(
-        "wrote {} and {}",
-        private_path.display(),
-        public_path.display()
+        "wrote {} (secret) and {}; readers trust it with trusted_signers = [\"{}\"]",
+        secret.display(),
+        public.display(),
+        key.public_key()
     );
+    Ok(())
+}
+
+fn keygen(out_dir: &Path, bits: u32) -> Result<()> {
+    let (private, public) = write_key_pair(out_dir, ("private.pem", "public.pem"), || {
+        cryptobucket::generate_rsa_pem(bits)
+    })?;
+    eprintln!("wrote {} and {}", private.display(), public.display());
     Ok(())
 }

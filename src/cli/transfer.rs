@@ -209,7 +209,7 @@ pub(crate) async fn get(
     Ok(())
 }
 
-/// Every object key under `prefix`, in listing order.
+/// Every object key under `prefix`, in listing order, without integrity sidecars.
 pub(crate) async fn list_keys(cb: &CryptoBucket, prefix: &str) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     let mut pages = cb
@@ -228,7 +228,7 @@ pub(crate) async fn list_keys(cb: &CryptoBucket, prefix: &str) -> Result<Vec<Str
                 .filter_map(|o| o.key().map(str::to_owned)),
         );
     }
-    Ok(keys)
+    Ok(cryptobucket::integrity::without_sidecars(keys))
 }
 
 /// `s3://BUCKET/PREFIX` with a possibly empty prefix.

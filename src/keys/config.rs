@@ -39,6 +39,17 @@
 //! # ALIBABA_CLOUD_SECURITY_TOKEN (STS) from the environment
 //! ```
 //!
+//! Integrity settings (all optional): strict mode, the writer's Ed25519 signing key (its
+//! seed, base64url, from a variable or a file; `cryptobucket keygen --signing` makes one) and
+//! the writers whose signatures this reader trusts.
+//!
+//! ```toml
+//! [integrity]
+//! strict = true
+//! signing_key_env = "CKPT_SIGNING_KEY"      # or signing_key_file = "signer.key"
+//! trusted_signers = ["11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"]
+//! ```
+//!
 //! Secrets are never written into this file; it only points at key files and variables.
 
 use std::collections::BTreeMap;
@@ -49,10 +60,11 @@ use zeroize::Zeroizing;
 
 use super::{
     AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, KeyEntry,
-    KeyProvider, Keyring, RsaKeyPair, RsaPadding,
+    KeyProvider, Keyring, KeyringBuilder, RsaKeyPair, RsaPadding,
 };
 use crate::envelope::MatDesc;
 use crate::error::{Error, Result};
+use crate::integrity::{SignerPublicKey, SigningKey};
 
 /// A parsed keyring file.
 ///
@@ -76,6 +88,49 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct KeyringFile {
     keys: Vec<KeySpec>,
+    #[serde(default)]
+    integrity: IntegritySpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntegritySpec {
+    #[serde(default)]
+    strict: bool,
+    signing_key_env: Option<String>,
+    signing_key_file: Option<PathBuf>,
+    #[serde(default)]
+    trusted_signers: Vec<String>,
+}
+
+impl IntegritySpec {
+    fn apply(self, mut builder: KeyringBuilder, base: &Path) -> Result<KeyringBuilder> {
+        builder = builder.strict(self.strict);
+        let seed = match (self.signing_key_env, self.signing_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid_key(
+                    "give signing_key_env or signing_key_file, not both",
+                ));
+            }
+            (Some(var), None) => Some(Zeroizing::new(std::env::var(&var).map_err(|_| {
+                Error::invalid_key(format!("the signing key variable {var} is not set"))
+            })?)),
+            (None, Some(file)) => {
+                let full = base.join(file);
+                Some(Zeroizing::new(std::fs::read_to_string(&full).map_err(
+                    |e| Error::io(format!("cannot read signing key {}", full.display()), e),
+                )?))
+            }
+            (None, None) => None,
+        };
+        if let Some(seed) = seed {
+            builder = builder.signing_key(SigningKey::from_seed_base64(&seed)?);
+        }
+        for s in self.trusted_signers {
+            builder = builder.trust_signer(s.parse::<SignerPublicKey>()?);
+        }
+        Ok(builder)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,7 +191,10 @@ impl KeyringFile {
     }
 
     fn build(self, base: &Path) -> Result<Keyring> {
-        let mut builder = Keyring::builder();
+        let mut builder = self
+            .integrity
+            .apply(Keyring::builder(), base)
+            .map_err(|e| Error::new(e.kind(), format!("[integrity]: {}", e.message())))?;
         for (i, spec) in self.keys.into_iter().enumerate() {
             let default = spec.default;
             let entry = spec.into_entry(base).map_err(|e| {

@@ -20,6 +20,7 @@ use futures::future::BoxFuture;
 use crate::cipher::ContentMaterial;
 use crate::envelope::{Envelope, MatDesc, WrapAlgorithm, WrappedValue};
 use crate::error::{Error, ErrorKind, Result};
+use crate::integrity::{IntegrityPolicy, IntegrityRecord, SignerPublicKey, SigningKey, TagKey};
 
 pub use self::aes::AesMasterKey;
 pub use self::aliyun_kms::{AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey};
@@ -167,6 +168,7 @@ impl KeyEntry {
 pub struct Keyring {
     entries: Vec<KeyEntry>,
     default: usize,
+    integrity: IntegrityPolicy,
 }
 
 /// Builder of a [`Keyring`].
@@ -174,6 +176,7 @@ pub struct Keyring {
 pub struct KeyringBuilder {
     entries: Vec<KeyEntry>,
     default: Vec<usize>,
+    integrity: IntegrityPolicy,
 }
 
 impl KeyringBuilder {
@@ -187,6 +190,27 @@ impl KeyringBuilder {
     pub fn default_key(mut self, entry: KeyEntry) -> Self {
         self.default.push(self.entries.len());
         self.entries.push(entry);
+        self
+    }
+
+    /// Strict mode: every object read must carry integrity data (objects written by other SDKs
+    /// are refused with [`ErrorKind::MissingIntegrity`]), and RSA-wrapped objects must be signed
+    /// by a [trusted signer](Self::trust_signer). Off by default.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.integrity.strict = strict;
+        self
+    }
+
+    /// The key that signs the integrity record of every object written with this keyring.
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.integrity.signing_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Trusts integrity records signed by `key` (the public half of a writer's
+    /// [`SigningKey`]).
+    pub fn trust_signer(mut self, key: SignerPublicKey) -> Self {
+        self.integrity.trusted.push(key);
         self
     }
 
@@ -208,9 +232,18 @@ impl KeyringBuilder {
                 ));
             }
         };
+        let mut integrity = self.integrity;
+        if let Some(k) = &integrity.signing_key {
+            // A writer trusts its own signatures.
+            let own = k.public_key();
+            if !integrity.trusted.contains(&own) {
+                integrity.trusted.push(own);
+            }
+        }
         Ok(Keyring {
             entries: self.entries,
             default,
+            integrity,
         })
     }
 }
@@ -226,7 +259,19 @@ impl Keyring {
         Self {
             entries: vec![KeyEntry::new(provider).matdesc(matdesc)],
             default: 0,
+            integrity: IntegrityPolicy::default(),
         }
+    }
+
+    /// The keyring's integrity settings (strict mode, signing key, trusted signers).
+    pub fn integrity(&self) -> &IntegrityPolicy {
+        &self.integrity
+    }
+
+    /// Sets strict mode on an existing keyring (see [`KeyringBuilder::strict`]).
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.integrity.strict = strict;
+        self
     }
 
     /// The key used for writing.
@@ -290,6 +335,41 @@ impl Keyring {
         for entry in self.candidates(envelope)? {
             match entry.provider.unwrap(envelope).await {
                 Ok(m) => return Ok(m),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(Error::key_unwrap))
+    }
+
+    /// Unwraps `envelope` and, when the object carries an integrity `record`, checks its key
+    /// commitment and returns the tag key. With a record, a failed unwrap is not reported as
+    /// such (implicit rejection): a bad padding, a wrong key and a valid unwrap to another
+    /// key all end the same way, as [`ErrorKind::CommitmentMismatch`], at the same point and
+    /// before any byte of the body is read, so a store that rewrites wrapped keys learns
+    /// nothing from how the read ends.
+    pub(crate) async fn unwrap_committed(
+        &self,
+        envelope: &Envelope,
+        record: Option<&IntegrityRecord>,
+    ) -> Result<(ContentMaterial, Option<TagKey>)> {
+        let Some(record) = record else {
+            return Ok((self.unwrap(envelope).await?, None));
+        };
+        let mut last = None;
+        for entry in self.candidates(envelope)? {
+            match entry.provider.unwrap(envelope).await {
+                Ok(m) => match record.open(&m, envelope.part_size) {
+                    Ok(k) => return Ok((m, Some(k))),
+                    Err(e) => last = Some(e),
+                },
+                Err(e) if e.kind() == ErrorKind::KeyUnwrap => {
+                    last = Some(Error::new(
+                        ErrorKind::CommitmentMismatch,
+                        "the content key does not match the object's key commitment (the \
+                         wrapped key, the IV or the integrity record was changed, or the key \
+                         is not the one that wrote it)",
+                    ))
+                }
                 Err(e) => last = Some(e),
             }
         }

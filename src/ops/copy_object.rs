@@ -42,7 +42,7 @@ impl CopyObjectFluentBuilder {
         self
     }
 
-    /// Copies ciphertext and metadata server-side. The source is checked first: it must carry
+    /// Copies ciphertext, metadata and integrity sidecar server-side. The source is checked first: it must carry
     /// valid encryption metadata (or the policy must allow plain objects).
     pub async fn send(self) -> Result<Option<String>> {
         let key = require_key(self.key)?;
@@ -62,6 +62,11 @@ impl CopyObjectFluentBuilder {
                 Error::from_sdk("HeadObject", e).with_object(&source_bucket, &source_key)
             })?;
         self.bucket.envelope_of(&source_key, head.metadata())?;
+        let record = head
+            .metadata()
+            .map(crate::integrity::IntegrityRecord::from_metadata)
+            .transpose()?
+            .flatten();
         let out = inner
             .client
             .copy_object()
@@ -75,6 +80,23 @@ impl CopyObjectFluentBuilder {
             .send()
             .await
             .map_err(|e| Error::from_sdk("CopyObject", e).with_object(&inner.bucket, &key))?;
+        // The tags are bound to the object id, not the key: the sidecar copies as it is.
+        if record.is_some_and(|r| r.inline_tags.is_none()) {
+            let side = crate::integrity::sidecar_key(&source_key);
+            inner
+                .client
+                .copy_object()
+                .copy_source(format!("{source_bucket}/{}", percent_encode_key(&side)))
+                .bucket(&inner.bucket)
+                .key(crate::integrity::sidecar_key(&key))
+                .metadata_directive(MetadataDirective::Copy)
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::from_sdk("CopyObject (integrity sidecar)", e)
+                        .with_object(&inner.bucket, &key)
+                })?;
+        }
         Ok(out.copy_object_result.and_then(|r| r.e_tag))
     }
 }

@@ -21,7 +21,8 @@ impl DeleteObjectFluentBuilder {
         self
     }
 
-    /// Deletes the object (succeeds if it does not exist, as S3 does).
+    /// Deletes the object and its integrity sidecar, if any (succeeds if they do not exist,
+    /// as S3 does).
     pub async fn send(self) -> Result<()> {
         let key = require_key(self.key)?;
         let inner = &*self.bucket;
@@ -33,6 +34,6 @@ impl DeleteObjectFluentBuilder {
             .send()
             .await
             .map_err(|e| Error::from_sdk("DeleteObject", e).with_object(&inner.bucket, &key))?;
-        Ok(())
+        crate::ops::sidecar::delete(inner, &key).await
     }
 }

@@ -9,6 +9,7 @@ use crate::engine::{Reporter, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{SharedHandle, check_recorded_size, require_key, user_metadata};
+use crate::integrity::{ChunkVerifier, DEFAULT_CHUNK_SIZE, IntegrityRecord, IntegrityState};
 use crate::ops::head_object::HeadObjectFluentBuilder;
 use crate::range::{ByteRange, ContentRange};
 
@@ -45,6 +46,9 @@ pub struct GetObjectOutput {
     /// The encryption envelope; `None` for a plain object read under
     /// [`UnencryptedPolicy::PassThrough`](crate::UnencryptedPolicy::PassThrough).
     pub envelope: Option<Envelope>,
+    /// Whether the body is verified as it streams ([`IntegrityState::Absent`]: the object has
+    /// no integrity data, and strict mode is off).
+    pub integrity: IntegrityState,
 }
 
 impl GetObjectOutput {
@@ -147,14 +151,17 @@ impl GetObjectFluentBuilder {
         } else {
             inner.transfer.max_attempts
         };
+        // Ranges are widened to whole integrity chunks (1 MiB; every chunk size this crate
+        // writes divides it), so the chunks a range touches can be verified.
         let range = self.range;
+        let wide = range.map(widen);
         let resp = with_retries(max, 0, &Reporter::silent(), || {
             let req = inner
                 .client
                 .get_object()
                 .bucket(&inner.bucket)
                 .key(&key)
-                .set_range(range.map(|r| r.to_header()))
+                .set_range(wide.map(|r| r.to_header()))
                 .set_if_match(self.if_match.clone())
                 .customize()
                 .config_override(crate::client::retry_override(false));
@@ -175,6 +182,15 @@ impl GetObjectFluentBuilder {
         })
         .await?;
         let envelope = cb.envelope_of(&key, resp.metadata())?;
+        let record = match &envelope {
+            Some(_) => resp
+                .metadata()
+                .map(IntegrityRecord::from_metadata)
+                .transpose()
+                .map_err(|e| e.with_object(&inner.bucket, &key))?
+                .flatten(),
+            None => None,
+        };
         let body_len = u64::try_from(resp.content_length().unwrap_or(-1)).map_err(|_| {
             Error::invalid_response("the GET response has no valid Content-Length")
                 .with_object(&inner.bucket, &key)
@@ -200,7 +216,7 @@ impl GetObjectFluentBuilder {
                 })?;
                 (total, cr.first)
             }
-            None => match self.range {
+            None => match wide {
                 // No range asked for and none announced: the body is the whole object.
                 None => (body_len, 0),
                 // A ranged GET answered without Content-Range: a 200 with the whole object (a
@@ -249,10 +265,15 @@ impl GetObjectFluentBuilder {
             Some(r) => r.resolve(total)?,
             None => (0, total),
         };
-        if (body_start, body_len) != (start, len) && (body_start, body_len) != (0, total) {
+        let (wide_start, wide_len) = match wide {
+            Some(r) => r.resolve(total)?,
+            None => (0, total),
+        };
+        if (body_start, body_len) != (wide_start, wide_len) && (body_start, body_len) != (0, total)
+        {
             return Err(Error::invalid_response(format!(
                 "asked for bytes {} of {key:?} but the server returned bytes {body_start}-{} of {total}",
-                self.range
+                wide
                     .map(|r| r.to_string())
                     .unwrap_or_else(|| "(all)".into()),
                 body_start + body_len.saturating_sub(1)
@@ -262,17 +283,75 @@ impl GetObjectFluentBuilder {
         if let Some((pin, _)) = &self.pin {
             pin.check_object(&inner.bucket, &key, total, envelope.as_ref())?;
         }
-        // Bytes of the body before the first byte we return: non-zero when the server ignored
-        // the Range header and sent the whole object.
-        let skip = start - body_start;
+        // Bytes of the body before the first byte we return: the widening, and the whole
+        // object when the server ignored the Range header.
+        let mut skip = start - body_start;
 
+        let mut verifier = None;
+        let mut state = IntegrityState::Absent;
         let cipher = match &envelope {
             Some(env) => {
                 check_recorded_size(&key, env, total)?;
-                let material = match &self.pin {
-                    Some((_, Some(m))) => m.clone(),
-                    _ => inner.keyring.unwrap(env).await?,
-                };
+                // Strict mode and signatures are checked before the key is touched.
+                state = inner
+                    .integrity
+                    .check(record.as_ref(), &env.wrap_alg)
+                    .map_err(|e| e.with_object(&inner.bucket, &key))?;
+                let (material, tag_key) = match (&self.pin, &record) {
+                    (Some((_, Some(m))), Some(rec)) => {
+                        rec.open(m, env.part_size).map(|k| (m.clone(), Some(k)))
+                    }
+                    (Some((_, Some(m))), None) => Ok((m.clone(), None)),
+                    _ => inner.keyring.unwrap_committed(env, record.as_ref()).await,
+                }
+                .map_err(|e| e.with_object(&inner.bucket, &key))?;
+                if let (Some(rec), Some(tag_key)) = (&record, tag_key) {
+                    let c = u64::from(rec.chunk_size);
+                    let first = start / c;
+                    let last = if start + len == total {
+                        total / c // the final chunk, empty when the size is a multiple of c
+                    } else {
+                        (start + len - 1) / c
+                    };
+                    let covered_end = ((last + 1) * c).min(total);
+                    if body_start > first * c || body_start + body_len < covered_end {
+                        return Err(Error::invalid_response(format!(
+                            "the server returned bytes {body_start}..{} of {key:?}, which do not \
+                             cover the integrity chunks {first}..={last} the range needs",
+                            body_start + body_len
+                        ))
+                        .with_object(&inner.bucket, &key));
+                    }
+                    let tags = match &rec.inline_tags {
+                        Some(all) => {
+                            if all.len() as u64 != rec.chunk_count(total) {
+                                return Err(Error::new(
+                                    ErrorKind::TagMismatch,
+                                    format!(
+                                        "the object has {} integrity tags but {} chunks: it was \
+                                         truncated or extended",
+                                        all.len(),
+                                        rec.chunk_count(total)
+                                    ),
+                                )
+                                .with_object(&inner.bucket, &key));
+                            }
+                            all[first as usize..=last as usize].to_vec()
+                        }
+                        None => {
+                            crate::ops::sidecar::fetch(inner, &key, rec, first, last - first + 1)
+                                .await?
+                        }
+                    };
+                    verifier = Some((
+                        ChunkVerifier::new(tag_key, rec.length_mode, total, first, tags),
+                        first * c - body_start,
+                    ));
+                    skip = start - first * c;
+                    if !matches!(state, IntegrityState::Signed(_)) {
+                        state = IntegrityState::Verified;
+                    }
+                }
                 Some(material.cipher_at(start)?)
             }
             None => None,
@@ -285,8 +364,33 @@ impl GetObjectFluentBuilder {
             content_type: resp.content_type().map(str::to_owned),
             metadata: user_metadata(resp.metadata()),
             envelope,
-            body: DecryptingStream::new(resp.body, cipher, skip, len),
+            integrity: state,
+            body: {
+                let body = DecryptingStream::new(resp.body, cipher, skip, len);
+                match verifier {
+                    Some((v, lead)) => body.verified(v, lead),
+                    None => body,
+                }
+            },
         })
+    }
+}
+
+/// `range` grown to whole chunks of [`DEFAULT_CHUNK_SIZE`] (a suffix by one chunk more, which
+/// covers the chunk its first byte falls in).
+fn widen(range: ByteRange) -> ByteRange {
+    let c = u64::from(DEFAULT_CHUNK_SIZE);
+    match range {
+        ByteRange::Inclusive { first, last } => ByteRange::Inclusive {
+            first: first / c * c,
+            last: (last / c)
+                .saturating_add(1)
+                .saturating_mul(c)
+                .saturating_sub(1)
+                .max(last),
+        },
+        ByteRange::From(first) => ByteRange::From(first / c * c),
+        ByteRange::Suffix(n) => ByteRange::Suffix(n.saturating_add(c)),
     }
 }
 

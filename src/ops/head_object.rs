@@ -6,6 +6,7 @@ use crate::engine::{Reporter, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::handle::{SharedHandle, require_key, user_metadata};
+use crate::integrity::IntegrityRecord;
 
 /// Builder of a HEAD; see [`CryptoBucket::head_object`](crate::CryptoBucket::head_object).
 #[derive(Debug)]
@@ -28,6 +29,10 @@ pub struct HeadObjectOutput {
     pub metadata: HashMap<String, String>,
     /// The parsed envelope; `None` for a plain object.
     pub envelope: Option<Envelope>,
+    /// The integrity record (tags, key commitment, signature), parsed but not verified
+    /// (verification needs the key and the body: [`CryptoBucket::get_object`](crate::CryptoBucket::get_object)
+    /// or `cryptobucket verify`); `None` when the object has none.
+    pub integrity: Option<IntegrityRecord>,
     /// When the object was last written, if the store says.
     pub last_modified: Option<std::time::SystemTime>,
 }
@@ -66,6 +71,8 @@ impl HeadObjectFluentBuilder {
         .await?;
         let empty = HashMap::new();
         let envelope = Envelope::from_metadata(resp.metadata().unwrap_or(&empty))?;
+        let integrity = IntegrityRecord::from_metadata(resp.metadata().unwrap_or(&empty))
+            .map_err(|e| e.with_object(&inner.bucket, &key))?;
         // A HEAD without Content-Length says nothing about the size; taking it as 0 would
         // "download" any object as an empty file.
         let object_size = resp
@@ -81,6 +88,7 @@ impl HeadObjectFluentBuilder {
             content_type: resp.content_type().map(str::to_owned),
             metadata: user_metadata(resp.metadata()),
             envelope,
+            integrity,
             last_modified: resp
                 .last_modified()
                 .and_then(|t| std::time::SystemTime::try_from(*t).ok()),

@@ -7,3 +7,4 @@ pub(crate) mod delete_object;
 pub(crate) mod get_object;
 pub(crate) mod head_object;
 pub(crate) mod put_object;
+pub(crate) mod sidecar;

@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 
 use crate::body::PutBody;
+use crate::body::TagSink;
 use crate::engine::{Reporter, TransferConfig, with_retries};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::handle::{MAX_SINGLE_PUT, SharedHandle, check_user_metadata, require_key};
+use crate::integrity::{INLINE_MAX_TAGS, LengthMode};
 
 /// Builder of an encrypted PUT; see [`CryptoBucket::put_object`](crate::CryptoBucket::put_object).
 pub struct PutObjectFluentBuilder {
@@ -186,6 +188,26 @@ impl PutObjectFluentBuilder {
         env.unencrypted_content_md5 = self.record_md5;
         let mut meta = self.metadata;
         meta.extend(env.to_metadata());
+        // Integrity: a small body's tags go into the metadata (computed up front, from the body
+        // in memory); a larger body's are computed as it streams and stored in the sidecar
+        // after the PUT.
+        let mut body = body;
+        let mut sidecar = None;
+        if let Some((mut record, tag_key)) =
+            inner.new_integrity(&material, None, LengthMode::Bound)?
+        {
+            if record.chunk_count(len) <= INLINE_MAX_TAGS {
+                let plain = body.into_bytes().await?;
+                let mut ct = bytes::BytesMut::from(&plain[..]);
+                material.cipher_at(0)?.apply(&mut ct);
+                let sink = TagSink::new(tag_key.clone(), len);
+                record.inline_tags = Some(sink.tags_of(&ct, len));
+                body = PutBody::from_bytes(plain);
+            } else {
+                sidecar = Some((record.clone(), TagSink::new(tag_key, len)));
+            }
+            record.to_metadata(&mut meta);
+        }
         // Retried by the engine (same key, same counter: identical bytes) when the body can be
         // read again; a reader gets one attempt.
         let template = body.replay();
@@ -195,6 +217,7 @@ impl PutObjectFluentBuilder {
             1
         };
         let mut first = Some(body);
+        let sink = sidecar.as_ref().map(|(_, s)| s);
         let out = with_retries(max, 1, &Reporter::silent(), || {
             let body = first
                 .take()
@@ -218,7 +241,7 @@ impl PutObjectFluentBuilder {
                     .set_content_type(content_type)
                     .set_metadata(Some(meta))
                     .set_if_match(if_match)
-                    .body(body.into_encrypted(material, 0)?)
+                    .body(body.into_encrypted(material, 0, sink)?)
                     .customize()
                     .config_override(crate::client::retry_override(false))
                     .send()
@@ -227,6 +250,10 @@ impl PutObjectFluentBuilder {
             }
         })
         .await?;
+        if let Some((record, sink)) = &sidecar {
+            let tags = sink.finished_tags(len)?;
+            crate::ops::sidecar::put(inner, &key, record, &tags).await?;
+        }
         Ok(PutObjectOutput {
             e_tag: out.e_tag,
             version_id: out.version_id,

@@ -176,9 +176,21 @@ impl DownloadFileFluentBuilder {
                 Error::invalid_response("the server gave no ETag, which resumable downloads pin")
                     .with_object(bucket.bucket(), key)
             })?;
-        // Unwrap once for all ranges.
+        // Strict mode and signatures first, then unwrap once for all ranges (the key
+        // commitment decides, as for a single GET).
         let material = match &head.envelope {
-            Some(env) => Some(bucket.keyring().unwrap(env).await?),
+            Some(env) => {
+                bucket
+                    .integrity
+                    .check(head.integrity.as_ref(), &env.wrap_alg)
+                    .map_err(|e| e.with_object(bucket.bucket(), key))?;
+                let (m, _) = bucket
+                    .keyring()
+                    .unwrap_committed(env, head.integrity.as_ref())
+                    .await
+                    .map_err(|e| e.with_object(bucket.bucket(), key))?;
+                Some(m)
+            }
             None => None,
         };
         let pin = Pin {
@@ -297,9 +309,12 @@ impl DownloadFileFluentBuilder {
                 })
             }
             Err(e) => {
-                // Nothing to resume from (not resumable, or the object changed): no decrypted
-                // byte stays on disk.
-                if !self.opts.resumable || e.kind() == ErrorKind::Changed {
+                // Nothing to resume from (not resumable, the object changed, or it failed
+                // verification): no decrypted byte stays on disk.
+                if !self.opts.resumable
+                    || e.kind() == ErrorKind::Changed
+                    || e.kind().is_integrity_failure()
+                {
                     partial.discard();
                     if self.opts.resumable {
                         let _ = Checkpoint::remove(cp_path);
@@ -533,6 +548,7 @@ impl Span {
                     part_number: *next,
                     e_tag: None,
                     size: len,
+                    tags: None,
                 })
                 .map_err(|_| Error::new(ErrorKind::Io, "the checkpoint writer stopped"))?;
             self.received

@@ -14,6 +14,7 @@ use crate::engine::{FailedUploadPolicy, Reporter, TransferConfig, run_bounded, w
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{MAX_SINGLE_PUT, SharedHandle, require_key};
+use crate::integrity::{IntegrityRecord, TAG_LEN};
 use crate::multipart::{
     AbortOnDrop, CompletedPart, CreateMultipartUploadFluentBuilder, MultipartUpload, PartSize,
 };
@@ -166,7 +167,7 @@ impl UploadFileFluentBuilder {
                 let mut cp = Checkpoint::new("upload", self.bucket.bucket(), &key, local.clone());
                 cp.upload_id = Some(upload.upload_id().to_owned());
                 cp.part_size = upload.part_size();
-                cp.envelope = upload.envelope().to_metadata().into_iter().collect();
+                cp.envelope = upload.recorded_metadata().into_iter().collect();
                 if self.opts.resumable {
                     cp.seal(upload.material())?;
                     if let Err(e) = store_checkpoint(&cp, &cp_path).await {
@@ -310,9 +311,12 @@ impl UploadFileFluentBuilder {
             ));
         }
         // Unwrap through the keyring again (never from the checkpoint), then check the binding.
-        let upload = MultipartUpload::resume_with(&self.bucket, key, &upload_id, env.clone())
-            .await
-            .map_err(|e| invalid_checkpoint(cp_path, e))?;
+        let record =
+            IntegrityRecord::from_metadata(&meta).map_err(|e| invalid_checkpoint(cp_path, e))?;
+        let upload =
+            MultipartUpload::resume_with(&self.bucket, key, &upload_id, env.clone(), record)
+                .await
+                .map_err(|e| invalid_checkpoint(cp_path, e))?;
         cp.verify(cp_path, upload.material())?;
 
         let restart = |reason: String| async {
@@ -363,11 +367,14 @@ impl UploadFileFluentBuilder {
             }
             Err(e) => return Err(e),
         };
-        // A part counts as done only if the checkpoint recorded it and the server still has
-        // it with the same size (and the same ETag, where the server reports ETags).
+        // A part counts as done only if the checkpoint recorded it (with its integrity tags,
+        // when the upload has integrity data) and the server still has it with the same size
+        // (and the same ETag, where the server reports ETags).
+        let needs_tags = upload.integrity_record().is_some();
         let done: Vec<DonePart> = cp
             .parts
             .iter()
+            .filter(|p| !needs_tags || p.tags.is_some())
             .filter(|p| {
                 listed.iter().any(|l| {
                     l.part_number == p.part_number
@@ -425,6 +432,7 @@ impl UploadFileFluentBuilder {
                 part_number: part.part_number,
                 e_tag: Some(part.e_tag),
                 size: part.size,
+                tags: part.integrity_tags.as_deref().map(encode_tags),
             })
         })
         .await;
@@ -453,13 +461,32 @@ impl UploadFileFluentBuilder {
                 ),
             ));
         }
-        let parts = cp
-            .parts
-            .iter()
-            .map(|p| CompletedPart::new(p.part_number, p.e_tag.clone().unwrap_or_default(), p.size))
-            .collect();
+        let mut parts = Vec::with_capacity(cp.parts.len());
+        for p in &cp.parts {
+            let mut part =
+                CompletedPart::new(p.part_number, p.e_tag.clone().unwrap_or_default(), p.size);
+            if let Some(t) = &p.tags {
+                part = part.with_integrity_tags(decode_tags(t)?);
+            }
+            parts.push(part);
+        }
         Ok(upload.complete(parts).await?.e_tag)
     }
+}
+
+/// A part's tags as the checkpoint stores them (base64 of the concatenation).
+fn encode_tags(tags: &[[u8; TAG_LEN]]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(tags.concat())
+}
+
+fn decode_tags(text: &str) -> Result<Vec<[u8; TAG_LEN]>> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| Error::new(ErrorKind::InvalidCheckpoint, "a part's tags are not base64"))?;
+    crate::integrity::parse_tags(&raw)
+        .map_err(|_| Error::new(ErrorKind::InvalidCheckpoint, "a part's tags are cut off"))
 }
 
 enum Resume {

@@ -122,3 +122,54 @@ pub fn put_blocking(endpoint: &str, keyring: Keyring, key: &str, data: Vec<u8>) 
     .join()
     .unwrap();
 }
+
+/// Stores `body` under `key` in bucket `bkt` as it is, with exactly `meta` as user metadata
+/// (no encryption): tampered copies, planted objects.
+pub async fn put_raw(cb: &CryptoBucket, key: &str, body: Vec<u8>, meta: HashMap<String, String>) {
+    cb.client()
+        .put_object()
+        .bucket("bkt")
+        .key(key)
+        .set_metadata(Some(meta))
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A size on the benchmarks' command lines: plain bytes or with `k`/`KiB`, `m`/`MiB`,
+/// `g`/`GiB` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        other => return Err(format!("unknown unit {other}")),
+    };
+    n.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|e| format!("{s}: {e}"))
+}
+
+/// Fills `path` with `size` bytes of AES-CTR keystream (incompressible, fast to make): the
+/// benchmarks' source files.
+pub fn make_file(path: &std::path::Path, size: u64) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let m = cryptobucket::ContentMaterial::from_parts([5; 32], [6; 16]);
+    let mut c = m.cipher_at(0).map_err(std::io::Error::other)?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut buf = vec![0u8; 8 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        c.apply(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()
+}

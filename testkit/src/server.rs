@@ -51,6 +51,8 @@ pub struct Stats {
     /// Bytes of GetObject bodies sent (counted as the body streams out, so a client killed
     /// mid-body has moved only what it received).
     pub bytes_out: Arc<AtomicU64>,
+    /// GetObject requests received.
+    pub gets_in: AtomicU64,
     /// UploadPart requests still answered normally; later ones get 503 SlowDown.
     pub part_budget: AtomicI64,
     /// GetObject requests still answered normally; later ones get 503 SlowDown.
@@ -224,6 +226,7 @@ macro_rules! faulty_impl {
             })*
 
             async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+                self.stats.gets_in.fetch_add(1, Ordering::Relaxed);
                 spend(&self.stats.get_budget)?;
                 self.faulty_get(req).await
             }
