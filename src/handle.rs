@@ -30,7 +30,8 @@ pub enum UnencryptedPolicy {
     /// suspicious (an attacker can plant one), so it is refused unless asked for.
     #[default]
     Refuse,
-    /// Return plain objects as they are, for buckets that mix both on purpose.
+    /// Return plain objects as they are, for buckets that mix both on purpose (not in strict
+    /// mode, which refuses anything it cannot verify).
     PassThrough,
 }
 
@@ -111,8 +112,19 @@ impl Handle {
         Ok(env)
     }
 
-    /// Applies the unencrypted-object policy to an object with envelope `env`.
+    /// Applies the unencrypted-object policy to an object with envelope `env`. Strict mode
+    /// refuses plain objects whatever the policy: they cannot be verified either.
     pub(crate) fn check_unencrypted(&self, key: &str, env: Option<&Envelope>) -> Result<()> {
+        if env.is_none() && self.integrity.strict {
+            return Err(Error::new(
+                ErrorKind::MissingIntegrity,
+                format!(
+                    "object {key:?} is not encrypted, so it carries no integrity data; strict \
+                     mode refuses it"
+                ),
+            )
+            .with_object(&self.bucket, key));
+        }
         if env.is_none() && self.unencrypted == UnencryptedPolicy::Refuse {
             return Err(Error::new(
                 ErrorKind::NotEncrypted,

@@ -655,6 +655,27 @@ async fn strict_mode_refuses_objects_without_integrity_data() {
     let out = w.lax.get_object().key("legacy").send().await.unwrap();
     assert_eq!(out.integrity, IntegrityState::Absent);
     assert!(out.body.collect().await.unwrap() == data);
+    // Plain objects cannot be verified either: strict mode refuses them even when the bucket
+    // passes plain objects through.
+    support::put_raw(&w.writer, "plain", b"plain text".to_vec(), HashMap::new()).await;
+    let pass = CryptoBucket::builder()
+        .client(client.clone())
+        .bucket("bkt")
+        .keyring(reader_keyring(true))
+        .unencrypted_policy(cryptobucket::UnencryptedPolicy::PassThrough)
+        .build()
+        .unwrap();
+    let e = pass.get_object().key("plain").send().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MissingIntegrity, "{e}");
+    let lax_pass = CryptoBucket::builder()
+        .client(client.clone())
+        .bucket("bkt")
+        .keyring(reader_keyring(false))
+        .unencrypted_policy(cryptobucket::UnencryptedPolicy::PassThrough)
+        .build()
+        .unwrap();
+    let out = lax_pass.get_object().key("plain").send().await.unwrap();
+    assert_eq!(out.integrity, IntegrityState::Absent);
     // The bucket's own switch overrides the keyring's.
     let strict = CryptoBucket::builder()
         .client(client)

@@ -350,6 +350,9 @@ impl TestServer {
                     tokio::select! {
                         accepted = listener.accept() => {
                             let Ok((socket, _)) = accepted else { continue };
+                            // As real stores do: no Nagle delay on small responses (else a small
+                            // body after the headers waits for the client's delayed ACK, 40 ms).
+                            let _ = socket.set_nodelay(true);
                             let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                             tokio::spawn(async move { let _ = conn.await; });
                         }
