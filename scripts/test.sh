@@ -47,4 +47,4 @@ echo "== Garage 3-node cluster suite"
 trap 'scripts/garage-cluster.sh stop >/dev/null 2>&1 || true' EXIT
 scripts/garage-cluster.sh start > target/garage.env
 set -a; . target/garage.env; set +a
-cargo test --locked --test garage -- --ignored
+cargo test --locked --test garage --test providers -- --ignored

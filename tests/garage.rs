@@ -17,9 +17,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use cryptobucket::{
-    ByteRange, ClientOptions, CryptoBucket, PartSize, ProgressEvent, ProgressListener,
-};
+use cryptobucket::{ByteRange, CryptoBucket, PartSize, ProgressEvent, ProgressListener};
+use support::garage::{endpoints, var};
 use support::proxy::{FaultProxy, WireFault};
 use support::{keyring_a, pattern};
 
@@ -28,30 +27,9 @@ const PART: u64 = 5 * 1024 * 1024;
 /// The tests share one cluster and one of them kills nodes: they run one at a time.
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the cluster with scripts/garage-cluster.sh start")
-    })
-}
-
-fn endpoints() -> Vec<String> {
-    var("GARAGE_ENDPOINTS")
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
 async fn bucket_at(endpoint: &str) -> CryptoBucket {
-    // Garage rejects aws-sdk-s3's default signed streaming checksum trailer; ClientOptions'
-    // default (RequestChecksumCalculation::WhenRequired) is the documented setting.
-    let client = ClientOptions::new()
-        .endpoint_url(endpoint)
-        .region(var("GARAGE_REGION"))
-        .force_path_style(true)
-        .static_credentials(var("GARAGE_ACCESS_KEY_ID"), var("GARAGE_SECRET_ACCESS_KEY"))
-        .build()
-        .await;
-    CryptoBucket::new(client, var("GARAGE_BUCKET"), keyring_a())
+    let client = support::garage::client(endpoint).await;
+    CryptoBucket::new(client, support::garage::bucket(), keyring_a())
 }
 
 fn cluster(args: &[&str]) {

@@ -2,8 +2,10 @@
 //! PUT/GET, every range form, multipart and resumable transfers, a wrong key, and the keyring
 //! file form of the provider, on every store the suite knows ([`Store`]): the in-process s3s
 //! server, and the same server behind the TCP fault proxy answering 503/500 to new
-//! connections. New providers add one test that calls [`conformance`]; a new store is one more
-//! [`Store`] variant. (Garage runs its own suite, `tests/garage.rs`, when the cluster is up.)
+//! connections, and the 3-node Garage cluster (`every_provider_on_garage`, run by
+//! `scripts/test.sh` with the cluster up, like `tests/garage.rs`). New providers add one test
+//! that calls [`conformance`] and one line to the Garage test; a new store is one more [`Store`]
+//! variant.
 
 use cryptobucket_testkit as support;
 
@@ -21,6 +23,9 @@ enum Store {
     /// The same, reached through the fault proxy, whose first three connections are answered
     /// 503, 503 and 500 (the retry layers must carry every operation through).
     FaultyWire,
+    /// The Garage cluster of `scripts/garage-cluster.sh` (its bucket, keys under a prefix of
+    /// the provider's name).
+    Garage,
 }
 
 /// Runs the suite on every [`Store`].
@@ -36,7 +41,6 @@ async fn conformance_on(store: Store, name: &str, good: Keyring, wrong: Keyring)
     let server = TestServer::start();
     server.create_bucket("bkt").await;
     let proxy = match store {
-        Store::InProcess => None,
         Store::FaultyWire => {
             let p = FaultProxy::start(&server.endpoint);
             p.push([
@@ -46,30 +50,54 @@ async fn conformance_on(store: Store, name: &str, good: Keyring, wrong: Keyring)
             ]);
             Some(p)
         }
+        Store::InProcess | Store::Garage => None,
     };
-    let client = match &proxy {
-        Some(p) => server.client_via(&p.endpoint).await,
-        None => server.client().await,
+    let (client, bucket, prefix) = match (store, &proxy) {
+        (Store::Garage, _) => {
+            let endpoint = support::garage::endpoints().swap_remove(0);
+            let (client, bucket) = (
+                support::garage::client(&endpoint).await,
+                support::garage::bucket(),
+            );
+            (
+                client,
+                bucket,
+                format!("providers/{}/", name.replace(' ', "-")),
+            )
+        }
+        (_, Some(p)) => (
+            server.client_via(&p.endpoint).await,
+            "bkt".into(),
+            String::new(),
+        ),
+        (_, None) => (server.client().await, "bkt".into(), String::new()),
     };
-    let cb = cryptobucket::CryptoBucket::new(client, "bkt", good);
+    let (small_key, big_key) = (format!("{prefix}small"), format!("{prefix}big"));
+    let cb = cryptobucket::CryptoBucket::new(client.clone(), &bucket, good);
     let name = &format!("{name} on {store:?}");
     let data = pattern((2 * PART + 1234) as usize, 7);
     let small = &data[..100_000];
 
     // Single PUT, whole and ranged GETs.
     cb.put_object()
-        .key("small")
+        .key(&small_key)
         .body(small.to_vec())
         .send()
         .await
         .unwrap();
-    let got = cb.get_object().key("small").send().await.unwrap();
+    let got = cb.get_object().key(&small_key).send().await.unwrap();
     let wrap = got.envelope.as_ref().unwrap().wrap_alg.clone();
     assert!(got.body.collect().await.unwrap() == small, "{name}");
     for r in ["0-0", "15-16", "17-", "-33", "99990-"] {
         let r: ByteRange = r.parse().unwrap();
         let (s, l) = r.resolve(small.len() as u64).unwrap();
-        let got = cb.get_object().key("small").range(r).send().await.unwrap();
+        let got = cb
+            .get_object()
+            .key(&small_key)
+            .range(r)
+            .send()
+            .await
+            .unwrap();
         assert!(
             got.body.collect().await.unwrap() == small[s as usize..(s + l) as usize],
             "{name} {r}"
@@ -81,7 +109,7 @@ async fn conformance_on(store: Store, name: &str, good: Keyring, wrong: Keyring)
     let src = dir.path().join("src");
     std::fs::write(&src, &data).unwrap();
     cb.upload_file()
-        .key("big")
+        .key(&big_key)
         .path(&src)
         .part_size(PartSize::Target(PART))
         .checkpoint_dir(dir.path().join("cp"))
@@ -90,7 +118,7 @@ async fn conformance_on(store: Store, name: &str, good: Keyring, wrong: Keyring)
         .unwrap();
     let dst = dir.path().join("dst");
     cb.download_file()
-        .key("big")
+        .key(&big_key)
         .path(&dst)
         .part_size(PartSize::Target(PART))
         .checkpoint_dir(dir.path().join("cp"))
@@ -102,7 +130,7 @@ async fn conformance_on(store: Store, name: &str, good: Keyring, wrong: Keyring)
         first: PART - 3,
         last: PART + 3,
     };
-    let got = cb.get_object().key("big").range(r).send().await.unwrap();
+    let got = cb.get_object().key(&big_key).range(r).send().await.unwrap();
     assert_eq!(
         got.integrity,
         cryptobucket::IntegrityState::Verified,
@@ -112,8 +140,8 @@ async fn conformance_on(store: Store, name: &str, good: Keyring, wrong: Keyring)
 
     // Another key with the same matdesc: one uniform error, for both objects (the key
     // commitment decides, whatever the unwrap did).
-    let other = cryptobucket::CryptoBucket::new(server.client().await, "bkt", wrong);
-    for key in ["small", "big"] {
+    let other = cryptobucket::CryptoBucket::new(client, &bucket, wrong);
+    for key in [&small_key, &big_key] {
         let err = other.get_object().key(key).send().await.unwrap_err();
         assert_eq!(
             err.kind(),
@@ -157,40 +185,111 @@ async fn four_part_round_trip(cb: &cryptobucket::CryptoBucket, between: impl FnO
     assert!(std::fs::read(dir.path().join("dst")).unwrap() == data);
 }
 
-#[tokio::test]
-async fn rsa_pkcs1() {
+/// Each provider's keyrings for the suite: the one that writes and reads, and a wrong one
+/// (same matdesc, another key).
+type Keys = (Keyring, Keyring);
+
+fn rsa_pkcs1_keys() -> Keys {
     let d = MatDesc::new().with("k", "a");
-    conformance(
-        "rsa-pkcs1",
+    (
         Keyring::single(rsa("a"), d.clone()),
         Keyring::single(rsa("b"), d),
     )
-    .await;
+}
+
+fn rsa_oaep_keys() -> Keys {
+    let d = MatDesc::new();
+    let oaep = |n: &str| rsa(n).with_padding(cryptobucket::RsaPadding::OaepSha1);
+    (
+        Keyring::single(oaep("a"), d.clone()),
+        Keyring::single(oaep("b"), d),
+    )
+}
+
+fn aes_keys() -> Keys {
+    let d = MatDesc::new().with("key", "airgap");
+    (
+        Keyring::single(AesMasterKey::from_bytes(&[1; 32]).unwrap(), d.clone()),
+        Keyring::single(AesMasterKey::from_bytes(&[2; 32]).unwrap(), d),
+    )
+}
+
+async fn aws_kms_keys(moto: &Moto) -> Keys {
+    moto.create_key(Some("alias/ckpt")).await;
+    let other = moto.create_key(None).await;
+    let d = MatDesc::new().with("kms", "ckpt");
+    (
+        // By alias for one, by id for the other.
+        Keyring::single(
+            cryptobucket::AwsKmsKey::new(moto.kms_client(), "alias/ckpt"),
+            d.clone(),
+        ),
+        Keyring::single(cryptobucket::AwsKmsKey::new(moto.kms_client(), &other), d),
+    )
+}
+
+fn aliyun_blob_keys(fake: &support::aliyun_kms::FakeKms) -> Keys {
+    let (k1, k2) = (fake.create_key(), fake.create_key());
+    let d = MatDesc::new().with("kms", "ali");
+    (
+        Keyring::single(ali(fake, &k1), d.clone()),
+        Keyring::single(ali(fake, &k2), d),
+    )
+}
+
+/// oss2's encoding and passphrase; the wrong keyring has the same key and another passphrase
+/// (the encryption context differs, KMS refuses).
+fn aliyun_oss2_keys(fake: &support::aliyun_kms::FakeKms) -> Keys {
+    use cryptobucket::AliyunKmsEncoding;
+    let k = fake.create_key();
+    let d = MatDesc::new();
+    (
+        Keyring::single(
+            ali(fake, &k)
+                .write_encoding(AliyunKmsEncoding::Oss2)
+                .passphrase("pass-1"),
+            d.clone(),
+        ),
+        Keyring::single(ali(fake, &k).passphrase("pass-2"), d),
+    )
+}
+
+#[tokio::test]
+async fn rsa_pkcs1() {
+    let (good, wrong) = rsa_pkcs1_keys();
+    conformance("rsa-pkcs1", good, wrong).await;
 }
 
 #[tokio::test]
 async fn rsa_oaep() {
-    let d = MatDesc::new();
-    conformance(
-        "rsa-oaep",
-        Keyring::single(
-            rsa("a").with_padding(cryptobucket::RsaPadding::OaepSha1),
-            d.clone(),
-        ),
-        Keyring::single(rsa("b").with_padding(cryptobucket::RsaPadding::OaepSha1), d),
-    )
-    .await;
+    let (good, wrong) = rsa_oaep_keys();
+    conformance("rsa-oaep", good, wrong).await;
 }
 
 #[tokio::test]
 async fn local_aes_master_key() {
-    let d = MatDesc::new().with("key", "airgap");
-    conformance(
-        "aes",
-        Keyring::single(AesMasterKey::from_bytes(&[1; 32]).unwrap(), d.clone()),
-        Keyring::single(AesMasterKey::from_bytes(&[2; 32]).unwrap(), d),
-    )
-    .await;
+    let (good, wrong) = aes_keys();
+    conformance("aes", good, wrong).await;
+}
+
+/// Every provider on the Garage cluster (one node's endpoint; `tests/garage.rs` covers node
+/// failures). Needs the cluster's environment, like `tests/garage.rs`.
+#[tokio::test]
+#[ignore = "needs the Garage cluster: scripts/garage-cluster.sh start"]
+async fn every_provider_on_garage() {
+    let moto = Moto::start();
+    let fake = support::aliyun_kms::FakeKms::start("LTAI-test", "ali-secret", None);
+    let suites: Vec<(&str, Keys)> = vec![
+        ("rsa-pkcs1", rsa_pkcs1_keys()),
+        ("rsa-oaep", rsa_oaep_keys()),
+        ("aes", aes_keys()),
+        ("aws-kms", aws_kms_keys(&moto).await),
+        ("aliyun-kms blob", aliyun_blob_keys(&fake)),
+        ("aliyun-kms oss2", aliyun_oss2_keys(&fake)),
+    ];
+    for (name, (good, wrong)) in suites {
+        conformance_on(Store::Garage, name, good, wrong).await;
+    }
 }
 
 #[tokio::test]
@@ -288,20 +387,8 @@ key_file = "master.key"
 #[tokio::test]
 async fn aws_kms_against_moto() {
     let moto = Moto::start();
-    let k1 = moto.create_key(Some("alias/ckpt")).await;
-    let k2 = moto.create_key(None).await;
-    let d = MatDesc::new().with("kms", "ckpt");
-    conformance(
-        "aws-kms",
-        // By alias for one, by id for the other.
-        Keyring::single(
-            cryptobucket::AwsKmsKey::new(moto.kms_client(), "alias/ckpt"),
-            d.clone(),
-        ),
-        Keyring::single(cryptobucket::AwsKmsKey::new(moto.kms_client(), &k2), d),
-    )
-    .await;
-    let _ = k1;
+    let (good, wrong) = aws_kms_keys(&moto).await;
+    conformance("aws-kms", good, wrong).await;
 }
 
 #[tokio::test]
@@ -412,16 +499,10 @@ fn ali(fake: &support::aliyun_kms::FakeKms, key: &str) -> cryptobucket::AliyunKm
 #[tokio::test]
 async fn aliyun_kms_blob_encoding() {
     let fake = support::aliyun_kms::FakeKms::start("LTAI-test", "ali-secret", None);
-    let (k1, k2) = (fake.create_key(), fake.create_key());
-    let d = MatDesc::new().with("kms", "ali");
-    conformance(
-        "aliyun-kms blob",
-        Keyring::single(ali(&fake, &k1), d.clone()),
-        Keyring::single(ali(&fake, &k2), d.clone()),
-    )
-    .await;
+    let (good, wrong) = aliyun_blob_keys(&fake);
+    conformance("aliyun-kms blob", good.clone(), wrong).await;
     // A tampered blob (one character of the key header changed): the uniform unwrap error.
-    let ring = Keyring::single(ali(&fake, &k1), d);
+    let ring = good;
     let (_server, cb) = bucket_with(Fault::None, ring).await;
     let out = cb
         .put_object()
@@ -440,22 +521,9 @@ async fn aliyun_kms_blob_encoding() {
 
 #[tokio::test]
 async fn aliyun_kms_oss2_encoding_with_passphrase() {
-    use cryptobucket::AliyunKmsEncoding;
     let fake = support::aliyun_kms::FakeKms::start("LTAI-test", "ali-secret", None);
-    let k = fake.create_key();
-    let d = MatDesc::new();
-    // Same key, another passphrase: the encryption context differs, KMS refuses.
-    conformance(
-        "aliyun-kms oss2",
-        Keyring::single(
-            ali(&fake, &k)
-                .write_encoding(AliyunKmsEncoding::Oss2)
-                .passphrase("pass-1"),
-            d.clone(),
-        ),
-        Keyring::single(ali(&fake, &k).passphrase("pass-2"), d),
-    )
-    .await;
+    let (good, wrong) = aliyun_oss2_keys(&fake);
+    conformance("aliyun-kms oss2", good, wrong).await;
     assert!(
         fake.calls("GenerateDataKey") > 0,
         "oss2 encoding takes the CEK from GenerateDataKey"

@@ -4,6 +4,7 @@
 //! workspace member, so nothing is included by `#[path]`.
 
 pub mod aliyun_kms;
+pub mod garage;
 pub mod moto;
 pub mod proxy;
 pub mod server;
