@@ -74,6 +74,12 @@ pub enum WrapAlgorithm {
     LocalAes256Gcm,
     /// `CRYPTOBUCKET/AWS-KMS`: AWS KMS ([`AwsKmsKey`](crate::AwsKmsKey)); this crate's own.
     AwsKms,
+    /// `CRYPTOBUCKET/ECIES-P256`: ECIES to a P-256 recipient with Volcengine Ark's construction
+    /// ([`EciesP256Key`](crate::EciesP256Key)); this crate's own.
+    EciesP256,
+    /// `CRYPTOBUCKET/PASSPHRASE-ARGON2ID`: a passphrase through Argon2id
+    /// ([`PassphraseKey`](crate::PassphraseKey)); this crate's own.
+    PassphraseArgon2id,
     /// Any other string, kept so that errors can name it.
     Other(String),
 }
@@ -87,6 +93,8 @@ impl WrapAlgorithm {
             Self::AliyunKms => "KMS/ALICLOUD",
             Self::LocalAes256Gcm => "CRYPTOBUCKET/AES-256-GCM",
             Self::AwsKms => "CRYPTOBUCKET/AWS-KMS",
+            Self::EciesP256 => "CRYPTOBUCKET/ECIES-P256",
+            Self::PassphraseArgon2id => "CRYPTOBUCKET/PASSPHRASE-ARGON2ID",
             Self::Other(s) => s,
         }
     }
@@ -99,6 +107,8 @@ impl WrapAlgorithm {
             "KMS/ALICLOUD" => Self::AliyunKms,
             "CRYPTOBUCKET/AES-256-GCM" => Self::LocalAes256Gcm,
             "CRYPTOBUCKET/AWS-KMS" => Self::AwsKms,
+            "CRYPTOBUCKET/ECIES-P256" => Self::EciesP256,
+            "CRYPTOBUCKET/PASSPHRASE-ARGON2ID" => Self::PassphraseArgon2id,
             other => Self::Other(other.to_owned()),
         }
     }

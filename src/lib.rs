@@ -80,9 +80,9 @@ pub use envelope::{Envelope, FormatVersion, MatDesc, WrapAlgorithm};
 pub use error::{Error, ErrorKind, Result};
 pub use integrity::{IntegrityState, SignerPublicKey, SigningKey};
 pub use keys::{
-    AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, KeyEntry,
-    KeyProvider, Keyring, KeyringBuilder, KeyringFile, RsaKeyPair, RsaPadding, WrappedMaterial,
-    generate_rsa_pem,
+    AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, EciesP256Key,
+    KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile, PassphraseKey, RsaKeyPair,
+    RsaPadding, WrappedMaterial, generate_rsa_pem,
 };
 pub use multipart::{MultipartUpload, PartSize};
 pub use progress::{Progress, ProgressEvent, ProgressListener};

@@ -700,16 +700,7 @@ async fn strict_mode_refuses_objects_without_integrity_data() {
 /// Python implementation of spec/integrity.md produces.
 #[test]
 fn committed_vector_is_what_python_cryptography_generates() {
-    let python = std::env::var_os("CRYPTOBUCKET_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-        });
-    assert!(
-        python.exists(),
-        "needs Python with `cryptography` at {}; run ./scripts/test.sh or set CRYPTOBUCKET_PYTHON",
-        python.display()
-    );
+    let python = support::python();
     let root = support::repo_root();
     let out = std::process::Command::new(python)
         .arg(root.join("scripts/integrity_vector.py"))

@@ -214,6 +214,30 @@ fn aes_keys() -> Keys {
     )
 }
 
+fn ecies_keys() -> Keys {
+    let d = MatDesc::new().with("to", "sandbox");
+    (
+        Keyring::single(cryptobucket::EciesP256Key::generate().unwrap(), d.clone()),
+        Keyring::single(cryptobucket::EciesP256Key::generate().unwrap(), d),
+    )
+}
+
+/// Light Argon2id parameters (OWASP's 19 MiB, 2 passes) keep the suite quick; the wrong
+/// keyring has another passphrase.
+fn passphrase_keys() -> Keys {
+    let light = cryptobucket::keys::passphrase::KdfParams {
+        memory_kib: 19 * 1024,
+        passes: 2,
+        lanes: 1,
+    };
+    let d = MatDesc::new().with("pw", "team");
+    let key = |p: &str| cryptobucket::PassphraseKey::new(p).with_params(light);
+    (
+        Keyring::single(key("correct horse"), d.clone()),
+        Keyring::single(key("battery staple"), d),
+    )
+}
+
 async fn aws_kms_keys(moto: &Moto) -> Keys {
     moto.create_key(Some("alias/ckpt")).await;
     let other = moto.create_key(None).await;
@@ -267,6 +291,18 @@ async fn rsa_oaep() {
 }
 
 #[tokio::test]
+async fn ecies_p256_recipient() {
+    let (good, wrong) = ecies_keys();
+    conformance("ecies-p256", good, wrong).await;
+}
+
+#[tokio::test]
+async fn passphrase() {
+    let (good, wrong) = passphrase_keys();
+    conformance("passphrase", good, wrong).await;
+}
+
+#[tokio::test]
 async fn local_aes_master_key() {
     let (good, wrong) = aes_keys();
     conformance("aes", good, wrong).await;
@@ -283,6 +319,8 @@ async fn every_provider_on_garage() {
         ("rsa-pkcs1", rsa_pkcs1_keys()),
         ("rsa-oaep", rsa_oaep_keys()),
         ("aes", aes_keys()),
+        ("ecies-p256", ecies_keys()),
+        ("passphrase", passphrase_keys()),
         ("aws-kms", aws_kms_keys(&moto).await),
         ("aliyun-kms blob", aliyun_blob_keys(&fake)),
         ("aliyun-kms oss2", aliyun_oss2_keys(&fake)),

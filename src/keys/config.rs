@@ -18,6 +18,21 @@
 //!
 //! ```toml
 //! [[keys]]
+//! name = "sandbox"
+//! kind = "ecies-p256"            # ECIES to a P-256 certificate (Volcengine Ark's construction)
+//! recipient = "sandbox.crt"      # certificate or public key PEM: enough to write
+//! private_key = "sandbox.key"    # PKCS#8 or SEC1, to read (optional when only writing)
+//! ```
+//!
+//! ```toml
+//! [[keys]]
+//! name = "team"
+//! kind = "passphrase"            # Argon2id (64 MiB, 3 passes) + AES-256-GCM key wrap
+//! passphrase_env = "CKPT_PASSPHRASE"   # or passphrase_file = "passphrase.txt"
+//! ```
+//!
+//! ```toml
+//! [[keys]]
 //! name = "prod-aws"
 //! kind = "aws-kms"
 //! key_id = "alias/ckpt"          # key id, ARN or alias
@@ -59,8 +74,8 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{
-    AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, KeyEntry,
-    KeyProvider, Keyring, KeyringBuilder, RsaKeyPair, RsaPadding,
+    AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, EciesP256Key,
+    KeyEntry, KeyProvider, Keyring, KeyringBuilder, PassphraseKey, RsaKeyPair, RsaPadding,
 };
 use crate::envelope::MatDesc;
 use crate::error::{Error, Result};
@@ -140,6 +155,8 @@ struct KeySpec {
     name: Option<String>,
     public_key: Option<PathBuf>,
     private_key: Option<PathBuf>,
+    /// `ecies-p256`: the recipient's certificate or public key PEM (to write).
+    recipient: Option<PathBuf>,
     /// `pkcs1` (default) or `oaep-sha1`: the padding used when writing.
     padding: Option<String>,
     /// `aes`: environment variable holding the base64 key.
@@ -154,8 +171,11 @@ struct KeySpec {
     endpoint_url: Option<String>,
     /// `aliyun-kms`: `blob` (default, Go/Java) or `oss2`.
     write_encoding: Option<String>,
-    /// `aliyun-kms`: environment variable holding oss2's passphrase.
+    /// `aliyun-kms`: environment variable holding oss2's passphrase; `passphrase`: the
+    /// passphrase's variable.
     passphrase_env: Option<String>,
+    /// `passphrase`: a file whose first line is the passphrase.
+    passphrase_file: Option<PathBuf>,
     #[serde(default)]
     matdesc: BTreeMap<String, String>,
     #[serde(default)]
@@ -213,6 +233,14 @@ impl KeyringFile {
     }
 }
 
+/// A key file named in the keyring file (relative to it), kept in a zeroizing buffer.
+fn read_key_file(base: &Path, path: &Path) -> Result<Zeroizing<String>> {
+    let full = base.join(path);
+    std::fs::read_to_string(&full)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::io(format!("cannot read key file {}", full.display()), e))
+}
+
 impl KeySpec {
     /// Refuses fields that belong to another kind (a likely mistake, e.g. `key_env` on an RSA
     /// entry).
@@ -221,7 +249,10 @@ impl KeySpec {
             self.public_key.is_some() || self.private_key.is_some() || self.padding.is_some();
         let aes_only = self.key_env.is_some() || self.key_file.is_some();
         let bad = match self.kind.as_str() {
-            "rsa" if aes_only => Some("key_env/key_file"),
+            "rsa" if aes_only || self.recipient.is_some() => Some("key_env/key_file/recipient"),
+            "ecies-p256" if aes_only || self.public_key.is_some() || self.padding.is_some() => {
+                Some("key_env/key_file/public_key/padding")
+            }
             "aes" if rsa_only => Some("public_key/private_key/padding"),
             _ => None,
         };
@@ -238,14 +269,7 @@ impl KeySpec {
         self.check_fields()?;
         let provider = match self.kind.as_str() {
             "rsa" => {
-                let read = |p: &PathBuf| -> Result<Zeroizing<String>> {
-                    let full = base.join(p);
-                    std::fs::read_to_string(&full)
-                        .map(Zeroizing::new)
-                        .map_err(|e| {
-                            Error::io(format!("cannot read key file {}", full.display()), e)
-                        })
-                };
+                let read = |p: &PathBuf| read_key_file(base, p);
                 let public = self.public_key.as_ref().map(read).transpose()?;
                 let private = self.private_key.as_ref().map(read).transpose()?;
                 let padding = match self.padding.as_deref() {
@@ -273,6 +297,44 @@ impl KeySpec {
                         return Err(Error::invalid_key(
                             "an \"aes\" key needs exactly one of key_env (an environment variable \
                              holding the base64 key) or key_file",
+                        ));
+                    }
+                };
+                Box::new(key) as Box<dyn KeyProvider>
+            }
+            "ecies-p256" => {
+                let read = |p: &PathBuf| read_key_file(base, p);
+                let key = match (&self.private_key, &self.recipient) {
+                    (Some(private), recipient) => {
+                        let key = EciesP256Key::from_private_pem(&read(private)?)?;
+                        if let Some(r) = recipient {
+                            let given = EciesP256Key::from_recipient_pem(&read(r)?)?;
+                            if given.public_point() != key.public_point() {
+                                return Err(Error::invalid_key(
+                                    "recipient and private_key are not one key pair",
+                                ));
+                            }
+                        }
+                        key
+                    }
+                    (None, Some(r)) => EciesP256Key::from_recipient_pem(&read(r)?)?,
+                    (None, None) => {
+                        return Err(Error::invalid_key(
+                            "an \"ecies-p256\" key needs recipient (certificate or public key, to \
+                             write) and/or private_key (to read)",
+                        ));
+                    }
+                };
+                Box::new(key) as Box<dyn KeyProvider>
+            }
+            "passphrase" => {
+                let key = match (&self.passphrase_env, &self.passphrase_file) {
+                    (Some(var), None) => PassphraseKey::from_env(var)?,
+                    (None, Some(file)) => PassphraseKey::from_file(&base.join(file))?,
+                    _ => {
+                        return Err(Error::invalid_key(
+                            "a \"passphrase\" key needs exactly one of passphrase_env or \
+                             passphrase_file",
                         ));
                     }
                 };
@@ -321,7 +383,7 @@ impl KeySpec {
             }
             other => {
                 return Err(Error::invalid_key(format!(
-                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\", \"aws-kms\", \"aliyun-kms\""
+                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\", \"ecies-p256\", \"passphrase\", \"aws-kms\", \"aliyun-kms\""
                 )));
             }
         };

@@ -9,6 +9,8 @@ pub mod aes;
 pub mod aliyun_kms;
 pub mod aws_kms;
 mod config;
+pub mod ecies;
+pub mod passphrase;
 mod pem;
 mod rsa;
 
@@ -26,7 +28,21 @@ pub use self::aes::AesMasterKey;
 pub use self::aliyun_kms::{AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey};
 pub use self::aws_kms::AwsKmsKey;
 pub use self::config::KeyringFile;
+pub use self::ecies::EciesP256Key;
+pub use self::passphrase::PassphraseKey;
 pub use self::rsa::{RsaKeyPair, RsaPadding, generate_rsa_pem};
+
+/// The material from separately unwrapped key and IV: both, or the one uniform
+/// [`ErrorKind::KeyUnwrap`] whichever failed (no oracle on which half).
+pub(crate) fn material_from(
+    cek: Result<zeroize::Zeroizing<Vec<u8>>>,
+    iv: Result<zeroize::Zeroizing<Vec<u8>>>,
+) -> Result<ContentMaterial> {
+    match (cek, iv) {
+        (Ok(cek), Ok(iv)) => ContentMaterial::from_slices(&cek, &iv),
+        _ => Err(Error::key_unwrap()),
+    }
+}
 
 /// The wrapped form of a [`ContentMaterial`], ready to be stored as metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -174,3 +174,38 @@ pub fn make_file(path: &std::path::Path, size: u64) -> std::io::Result<()> {
     }
     f.flush()
 }
+
+/// The Python the interop tests run their peers with: `CRYPTOBUCKET_PYTHON`, else the
+/// repository's `.venv` (made by `scripts/test.sh`). Missing, it fails the test.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("CRYPTOBUCKET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "the interop tests need the Python of tests/interop/requirements.txt at {}; run \
+         ./scripts/test.sh (it creates .venv) or set CRYPTOBUCKET_PYTHON",
+        p.display()
+    );
+    p
+}
+
+/// Runs the peer script `script` (relative to the repository) with one JSON request on stdin
+/// and returns its JSON answer.
+pub fn python_peer(script: &str, request: &serde_json::Value) -> serde_json::Value {
+    let mut child = std::process::Command::new(python())
+        .arg(repo_root().join(script))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    serde_json::to_writer(child.stdin.take().unwrap(), request).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
