@@ -59,6 +59,7 @@ pub mod fuzzing;
 mod handle;
 pub mod integrity;
 pub mod keys;
+pub mod migrate;
 pub mod multipart;
 mod ops;
 mod partial;

@@ -1139,3 +1139,93 @@ fn signing_keys_verify_inspect_and_strict_mode() {
     assert!(!dest.exists());
     no_leftovers(dir.path());
 }
+
+#[test]
+fn migrate_password_cbc_from_a_file_and_from_an_object() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = testdata().join("keys/a");
+    let (pubk, privk) = (keys.join("public.pem"), keys.join("private.pem"));
+    let k = [
+        "--rsa-public-key",
+        pubk.to_str().unwrap(),
+        "--rsa-private-key",
+        privk.to_str().unwrap(),
+    ];
+    let data = pattern(70_001, 5);
+    let plain = dir.path().join("model.plain");
+    let enc = dir.path().join("model.enc");
+    std::fs::write(&plain, &data).unwrap();
+    support::run_python(
+        "tests/interop/password_cbc.py",
+        &[
+            plain.to_str().unwrap(),
+            enc.to_str().unwrap(),
+            "hunter2",
+            "0f0e0d0c0b0a09080706050403020100",
+        ],
+    );
+    let pw = dir.path().join("pw.txt");
+    std::fs::write(&pw, "hunter2\n").unwrap();
+    let mut args = k.to_vec();
+    args.extend([
+        "migrate-password-cbc",
+        enc.to_str().unwrap(),
+        "s3://cli/model.bin",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    ok(&cli(&s, &args));
+    let back = dir.path().join("back.bin");
+    let mut args = k.to_vec();
+    args.extend(["get", "s3://cli/model.bin", back.to_str().unwrap()]);
+    ok(&cli(&s, &args));
+    assert!(std::fs::read(&back).unwrap() == data);
+    // From an object holding the old file; a wrong password writes nothing.
+    rt().block_on(async {
+        let client = s.client().await;
+        let body = std::fs::read(&enc).unwrap();
+        client
+            .put_object()
+            .bucket("cli")
+            .key("legacy/model.enc")
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let mut args = k.to_vec();
+    args.extend([
+        "migrate-password-cbc",
+        "s3://cli/legacy/model.enc",
+        "s3://cli/model2.bin",
+        "--password-env",
+        "OLD_PW",
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_cryptobucket"))
+        .args(&args)
+        .env("OLD_PW", "hunter2")
+        .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_ENDPOINT_URL", &s.endpoint)
+        .output()
+        .unwrap();
+    ok(&out);
+    std::fs::write(&pw, "hunter3\n").unwrap();
+    let mut args = k.to_vec();
+    args.extend([
+        "migrate-password-cbc",
+        enc.to_str().unwrap(),
+        "s3://cli/model3.bin",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    let err = fails(&cli(&s, &args));
+    assert!(err.contains("bad padding"), "{err}");
+    assert!(!err.contains("hunter"), "{err}");
+    let mut args = k.to_vec();
+    args.extend(["inspect", "s3://cli/model3.bin"]);
+    assert!(!cli(&s, &args).status.success(), "nothing was written");
+}

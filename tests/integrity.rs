@@ -700,20 +700,11 @@ async fn strict_mode_refuses_objects_without_integrity_data() {
 /// Python implementation of spec/integrity.md produces.
 #[test]
 fn committed_vector_is_what_python_cryptography_generates() {
-    let python = support::python();
     let root = support::repo_root();
-    let out = std::process::Command::new(python)
-        .arg(root.join("scripts/integrity_vector.py"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::run_python("scripts/integrity_vector.py", &[]);
     let committed = std::fs::read(root.join("testdata/integrity/vector.json")).unwrap();
     assert!(
-        out.stdout == committed,
+        stdout == committed,
         "testdata/integrity/vector.json is stale"
     );
 }

@@ -123,6 +123,22 @@ enum Command {
         /// s3://BUCKET/PREFIX (or s3://BUCKET/KEY, or s3://BUCKET/ for the whole bucket).
         target: String,
     },
+    /// Migrate a file of the password-CBC model scripts (IV ‖ AES-256-CBC(SHA-256(password)))
+    /// into an object of ours, streaming: SRC is a local file or a plain object s3://B/KEY, DEST
+    /// s3://BUCKET/KEY, encrypted with the keyring as `put` does. A wrong password or a damaged
+    /// file writes nothing. The password comes from --password-env or --password-file.
+    MigratePasswordCbc {
+        /// The encrypted file: a local path or s3://BUCKET/KEY (read as stored).
+        src: String,
+        /// Destination, s3://BUCKET/KEY.
+        dest: String,
+        /// Environment variable holding the old password.
+        #[arg(long, value_name = "VAR", conflicts_with = "password_file")]
+        password_env: Option<String>,
+        /// File whose first line is the old password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
     /// Show an object's encryption metadata and integrity state (no secrets).
     Inspect {
         /// Object, s3://BUCKET/KEY.
@@ -278,6 +294,21 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         } => keygen_signing(out_dir),
         Command::Keygen { out_dir, bits, .. } => keygen(out_dir, *bits),
         Command::Verify { target } => verify::verify(g, target).await,
+        Command::MigratePasswordCbc {
+            src,
+            dest,
+            password_env,
+            password_file,
+        } => {
+            migrate_password_cbc(
+                g,
+                src,
+                dest,
+                password_env.as_deref(),
+                password_file.as_deref(),
+            )
+            .await
+        }
         Command::Put {
             file,
             dest,
@@ -468,6 +499,69 @@ fn write_key_pair(
         .map_err(|e| io("cannot write the secret key", e))?;
     std::fs::write(&public_path, public).map_err(|e| io("cannot write the public key", e))?;
     Ok((secret_path, public_path))
+}
+
+async fn migrate_password_cbc(
+    g: &Global,
+    src: &str,
+    dest: &str,
+    password_env: Option<&str>,
+    password_file: Option<&Path>,
+) -> Result<()> {
+    use cryptobucket::PutBody;
+    use cryptobucket::migrate::PasswordCbcReader;
+    let password = match (password_env, password_file) {
+        (Some(var), None) => Zeroizing::new(std::env::var(var).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("the password variable {var} is not set"),
+            )
+        })?),
+        (None, Some(file)) => {
+            let text = read_secret(file)?;
+            Zeroizing::new(text.lines().next().unwrap_or("").to_owned())
+        }
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "give the old password with --password-env VAR or --password-file FILE",
+            ));
+        }
+    };
+    let (bucket, key) = parse_s3_url(dest)?;
+    let client = g.client().await;
+    let source: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
+        match src.strip_prefix("s3://") {
+            Some(_) => {
+                let (b, k) = parse_s3_url(src)?;
+                let got = client
+                    .get_object()
+                    .bucket(&b)
+                    .key(&k)
+                    .send()
+                    .await
+                    .map_err(|e| Error::from_sdk("GetObject", e).with_object(&b, &k))?;
+                Box::pin(got.body.into_async_read())
+            }
+            None => Box::pin(
+                tokio::fs::File::open(src)
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {src}: {e}")))?,
+            ),
+        };
+    let cb = CryptoBucket::new(client, bucket, g.keyring(true)?);
+    let plain = PasswordCbcReader::new(source, &password);
+    let out = cb
+        .put_object()
+        .key(&key)
+        .body(PutBody::from_stream(plain))
+        .send()
+        .await?;
+    eprintln!(
+        "migrated {src} to {dest} (wrap algorithm {}); the old password-CBC file is untouched",
+        out.envelope.wrap_alg
+    );
+    Ok(())
 }
 
 fn keygen_signing(out_dir: &Path) -> Result<()> {

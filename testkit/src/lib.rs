@@ -209,3 +209,19 @@ pub fn python_peer(script: &str, request: &serde_json::Value) -> serde_json::Val
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Runs the Python script `script` (relative to the repository) with `args`; returns its stdout
+/// and fails the test if it fails.
+pub fn run_python(script: &str, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(python())
+        .arg(repo_root().join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
