@@ -268,7 +268,8 @@ impl fmt::Debug for WrappedValue {
     }
 }
 
-fn lookup<'a>(meta: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+/// The value of user-metadata key `key`, matched case-insensitively (stores differ in case).
+pub(crate) fn lookup<'a>(meta: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     meta.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| v.as_str())

@@ -30,6 +30,7 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use bytes::{Bytes, BytesMut};
 
 use crate::cipher::ContentMaterial;
+use crate::envelope::lookup;
 use crate::error::{Error, ErrorKind, Result};
 
 pub use self::signing::{SignerPublicKey, SigningKey};
@@ -120,12 +121,6 @@ pub struct IntegrityRecord {
     pub inline_tags: Option<Vec<[u8; TAG_LEN]>>,
     /// The writer signature, if the writer had a signing key.
     pub signature: Option<RecordSignature>,
-}
-
-fn lookup<'a>(meta: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
-    meta.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.as_str())
 }
 
 fn bad(what: impl std::fmt::Display) -> Error {
