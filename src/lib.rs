@@ -82,8 +82,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use integrity::{IntegrityState, SignerPublicKey, SigningKey};
 pub use keys::{
     AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, EciesP256Key,
-    KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile, PassphraseKey, RsaKeyPair,
-    RsaPadding, WrappedMaterial, generate_rsa_pem,
+    KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile, PassphraseKey, PassphrasePrompt,
+    RsaKeyPair, RsaPadding, WrappedMaterial, generate_rsa_pem,
 };
 pub use multipart::{MultipartUpload, PartSize};
 pub use progress::{Progress, ProgressEvent, ProgressListener};

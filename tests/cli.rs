@@ -1229,3 +1229,180 @@ fn migrate_password_cbc_from_a_file_and_from_an_object() {
     args.extend(["inspect", "s3://cli/model3.bin"]);
     assert!(!cli(&s, &args).status.success(), "nothing was written");
 }
+
+/// Runs the CLI on a pseudo-terminal (`tests/interop/pty_run.py`), typing `answers` at its
+/// passphrase prompts.
+fn on_terminal(server: &TestServer, args: &[&str], answers: &[&str]) -> serde_json::Value {
+    let mut argv = vec![env!("CARGO_BIN_EXE_cryptobucket")];
+    argv.extend_from_slice(args);
+    support::python_peer(
+        "tests/interop/pty_run.py",
+        &serde_json::json!({
+            "argv": argv,
+            "answers": answers,
+            "env": {
+                "AWS_ACCESS_KEY_ID": support::server::ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": support::server::SECRET_KEY,
+                "AWS_CONFIG_FILE": "/nonexistent",
+                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                "AWS_ENDPOINT_URL": server.endpoint,
+                "CRYPTOBUCKET_CHECKPOINT_DIR": checkpoint_dir(),
+            },
+        }),
+    )
+}
+
+#[test]
+fn passphrase_prompt_on_a_terminal_without_echo() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.toml");
+    std::fs::write(
+        &keyring,
+        "[[keys]]\nname = \"team\"\nkind = \"passphrase\"\n",
+    )
+    .unwrap();
+    let kr = keyring.to_str().unwrap();
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, pattern(300_000, 11)).unwrap();
+    let out = dir.path().join("out.bin");
+    let (src_s, out_s) = (src.to_str().unwrap(), out.to_str().unwrap());
+    let secret = "tr0ub4dor & 3";
+
+    // Writing asks twice, with echo off, and never shows the passphrase.
+    let r = on_terminal(
+        &s,
+        &["--keyring", kr, "put", src_s, "s3://cli/prompted"],
+        &[secret, secret],
+    );
+    let shown = r["output"].as_str().unwrap();
+    assert_eq!(r["status"], 0, "{shown}");
+    assert_eq!(r["answered"], 2, "{shown}");
+    assert_eq!(r["echo_off"], true, "{shown}");
+    assert!(shown.contains("passphrase for keyring team: "), "{shown}");
+    assert!(shown.contains("(again)"), "{shown}");
+    assert!(!shown.contains(secret), "{shown}");
+
+    // Reading asks once; the right passphrase reads, a wrong one is a key error.
+    let r = on_terminal(
+        &s,
+        &["--keyring", kr, "get", "s3://cli/prompted", out_s],
+        &[secret],
+    );
+    assert_eq!(r["status"], 0, "{}", r["output"]);
+    assert_eq!(r["answered"], 1, "{}", r["output"]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+    std::fs::remove_file(&out).unwrap();
+    let r = on_terminal(
+        &s,
+        &["--keyring", kr, "get", "s3://cli/prompted", out_s],
+        &["not it"],
+    );
+    assert_ne!(r["status"], 0, "{}", r["output"]);
+    assert!(
+        r["output"]
+            .as_str()
+            .unwrap()
+            .contains("is not the one that wrote it"),
+        "the error names the cause: {}",
+        r["output"]
+    );
+    assert!(!out.exists());
+
+    // Two different answers on write: refused, nothing uploaded.
+    let r = on_terminal(
+        &s,
+        &["--keyring", kr, "put", src_s, "s3://cli/typo"],
+        &[secret, "tr0ub4dor & 4"],
+    );
+    assert_ne!(r["status"], 0, "{}", r["output"]);
+    assert!(
+        r["output"].as_str().unwrap().contains("differ"),
+        "{}",
+        r["output"]
+    );
+    let err = fails(&cli(&s, &["inspect", "s3://cli/typo"]));
+    assert!(err.contains("typo"), "{err}");
+
+    // Without a terminal there is nobody to ask: a clear error, not a hang.
+    let err = fails(&cli(
+        &s,
+        &["--keyring", kr, "get", "s3://cli/prompted", out_s],
+    ));
+    assert!(err.contains("not a terminal"), "{err}");
+}
+
+#[test]
+fn keygen_ecies_recipient_writes_and_its_private_key_reads() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let k = keys.to_str().unwrap();
+    let out = cli(
+        &s,
+        &[
+            "keygen",
+            "--ecies-p256",
+            "--subject",
+            "tee-7",
+            "--days",
+            "10",
+            "--out-dir",
+            k,
+        ],
+    );
+    ok(&out);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(keys.join("recipient.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let secret = std::fs::read_to_string(keys.join("recipient.key")).unwrap();
+    assert!(
+        secret.starts_with("-----BEGIN PRIVATE KEY-----"),
+        "PKCS#8 expected"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(secret.lines().nth(1).unwrap()));
+    // A second keygen into the same directory refuses to overwrite.
+    fails(&cli(&s, &["keygen", "--ecies-p256", "--out-dir", k]));
+    assert_eq!(
+        std::fs::read_to_string(keys.join("recipient.key")).unwrap(),
+        secret
+    );
+
+    let writer = dir.path().join("writer.toml");
+    std::fs::write(
+        &writer,
+        format!("[[keys]]\nkind = \"ecies-p256\"\nrecipient = \"{k}/recipient.crt\"\n"),
+    )
+    .unwrap();
+    let reader = dir.path().join("reader.toml");
+    std::fs::write(
+        &reader,
+        format!("[[keys]]\nkind = \"ecies-p256\"\nprivate_key = \"{k}/recipient.key\"\n"),
+    )
+    .unwrap();
+    let (w, r) = (writer.to_str().unwrap(), reader.to_str().unwrap());
+    let src = dir.path().join("m.bin");
+    std::fs::write(&src, pattern(2_000_000, 5)).unwrap();
+    let got = dir.path().join("got.bin");
+    ok(&cli(
+        &s,
+        &["--keyring", w, "put", src.to_str().unwrap(), "s3://cli/tee"],
+    ));
+    // The certificate alone cannot read.
+    fails(&cli(
+        &s,
+        &["--keyring", w, "get", "s3://cli/tee", got.to_str().unwrap()],
+    ));
+    assert!(!got.exists());
+    ok(&cli(
+        &s,
+        &["--keyring", r, "get", "s3://cli/tee", got.to_str().unwrap()],
+    ));
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&src).unwrap());
+}

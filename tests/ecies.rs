@@ -189,3 +189,65 @@ fn keyring_file_entries() {
     let e = load("recipient = \"cert.pem\"\nkey_env = \"X\"\n").unwrap_err();
     assert!(e.to_string().contains("do not apply"), "{e}");
 }
+
+/// `keygen --ecies-p256`'s library half: `cryptography` reads the certificate as a valid,
+/// self-signed P-256 certificate of that key, and the Ark SDK's own code encrypts to it what our
+/// generated private key then reads.
+#[test]
+fn generated_recipient_certificates_are_valid_for_cryptography_and_ark() {
+    let day = std::time::Duration::from_secs(86_400);
+    let (private, cert) = EciesP256Key::generate_self_signed("sandbox-7", 30 * day).unwrap();
+    let facts = peer(json!({"op": "check-cert", "cert": cert, "key": private.as_str()}));
+    assert_eq!(facts["curve"], "secp256r1", "{facts}");
+    assert_eq!(facts["private_curve"], "secp256r1", "{facts}");
+    assert_eq!(facts["common_name"], "sandbox-7", "{facts}");
+    assert_eq!(facts["self_signed"], true, "{facts}");
+    assert_eq!(facts["key_matches"], true, "{facts}");
+    assert_eq!(facts["valid_now"], true, "{facts}");
+    assert_eq!(facts["key_agreement"], true, "{facts}");
+    assert_eq!(facts["signature_hash"], "sha256", "{facts}");
+    assert!(
+        (28..=30).contains(&facts["days"].as_i64().unwrap()),
+        "{facts}"
+    );
+
+    let values = [[5u8; 32].to_vec(), [6u8; 16].to_vec()];
+    let ark = peer(json!({
+        "op": "ark-wrap",
+        "cert": cert,
+        "values": values.iter().map(hex::encode).collect::<Vec<_>>(),
+    }));
+    let reader = EciesP256Key::from_private_pem(&private).unwrap();
+    let writer = EciesP256Key::from_recipient_pem(&cert).unwrap();
+    assert_eq!(reader.public_point(), writer.public_point());
+    let ours = peer(json!({
+        "op": "unwrap",
+        "key": private.as_str(),
+        "headers": ark["headers"],
+    }));
+    assert_eq!(
+        ours["values"],
+        json!(values.iter().map(hex::encode).collect::<Vec<_>>())
+    );
+    // ...and our reader opens Ark's headers too, by the unwrap path objects take.
+    let header = |i: usize| s(&ark["headers"][i]).to_owned();
+    let meta = HashMap::from([
+        (META_KEY.to_owned(), header(0)),
+        (META_START.to_owned(), header(1)),
+        (META_CEK_ALG.to_owned(), CEK_ALG_AES_CTR.to_owned()),
+        (
+            META_WRAP_ALG.to_owned(),
+            cryptobucket::keys::ecies::WRAP_ALG.to_owned(),
+        ),
+    ]);
+    let envelope = cryptobucket::Envelope::from_metadata(&meta)
+        .unwrap()
+        .unwrap();
+    let m = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(reader.unwrap(&envelope))
+        .unwrap();
+    assert_eq!(m.iv()[..], values[1][..]);
+    assert_eq!(m.cek()[..], values[0][..]);
+}

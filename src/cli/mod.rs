@@ -3,6 +3,7 @@
 //! `mod.rs` holds the arguments and the small commands; `transfer.rs` the file transfers
 //! (put, get, cp -r) and their progress bars.
 
+mod prompt;
 mod rewrap;
 mod transfer;
 mod verify;
@@ -126,7 +127,8 @@ enum Command {
     /// Migrate a file of the password-CBC model scripts (IV ‖ AES-256-CBC(SHA-256(password)))
     /// into an object of ours, streaming: SRC is a local file or a plain object s3://B/KEY, DEST
     /// s3://BUCKET/KEY, encrypted with the keyring as `put` does. A wrong password or a damaged
-    /// file writes nothing. The password comes from --password-env or --password-file.
+    /// file writes nothing. The password comes from --password-env or --password-file, else it
+    /// is asked for on the terminal without echo.
     MigratePasswordCbc {
         /// The encrypted file: a local path or s3://BUCKET/KEY (read as stored).
         src: String,
@@ -146,17 +148,32 @@ enum Command {
     },
     /// Generate an RSA key pair: DIR/private.pem (PKCS#8, mode 0600) and DIR/public.pem (SPKI);
     /// with --signing an Ed25519 signing key instead: DIR/signing.key (seed, mode 0600) and
-    /// DIR/signing.pub (the public key readers list in trusted_signers).
+    /// DIR/signing.pub (the public key readers list in trusted_signers); with --ecies-p256 an
+    /// ECIES recipient: DIR/recipient.key (P-256, PKCS#8, mode 0600) and DIR/recipient.crt (a
+    /// self-signed certificate writers use as `recipient`).
     Keygen {
         /// Directory to write into (created if missing).
         #[arg(long)]
         out_dir: PathBuf,
         /// Modulus size: 2048, 3072, 4096 or 8192.
-        #[arg(long, default_value_t = 2048)]
+        #[arg(long, default_value_t = 2048, conflicts_with_all = ["signing", "ecies_p256"])]
         bits: u32,
         /// Make an integrity signing key instead of an RSA pair.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ecies_p256")]
         signing: bool,
+        /// Make a P-256 recipient key and a self-signed certificate instead of an RSA pair.
+        #[arg(long)]
+        ecies_p256: bool,
+        /// With --ecies-p256: the certificate's common name.
+        #[arg(
+            long,
+            default_value = "cryptobucket recipient",
+            requires = "ecies_p256"
+        )]
+        subject: String,
+        /// With --ecies-p256: how many days the certificate is valid.
+        #[arg(long, default_value_t = 365, requires = "ecies_p256")]
+        days: u32,
     },
 }
 
@@ -209,7 +226,8 @@ impl Global {
 
     fn keyring_from_args(&self, for_write: bool) -> Result<Keyring> {
         if let Some(path) = &self.keyring {
-            let keyring = KeyringFile::load(path)?;
+            let ask = move |entry: &str| prompt::passphrase(&format!("keyring {entry}"), for_write);
+            let keyring = KeyringFile::load_with_prompt(path, &ask)?;
             return match (for_write, self.matdesc()?) {
                 (true, Some(desc)) => {
                     // Write with the entry that has this matdesc: make it the default.
@@ -292,6 +310,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             signing: true,
             ..
         } => keygen_signing(out_dir),
+        Command::Keygen {
+            out_dir,
+            ecies_p256: true,
+            subject,
+            days,
+            ..
+        } => keygen_ecies(out_dir, subject, *days),
         Command::Keygen { out_dir, bits, .. } => keygen(out_dir, *bits),
         Command::Verify { target } => verify::verify(g, target).await,
         Command::MigratePasswordCbc {
@@ -521,10 +546,11 @@ async fn migrate_password_cbc(
             let text = read_secret(file)?;
             Zeroizing::new(text.lines().next().unwrap_or("").to_owned())
         }
-        _ => {
+        (None, None) => prompt::passphrase("the password-CBC file", false)?,
+        (Some(_), Some(_)) => {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                "give the old password with --password-env VAR or --password-file FILE",
+                "give only one of --password-env and --password-file",
             ));
         }
     };
@@ -574,6 +600,28 @@ fn keygen_signing(out_dir: &Path) -> Result<()> {
         secret.display(),
         public.display(),
         key.public_key()
+    );
+    Ok(())
+}
+
+fn keygen_ecies(out_dir: &Path, subject: &str, days: u32) -> Result<()> {
+    if days == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "--days must be at least 1",
+        ));
+    }
+    let valid_for = std::time::Duration::from_secs(u64::from(days) * 86_400);
+    let (private, cert) = write_key_pair(out_dir, ("recipient.key", "recipient.crt"), || {
+        cryptobucket::EciesP256Key::generate_self_signed(subject, valid_for)
+    })?;
+    eprintln!(
+        "wrote {} (secret) and {} (valid {days} days); writers use recipient = \"{}\", readers \
+         private_key = \"{}\" in a kind = \"ecies-p256\" keyring entry",
+        private.display(),
+        cert.display(),
+        cert.display(),
+        private.display()
     );
     Ok(())
 }

@@ -28,7 +28,8 @@
 //! [[keys]]
 //! name = "team"
 //! kind = "passphrase"            # Argon2id (64 MiB, 3 passes) + AES-256-GCM key wrap
-//! passphrase_env = "CKPT_PASSPHRASE"   # or passphrase_file = "passphrase.txt"
+//! passphrase_env = "CKPT_PASSPHRASE"   # or passphrase_file = "passphrase.txt"; neither:
+//!                                      # asked for (KeyringFile::load_with_prompt, the CLI)
 //! ```
 //!
 //! ```toml
@@ -182,14 +183,36 @@ struct KeySpec {
     default: bool,
 }
 
+/// Asks for the passphrase of a keyring entry (given its name or `entry N`), e.g. on a
+/// terminal without echo; see [`KeyringFile::load_with_prompt`].
+pub type PassphrasePrompt = dyn Fn(&str) -> Result<Zeroizing<String>> + Send + Sync;
+
 impl KeyringFile {
     /// Reads and parses `path`, loads every key it names and builds the keyring.
     pub fn load(path: impl AsRef<Path>) -> Result<Keyring> {
-        let path = path.as_ref();
+        Self::load_inner(path.as_ref(), None)
+    }
+
+    /// As [`load`](Self::load), but a `passphrase` entry with neither `passphrase_env` nor
+    /// `passphrase_file` asks `prompt` for its passphrase (given the entry's name, or
+    /// `entry N`). The CLI passes a no-echo terminal prompt here.
+    ///
+    /// ```no_run
+    /// use zeroize::Zeroizing;
+    /// let keyring = cryptobucket::KeyringFile::load_with_prompt("keyring.toml", &|entry: &str| {
+    ///     Ok(Zeroizing::new(format!("secret for {entry}")))
+    /// })?;
+    /// # Ok::<(), cryptobucket::Error>(())
+    /// ```
+    pub fn load_with_prompt(path: impl AsRef<Path>, prompt: &PassphrasePrompt) -> Result<Keyring> {
+        Self::load_inner(path.as_ref(), Some(prompt))
+    }
+
+    fn load_inner(path: &Path, prompt: Option<&PassphrasePrompt>) -> Result<Keyring> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("cannot read keyring file {}", path.display()), e))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml_str(&text, base).map_err(|e| {
+        Self::parse_and_build(&text, base, prompt).map_err(|e| {
             Error::new(
                 e.kind(),
                 format!("keyring file {}: {}", path.display(), e.message()),
@@ -205,19 +228,32 @@ impl KeyringFile {
     /// assert!(err.to_string().contains("supported kinds"));
     /// ```
     pub fn from_toml_str(text: &str, base: &Path) -> Result<Keyring> {
-        let file: KeyringFile = toml::from_str(text)
-            .map_err(|e| Error::invalid_key(format!("invalid keyring: {}", e.message())))?;
-        file.build(base)
+        Self::parse_and_build(text, base, None)
     }
 
-    fn build(self, base: &Path) -> Result<Keyring> {
+    fn parse_and_build(
+        text: &str,
+        base: &Path,
+        prompt: Option<&PassphrasePrompt>,
+    ) -> Result<Keyring> {
+        let file: KeyringFile = toml::from_str(text)
+            .map_err(|e| Error::invalid_key(format!("invalid keyring: {}", e.message())))?;
+        file.build(base, prompt)
+    }
+
+    fn build(self, base: &Path, prompt: Option<&PassphrasePrompt>) -> Result<Keyring> {
         let mut builder = self
             .integrity
             .apply(Keyring::builder(), base)
             .map_err(|e| Error::new(e.kind(), format!("[integrity]: {}", e.message())))?;
         for (i, spec) in self.keys.into_iter().enumerate() {
             let default = spec.default;
-            let entry = spec.into_entry(base).map_err(|e| {
+            let label = spec
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("entry {}", i + 1));
+            let prompt = prompt.map(|p| move || p(&label));
+            let entry = spec.into_entry(base, prompt).map_err(|e| {
                 Error::new(
                     e.kind(),
                     format!("keyring entry {}: {}", i + 1, e.message()),
@@ -265,7 +301,11 @@ impl KeySpec {
         }
     }
 
-    fn into_entry(self, base: &Path) -> Result<KeyEntry> {
+    fn into_entry(
+        self,
+        base: &Path,
+        prompt: Option<impl FnOnce() -> Result<Zeroizing<String>>>,
+    ) -> Result<KeyEntry> {
         self.check_fields()?;
         let provider = match self.kind.as_str() {
             "rsa" => {
@@ -331,9 +371,18 @@ impl KeySpec {
                 let key = match (&self.passphrase_env, &self.passphrase_file) {
                     (Some(var), None) => PassphraseKey::from_env(var)?,
                     (None, Some(file)) => PassphraseKey::from_file(&base.join(file))?,
+                    (None, None) => match prompt {
+                        Some(ask) => PassphraseKey::from_prompt(ask()?)?,
+                        None => {
+                            return Err(Error::invalid_key(
+                                "a \"passphrase\" key needs passphrase_env or passphrase_file \
+                                 (the CLI asks on a terminal when neither is set)",
+                            ));
+                        }
+                    },
                     _ => {
                         return Err(Error::invalid_key(
-                            "a \"passphrase\" key needs exactly one of passphrase_env or \
+                            "a \"passphrase\" key takes only one of passphrase_env or \
                              passphrase_file",
                         ));
                     }

@@ -176,6 +176,49 @@ impl EciesP256Key {
         Self::from_private(private)
     }
 
+    /// A new recipient for `keygen`: a P-256 private key (PKCS#8 PEM, in a zeroizing buffer)
+    /// and a self-signed X.509 certificate for it (ECDSA-SHA256, subject `CN=common_name`,
+    /// valid from a minute ago for `valid_for`). Give the certificate to writers
+    /// (`recipient = ...`) and keep the private key where the objects are read.
+    ///
+    /// ```
+    /// use cryptobucket::EciesP256Key;
+    /// let (private_pem, cert_pem) =
+    ///     EciesP256Key::generate_self_signed("sandbox", std::time::Duration::from_secs(86_400))
+    ///         .unwrap();
+    /// let reader = EciesP256Key::from_private_pem(&private_pem).unwrap();
+    /// let writer = EciesP256Key::from_recipient_pem(&cert_pem).unwrap();
+    /// assert_eq!(reader.public_point(), writer.public_point());
+    /// ```
+    pub fn generate_self_signed(
+        common_name: &str,
+        valid_for: std::time::Duration,
+    ) -> Result<(Zeroizing<String>, String)> {
+        let fail = |what: &str, e: rcgen::Error| bad_key(format!("{what}: {e}"));
+        let key_pair = Zeroizing::new(
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| fail("key generation failed", e))?,
+        );
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| fail("certificate parameters", e))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(1);
+        params.not_after = now
+            + time::Duration::try_from(valid_for)
+                .map_err(|_| bad_key("the validity period is too long"))?;
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyAgreement,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params
+            .self_signed(&*key_pair)
+            .map_err(|e| fail("self-signing failed", e))?;
+        Ok((Zeroizing::new(key_pair.serialize_pem()), cert.pem()))
+    }
+
     /// The recipient's uncompressed public point (`0x04 ‖ X ‖ Y`).
     pub fn public_point(&self) -> &[u8; POINT_LEN] {
         &self.public

@@ -27,7 +27,7 @@ use crate::integrity::{IntegrityPolicy, IntegrityRecord, SignerPublicKey, Signin
 pub use self::aes::AesMasterKey;
 pub use self::aliyun_kms::{AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey};
 pub use self::aws_kms::AwsKmsKey;
-pub use self::config::KeyringFile;
+pub use self::config::{KeyringFile, PassphrasePrompt};
 pub use self::ecies::EciesP256Key;
 pub use self::passphrase::PassphraseKey;
 pub use self::rsa::{RsaKeyPair, RsaPadding, generate_rsa_pem};

@@ -177,6 +177,16 @@ impl PassphraseKey {
         Self::checked(text.lines().next().unwrap_or(""))
     }
 
+    /// The passphrase as a prompt returned it (refused when empty).
+    ///
+    /// ```
+    /// let key = cryptobucket::PassphraseKey::from_prompt(zeroize::Zeroizing::new("correct horse".into()));
+    /// assert!(key.is_ok());
+    /// ```
+    pub fn from_prompt(passphrase: Zeroizing<String>) -> Result<Self> {
+        Self::checked(&passphrase)
+    }
+
     fn checked(p: &str) -> Result<Self> {
         if p.is_empty() {
             return Err(Error::invalid_key("the passphrase is empty"));

@@ -8,6 +8,9 @@ Reads one JSON request on stdin, writes one JSON answer on stdout:
   {"op": "ark-wrap", "cert": PEM, "values": [hex]} -> one header per value, each wrapped with a
                                                       fresh Ark key pair
   {"op": "unwrap", "key": PEM, "headers": [str]}   -> the values, hex
+  {"op": "check-cert", "cert": PEM, "key": PEM}    -> what `cryptography` reads in a
+                                                      certificate we made, and whether it is
+                                                      self-signed and matches the key
 """
 import base64
 import datetime
@@ -84,9 +87,37 @@ def unwrap(key_pem, headers):
     return {"values": out}
 
 
+def check_cert(cert_pem, key_pem):
+    c = x509.load_pem_x509_certificate(cert_pem.encode())
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    try:
+        c.verify_directly_issued_by(c)
+        self_signed = True
+    except Exception:
+        self_signed = False
+    pub = lambda k: k.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    ).hex()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usage = c.extensions.get_extension_for_class(x509.KeyUsage).value
+    return {
+        "curve": c.public_key().curve.name,
+        "private_curve": key.curve.name,
+        "common_name": c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+        "self_signed": self_signed,
+        "key_matches": pub(c.public_key()) == pub(key.public_key()),
+        "valid_now": c.not_valid_before_utc <= now <= c.not_valid_after_utc,
+        "days": (c.not_valid_after_utc - now).days,
+        "key_agreement": usage.key_agreement,
+        "signature_hash": c.signature_hash_algorithm.name,
+    }
+
+
 req = json.load(sys.stdin)
 if req["op"] == "certs":
     ans = certs()
+elif req["op"] == "check-cert":
+    ans = check_cert(req["cert"], req["key"])
 elif req["op"] == "ark-wrap":
     ans = ark_wrap(req["cert"], req["values"])
 else:
