@@ -619,6 +619,11 @@ impl DecryptingStream {
         Ok(n)
     }
 
+    /// Writes the plaintext into a std file (through tokio) and returns its length.
+    pub(crate) async fn write_to_file(self, file: std::fs::File) -> Result<u64> {
+        self.write_to(&mut tokio::fs::File::from_std(file)).await
+    }
+
     /// Adapts the stream into an [`AsyncRead`]; errors become `io::Error`s wrapping [`Error`].
     pub fn into_async_read(self) -> impl AsyncRead + Send {
         use futures::TryStreamExt as _;

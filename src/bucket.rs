@@ -153,6 +153,21 @@ impl CryptoBucket {
         GetObjectFluentBuilder::new(self.inner.clone())
     }
 
+    /// Opens an object for random-access plaintext reads (parallel ranges, decrypted and
+    /// verified, pinned to one version); this crate's objects or, with
+    /// [`veturbo`](crate::reader::ObjectReaderBuilder::veturbo), veTurboIO files. See
+    /// [`crate::reader`].
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let reader = bucket.reader().key("model.safetensors").open().await?;
+    /// let first_kib = reader.read(0, 1024).await?;
+    /// # let _ = first_kib; Ok(()) }
+    /// ```
+    pub fn reader(&self) -> crate::reader::ObjectReaderBuilder {
+        crate::reader::ObjectReaderBuilder::new(self.inner.clone())
+    }
+
     /// Starts a HEAD request that also parses the encryption metadata.
     pub fn head_object(&self) -> HeadObjectFluentBuilder {
         HeadObjectFluentBuilder::new(self.inner.clone())

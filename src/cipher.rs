@@ -9,7 +9,7 @@
 //! [`CtrCipher`] can start anywhere, even in the middle of a block; ranged reads and parallel
 //! parts need no alignment on the decrypting side.
 
-use aws_lc_rs::cipher::{AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
+use aws_lc_rs::cipher::{AES_128, AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::iv::FixedLength;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -101,7 +101,7 @@ pub fn counter_at(iv: &[u8; IV_LEN], offset: u64) -> [u8; IV_LEN] {
         .to_be_bytes()
 }
 
-/// A streaming AES-256-CTR cipher at a byte position. Encryption and decryption are the same
+/// A streaming AES-CTR cipher (AES-256 for this crate's objects) at a byte position. Encryption and decryption are the same
 /// operation ([`CtrCipher::apply`]).
 ///
 /// ```
@@ -123,12 +123,36 @@ pub struct CtrCipher {
 impl CtrCipher {
     /// A cipher for `material`, positioned at plaintext byte `offset`.
     pub fn new(material: &ContentMaterial, offset: u64) -> Result<Self> {
-        let key = UnboundCipherKey::new(&AES_256, material.cek())
+        Self::with_key(material.cek(), material.iv(), offset)
+    }
+
+    /// A cipher from a raw AES key of 16 bytes (AES-128-CTR, as veTurboIO's `CTR-128`) or 32
+    /// bytes (AES-256-CTR) and a 16-byte initial counter block, at plaintext byte `offset`.
+    ///
+    /// ```
+    /// let mut c = cryptobucket::cipher::CtrCipher::with_key(&[1; 16], &[2; 16], 0).unwrap();
+    /// let mut data = [0u8; 4];
+    /// c.apply(&mut data);
+    /// assert_ne!(data, [0; 4]);
+    /// assert!(cryptobucket::cipher::CtrCipher::with_key(&[1; 24], &[2; 16], 0).is_err());
+    /// ```
+    pub fn with_key(key: &[u8], iv: &[u8; IV_LEN], offset: u64) -> Result<Self> {
+        let alg = match key.len() {
+            16 => &AES_128,
+            32 => &AES_256,
+            n => {
+                return Err(Error::new(
+                    ErrorKind::InvalidKey,
+                    format!("an AES-CTR key is 16 or 32 bytes, not {n}"),
+                ));
+            }
+        };
+        let key = UnboundCipherKey::new(alg, key)
             .and_then(EncryptingKey::ctr)
-            .map_err(|_| Error::new(ErrorKind::InvalidKey, "AES-256 key setup failed"))?;
+            .map_err(|_| Error::new(ErrorKind::InvalidKey, "AES key setup failed"))?;
         Ok(Self {
             key,
-            iv: *material.iv(),
+            iv: *iv,
             pos: offset,
         })
     }

@@ -82,6 +82,10 @@ pub enum ErrorKind {
     SignatureInvalid,
     /// The integrity record is signed by a key the keyring does not trust.
     UntrustedSigner,
+    /// A file format this crate reads is malformed: a veTurboIO header that is not valid JSON
+    /// or lacks its magic, a safetensors header with offsets outside the data, overlapping
+    /// tensors or an absurd size.
+    InvalidFormat,
 }
 
 impl ErrorKind {
@@ -134,6 +138,7 @@ impl fmt::Display for ErrorKind {
             Self::ObjectIdMismatch => "integrity record of another object",
             Self::SignatureInvalid => "integrity signature invalid",
             Self::UntrustedSigner => "integrity signer not trusted",
+            Self::InvalidFormat => "invalid file format",
         })
     }
 }

@@ -155,3 +155,46 @@ pub fn integrity(data: &[u8]) {
         assert_eq!(back, record);
     }
 }
+
+/// Model-file headers; the first byte picks the parser. Even: a safetensors file (`u64le N ‖
+/// header ‖ data`), whose index must then be self-consistent. Odd: the JSON of a veTurboIO
+/// header (magic prepended, zero-padded like a file), which must re-encode to itself.
+pub fn model_formats(data: &[u8]) {
+    use crate::safetensors::SafetensorsIndex;
+    use crate::veturbo::{HEADER_LEN, MAGIC, VeturboHeader};
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    if pick % 2 == 0 {
+        let Some(len) = rest.get(..8) else { return };
+        let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+        let Some(header) = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_add(8))
+            .and_then(|end| rest.get(8..end))
+        else {
+            return;
+        };
+        if let Ok(index) = SafetensorsIndex::parse(header, rest.len() as u64) {
+            let mut end = index.data_start();
+            for t in index.tensors() {
+                assert!(t.range.start >= end && t.range.end <= index.file_size());
+                end = t.range.end;
+            }
+            let all = index.select(&["*"]).map(|v| v.len()).unwrap_or(0);
+            assert_eq!(all, index.tensors().len());
+        }
+    } else {
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&rest[..rest.len().min(HEADER_LEN as usize - MAGIC.len())]);
+        file.resize(HEADER_LEN as usize, 0);
+        if let Ok(h) = VeturboHeader::parse(&file)
+            && let Ok(again) = h.to_bytes()
+        {
+            assert_eq!(
+                VeturboHeader::parse(&again).expect("re-encoded header parses"),
+                h
+            );
+        }
+    }
+}

@@ -19,7 +19,10 @@
 //! - [`rewrap`]: key rotation by re-wrapping the content key, body untouched;
 //! - [`body`]: the streaming encrypt/decrypt data path;
 //! - [`range`]: byte ranges and response checks;
-//! - [`client`]: building an S3 client for any store.
+//! - [`client`]: building an S3 client for any store;
+//! - [`reader`]: random-access plaintext reads of one object version (parallel ranges);
+//! - [`safetensors`]: tensor-level loading of safetensors files through a reader;
+//! - [`veturbo`]: veTurboIO encrypted model files (read, write, convert).
 //!
 //! ```no_run
 //! # async fn demo() -> cryptobucket::Result<()> {
@@ -66,8 +69,11 @@ mod partial;
 mod parts;
 pub mod progress;
 pub mod range;
+pub mod reader;
 pub mod resumable;
 pub mod rewrap;
+pub mod safetensors;
+pub mod veturbo;
 
 pub use body::{DecryptingStream, PutBody};
 pub use bucket::{

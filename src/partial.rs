@@ -193,6 +193,42 @@ impl PartialFile {
     pub(crate) fn discard(self) {
         Self::remove_if_same(&self.path, &self.identity);
     }
+
+    /// Writes a new file `dest` of exactly `size` bytes through a partial file: `fill` gets a
+    /// handle and returns how many bytes it wrote; the file is published only when that is
+    /// `size`, and removed on any failure, leaving `dest` untouched.
+    pub(crate) async fn write_new<F, Fut>(dest: &Path, size: u64, fill: F) -> Result<u64>
+    where
+        F: FnOnce(File) -> Fut,
+        Fut: Future<Output = Result<u64>>,
+    {
+        let dest = std::path::absolute(dest)
+            .map_err(|e| Error::io(format!("cannot resolve {}", dest.display()), e))?;
+        let partial = Self::create(&dest, size)?;
+        let written = match partial.handle() {
+            Ok(file) => fill(file).await.and_then(|n| {
+                if n == size {
+                    Ok(n)
+                } else {
+                    Err(Error::new(
+                        ErrorKind::Truncated,
+                        format!("wrote {n} of {size} bytes"),
+                    ))
+                }
+            }),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(n) => {
+                partial.publish(&dest, n)?;
+                Ok(n)
+            }
+            Err(e) => {
+                partial.discard();
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The identity trailer written after the data of a partial file.

@@ -21,18 +21,7 @@ fn server(fault: Fault) -> TestServer {
 }
 
 fn cli(server: &TestServer, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cryptobucket"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_ENDPOINT_URL", &server.endpoint)
-        .env("CRYPTOBUCKET_CHECKPOINT_DIR", checkpoint_dir())
-        .output()
-        .unwrap()
+    cli_with_env(server, args, &[])
 }
 
 /// Checkpoints of CLI runs go under the target directory, never into the user's home.
@@ -1405,4 +1394,185 @@ fn keygen_ecies_recipient_writes_and_its_private_key_reads() {
         &["--keyring", r, "get", "s3://cli/tee", got.to_str().unwrap()],
     ));
     assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&src).unwrap());
+}
+
+fn cli_with_env(server: &TestServer, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cryptobucket"));
+    c.args(args)
+        .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_ENDPOINT_URL", &server.endpoint)
+        .env("CRYPTOBUCKET_CHECKPOINT_DIR", checkpoint_dir());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// `tensors ls/get` on our objects and veTurboIO files, and `veturbo import/export`, with
+/// files from the safetensors package and veTurboIO files made by `cryptography`
+/// (`tests/interop/tensors_peer.py`).
+#[test]
+fn tensors_and_veturbo_commands() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let made = support::python_peer(
+        "tests/interop/tensors_peer.py",
+        &serde_json::json!({"op": "make", "dir": d, "big": 300_000}),
+    );
+    let env_key = made["env_key"].as_str().unwrap();
+    let env_iv = made["env_iv"].as_str().unwrap();
+    let vt_env = [("VETURBOIO_KEY", env_key), ("VETURBOIO_IV", env_iv)];
+    let rsa = [
+        "--rsa-public-key",
+        &testdata().join("keys/a/public.pem").display().to_string(),
+        "--rsa-private-key",
+        &testdata().join("keys/a/private.pem").display().to_string(),
+    ]
+    .map(|s| s.to_owned());
+    fn keys_then<'a>(rsa: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
+        let mut v: Vec<&str> = rsa.iter().map(String::as_str).collect();
+        v.extend_from_slice(args);
+        v
+    }
+    let model = d.join("model.safetensors");
+    let vt_file = d.join("model.vt-env");
+
+    // veTurboIO file -> our object; tensors listed and fetched from it.
+    ok(&cli_with_env(
+        &s,
+        &keys_then(
+            &rsa,
+            &[
+                "veturbo",
+                "import",
+                vt_file.to_str().unwrap(),
+                "s3://cli/m.safetensors",
+            ],
+        ),
+        &vt_env,
+    ));
+    let listing = ok(&cli(
+        &s,
+        &keys_then(&rsa, &["tensors", "ls", "s3://cli/m.safetensors"]),
+    ));
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(
+        lines.len(),
+        made["tensors"].as_object().unwrap().len(),
+        "{listing}"
+    );
+    let q = lines
+        .iter()
+        .find(|l| l.starts_with("layers.0.attn.q\t"))
+        .expect("layers.0.attn.q listed");
+    assert!(q.contains("\tF32\t[5,7]\t") && q.ends_with("\t140"), "{q}");
+    let out = d.join("layer0.safetensors");
+    ok(&cli(
+        &s,
+        &keys_then(
+            &rsa,
+            &[
+                "tensors",
+                "get",
+                "s3://cli/m.safetensors",
+                out.to_str().unwrap(),
+                "--names",
+                "layers.0.*",
+            ],
+        ),
+    ));
+    let loaded = support::python_peer(
+        "tests/interop/tensors_peer.py",
+        &serde_json::json!({"op": "load", "path": out}),
+    );
+    let loaded = loaded["tensors"].as_object().unwrap();
+    assert_eq!(loaded.len(), 4);
+    for (name, t) in loaded {
+        assert_eq!(t, &made["tensors"][name], "{name}");
+    }
+    let err = fails(&cli(
+        &s,
+        &keys_then(
+            &rsa,
+            &[
+                "tensors",
+                "get",
+                "s3://cli/m.safetensors",
+                "x.st",
+                "--names",
+                "nope.*",
+            ],
+        ),
+    ));
+    assert!(err.contains("no tensor matches"), "{err}");
+
+    // Our object -> veTurboIO file: byte for byte the reference file (same key and IV).
+    let back = d.join("back.vt");
+    ok(&cli_with_env(
+        &s,
+        &keys_then(
+            &rsa,
+            &[
+                "veturbo",
+                "export",
+                "s3://cli/m.safetensors",
+                back.to_str().unwrap(),
+            ],
+        ),
+        &vt_env,
+    ));
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&vt_file).unwrap());
+
+    // A veTurboIO file stored as it is, listed in place with --veturbo.
+    let raw = d.join("model.vt-header");
+    rt().block_on(async {
+        let client = s.client().await;
+        client
+            .put_object()
+            .bucket("cli")
+            .key("vt/model.safetensors")
+            .body(aws_sdk_s3::primitives::ByteStream::from(
+                std::fs::read(&raw).unwrap(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    });
+    let header_env = [
+        ("VETURBOIO_KEY", made["header_key"].as_str().unwrap()),
+        ("VETURBOIO_IV", made["header_iv"].as_str().unwrap()),
+    ];
+    let listing = ok(&cli_with_env(
+        &s,
+        &[
+            "tensors",
+            "ls",
+            "--veturbo",
+            "s3://cli/vt/model.safetensors",
+        ],
+        &header_env,
+    ));
+    assert_eq!(listing.lines().count(), lines.len(), "{listing}");
+    // The wrong key: the header does not parse as safetensors, a typed error, no garbage.
+    let err = fails(&cli_with_env(
+        &s,
+        &[
+            "tensors",
+            "ls",
+            "--veturbo",
+            "s3://cli/vt/model.safetensors",
+        ],
+        &vt_env,
+    ));
+    assert!(err.contains("safetensors"), "{err}");
+    assert_eq!(
+        std::fs::read(&model).unwrap().len() as u64,
+        made["size"].as_u64().unwrap()
+    );
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 7] = [
+const TARGETS: [(&str, Target); 8] = [
     ("envelope", cryptobucket::fuzzing::envelope),
     ("matdesc", cryptobucket::fuzzing::matdesc),
     ("ranges", cryptobucket::fuzzing::ranges),
@@ -14,6 +14,7 @@ const TARGETS: [(&str, Target); 7] = [
     ("keyring", cryptobucket::fuzzing::keyring),
     ("list_parts", cryptobucket::fuzzing::list_parts_paging),
     ("integrity", cryptobucket::fuzzing::integrity),
+    ("model_formats", cryptobucket::fuzzing::model_formats),
 ];
 
 #[test]

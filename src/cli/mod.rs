@@ -3,6 +3,7 @@
 //! `mod.rs` holds the arguments and the small commands; `transfer.rs` the file transfers
 //! (put, get, cp -r) and their progress bars.
 
+mod models;
 mod prompt;
 mod rewrap;
 mod transfer;
@@ -141,6 +142,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
+    /// Tensor-level access to safetensors objects (ours or veTurboIO files): ls, get.
+    #[command(subcommand)]
+    Tensors(models::Tensors),
+    /// veTurboIO model files: import into our objects, export from them.
+    #[command(subcommand)]
+    Veturbo(models::Veturbo),
     /// Show an object's encryption metadata and integrity state (no secrets).
     Inspect {
         /// Object, s3://BUCKET/KEY.
@@ -382,6 +389,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             no_progress,
         } => rewrap::rewrap(g, target, to, *reencrypt, *no_progress).await,
         Command::Inspect { object } => inspect(g, object).await,
+        Command::Tensors(cmd) => models::tensors(g, cmd).await,
+        Command::Veturbo(cmd) => models::veturbo(g, cmd).await,
     }
 }
 
@@ -556,25 +565,7 @@ async fn migrate_password_cbc(
     };
     let (bucket, key) = parse_s3_url(dest)?;
     let client = g.client().await;
-    let source: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
-        match src.strip_prefix("s3://") {
-            Some(_) => {
-                let (b, k) = parse_s3_url(src)?;
-                let got = client
-                    .get_object()
-                    .bucket(&b)
-                    .key(&k)
-                    .send()
-                    .await
-                    .map_err(|e| Error::from_sdk("GetObject", e).with_object(&b, &k))?;
-                Box::pin(got.body.into_async_read())
-            }
-            None => Box::pin(
-                tokio::fs::File::open(src)
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {src}: {e}")))?,
-            ),
-        };
+    let source = open_source(&client, src).await?;
     let cb = CryptoBucket::new(client, bucket, g.keyring(true)?);
     let plain = PasswordCbcReader::new(source, &password);
     let out = cb
@@ -632,4 +623,29 @@ fn keygen(out_dir: &Path, bits: u32) -> Result<()> {
     })?;
     eprintln!("wrote {} and {}", private.display(), public.display());
     Ok(())
+}
+
+/// A file to convert, read as stored: a local path or a plain object `s3://B/K`.
+pub(crate) async fn open_source(
+    client: &aws_sdk_s3::Client,
+    src: &str,
+) -> Result<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>> {
+    Ok(match src.strip_prefix("s3://") {
+        Some(_) => {
+            let (b, k) = parse_s3_url(src)?;
+            let got = client
+                .get_object()
+                .bucket(&b)
+                .key(&k)
+                .send()
+                .await
+                .map_err(|e| Error::from_sdk("GetObject", e).with_object(&b, &k))?;
+            Box::pin(got.body.into_async_read())
+        }
+        None => Box::pin(
+            tokio::fs::File::open(src)
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {src}: {e}")))?,
+        ),
+    })
 }

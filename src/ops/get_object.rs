@@ -23,6 +23,9 @@ pub struct GetObjectFluentBuilder {
     /// The object version every response must come from, and its material unwrapped once
     /// (parallel downloads unwrap once, not once per range).
     pin: Option<(Pin, Option<ContentMaterial>)>,
+    /// Read the stored bytes as they are (no envelope, no policy, no widening), run through
+    /// this cipher when given (a veTurboIO body; positioned at the range's first byte).
+    stored: Option<Option<crate::cipher::CtrCipher>>,
 }
 
 /// What a GET returns: the plaintext stream and what is known about it.
@@ -65,32 +68,11 @@ impl GetObjectOutput {
     /// # Ok(()) }
     /// ```
     pub async fn save(self, dest: impl AsRef<std::path::Path>) -> Result<u64> {
-        let dest = std::path::absolute(dest.as_ref())
-            .map_err(|e| Error::io(format!("cannot resolve {}", dest.as_ref().display()), e))?;
-        let expected = self.content_length;
-        let partial = crate::partial::PartialFile::create(&dest, expected)?;
-        let written = async {
-            let mut file = tokio::fs::File::from_std(partial.handle()?);
-            let n = self.body.write_to(&mut file).await?;
-            if n != expected {
-                return Err(Error::new(
-                    ErrorKind::Truncated,
-                    format!("received {n} of {expected} bytes"),
-                ));
-            }
-            Ok(n)
-        }
-        .await;
-        match written {
-            Ok(n) => {
-                partial.publish(&dest, n)?;
-                Ok(n)
-            }
-            Err(e) => {
-                partial.discard();
-                Err(e)
-            }
-        }
+        let body = self.body;
+        crate::partial::PartialFile::write_new(dest.as_ref(), self.content_length, |file| {
+            body.write_to_file(file)
+        })
+        .await
     }
 }
 
@@ -102,7 +84,15 @@ impl GetObjectFluentBuilder {
             range: None,
             if_match: None,
             pin: None,
+            stored: None,
         }
+    }
+
+    /// Reads the stored bytes as they are, decrypted by `cipher` when given (positioned at
+    /// the first byte the range returns): the data path of formats without an envelope.
+    pub(crate) fn stored(mut self, cipher: Option<crate::cipher::CtrCipher>) -> Self {
+        self.stored = Some(cipher);
+        self
     }
 
     /// Object key.
@@ -140,7 +130,7 @@ impl GetObjectFluentBuilder {
     }
 
     /// Sends the GET; the returned body decrypts as it streams.
-    pub async fn send(self) -> Result<GetObjectOutput> {
+    pub async fn send(mut self) -> Result<GetObjectOutput> {
         let key = require_key(self.key)?;
         let cb = &self.bucket;
         let inner = &**cb;
@@ -154,7 +144,11 @@ impl GetObjectFluentBuilder {
         // Ranges are widened to whole integrity chunks (1 MiB; every chunk size this crate
         // writes divides it), so the chunks a range touches can be verified.
         let range = self.range;
-        let wide = range.map(widen);
+        let stored = self.stored.take();
+        let wide = match stored {
+            Some(_) => range,
+            None => range.map(widen),
+        };
         let resp = with_retries(max, 0, &Reporter::silent(), || {
             let req = inner
                 .client
@@ -181,7 +175,10 @@ impl GetObjectFluentBuilder {
             }
         })
         .await?;
-        let envelope = cb.envelope_of(&key, resp.metadata())?;
+        let envelope = match stored {
+            Some(_) => None,
+            None => cb.envelope_of(&key, resp.metadata())?,
+        };
         let record = match &envelope {
             Some(_) => resp
                 .metadata()
@@ -354,7 +351,7 @@ impl GetObjectFluentBuilder {
                 }
                 Some(material.cipher_at(start)?)
             }
-            None => None,
+            None => stored.flatten(),
         };
         Ok(GetObjectOutput {
             content_length: len,
@@ -405,6 +402,64 @@ pub(crate) struct Pin {
 }
 
 impl Pin {
+    /// Pins `key` for a multi-request read: one HEAD (retried), the unencrypted-object policy,
+    /// strict mode and signatures, then the content key unwrapped once (the key commitment
+    /// decides, as for a single GET). Returns the pin, the material (`None` for a plain
+    /// object) and the HEAD.
+    pub(crate) async fn object(
+        handle: &SharedHandle,
+        key: &str,
+    ) -> Result<(
+        Self,
+        Option<ContentMaterial>,
+        crate::ops::head_object::HeadObjectOutput,
+    )> {
+        let head = HeadObjectFluentBuilder::new(handle.clone())
+            .key(key)
+            .send()
+            .await?;
+        handle.check_unencrypted(key, head.envelope.as_ref())?;
+        let pin = Self::of_head(handle, key, &head)?;
+        let material = match &head.envelope {
+            Some(env) => {
+                check_recorded_size(key, env, head.object_size)?;
+                handle
+                    .integrity
+                    .check(head.integrity.as_ref(), &env.wrap_alg)
+                    .map_err(|e| e.with_object(&handle.bucket, key))?;
+                let (m, _) = handle
+                    .keyring
+                    .unwrap_committed(env, head.integrity.as_ref())
+                    .await
+                    .map_err(|e| e.with_object(&handle.bucket, key))?;
+                Some(m)
+            }
+            None => None,
+        };
+        Ok((pin, material, head))
+    }
+
+    /// The pin of the version `head` describes (it must carry an ETag).
+    pub(crate) fn of_head(
+        handle: &SharedHandle,
+        key: &str,
+        head: &crate::ops::head_object::HeadObjectOutput,
+    ) -> Result<Self> {
+        let e_tag = head
+            .e_tag
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::invalid_response("the server gave no ETag, which multi-request reads pin")
+                    .with_object(&handle.bucket, key)
+            })?;
+        Ok(Self {
+            e_tag,
+            size: head.object_size,
+            wrapped_key: head.envelope.as_ref().map(|e| e.wrapped_key.text.clone()),
+        })
+    }
+
     fn changed(bucket: &str, key: &str, what: String) -> Error {
         Error::new(
             ErrorKind::Changed,

@@ -14,10 +14,9 @@ use crate::checkpoint::{Checkpoint, DonePart, LocalFile};
 use crate::cipher::ContentMaterial;
 use crate::engine::{Reporter, TransferConfig, backoff, run_bounded, worth_retrying};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::{SharedHandle, check_recorded_size, require_key};
+use crate::handle::{SharedHandle, require_key};
 use crate::multipart::PartSize;
 use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
-use crate::ops::head_object::HeadObjectFluentBuilder;
 use crate::partial::{PartialFile, TransferLock};
 use crate::progress::{ProgressEvent, ProgressListener};
 use crate::range::ByteRange;
@@ -157,47 +156,10 @@ impl DownloadFileFluentBuilder {
         mut restarted: Option<String>,
     ) -> Result<DownloadFileOutput> {
         let bucket = &self.bucket;
-        // Retried by the engine inside head_object: a store that is briefly unavailable (503,
-        // a node failing over) should not fail a download before it starts.
-        let head = HeadObjectFluentBuilder::new(bucket.clone())
-            .key(key)
-            .send()
-            .await?;
-        bucket.check_unencrypted(key, head.envelope.as_ref())?;
-        let size = head.object_size;
-        if let Some(env) = &head.envelope {
-            check_recorded_size(key, env, size)?;
-        }
-        let e_tag = head
-            .e_tag
-            .clone()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::invalid_response("the server gave no ETag, which resumable downloads pin")
-                    .with_object(bucket.bucket(), key)
-            })?;
-        // Strict mode and signatures first, then unwrap once for all ranges (the key
-        // commitment decides, as for a single GET).
-        let material = match &head.envelope {
-            Some(env) => {
-                bucket
-                    .integrity
-                    .check(head.integrity.as_ref(), &env.wrap_alg)
-                    .map_err(|e| e.with_object(bucket.bucket(), key))?;
-                let (m, _) = bucket
-                    .keyring()
-                    .unwrap_committed(env, head.integrity.as_ref())
-                    .await
-                    .map_err(|e| e.with_object(bucket.bucket(), key))?;
-                Some(m)
-            }
-            None => None,
-        };
-        let pin = Pin {
-            e_tag: e_tag.clone(),
-            size,
-            wrapped_key: head.envelope.as_ref().map(|e| e.wrapped_key.text.clone()),
-        };
+        // The HEAD is retried by the engine: a store that is briefly unavailable (503, a node
+        // failing over) should not fail a download before it starts.
+        let (pin, material, head) = Pin::object(bucket, key).await?;
+        let (size, e_tag) = (pin.size, pin.e_tag.clone());
         // Checkpoints of plain objects are bound to an all-zero key (nothing secret to bind).
         let binding_key = material
             .clone()

@@ -1,0 +1,201 @@
+//! `tensors` (list and fetch tensors of a safetensors object) and `veturbo` (convert veTurboIO
+//! files to and from our objects).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use cryptobucket::reader::ObjectReader;
+use cryptobucket::safetensors::SafetensorsIndex;
+use cryptobucket::veturbo::{VeturboDecryptor, VeturboHeader, VeturboKey};
+use cryptobucket::{CryptoBucket, Error, ErrorKind, Keyring, PutBody, Result};
+
+use super::{Global, parse_s3_url};
+
+#[derive(Debug, Args)]
+pub(crate) struct ObjectFormat {
+    /// Read the object as a veTurboIO file (headered or not), its key and IV from
+    /// VETURBOIO_KEY and VETURBOIO_IV (base64), instead of as one of our objects.
+    #[arg(long)]
+    veturbo: bool,
+}
+
+/// Tensor-level access to safetensors objects.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Tensors {
+    /// List the tensors of s3://BUCKET/KEY: name, dtype, shape, byte range (one ranged read
+    /// of the header).
+    Ls {
+        /// The safetensors object, s3://BUCKET/KEY.
+        object: String,
+        #[command(flatten)]
+        format: ObjectFormat,
+    },
+    /// Fetch the tensors matching --names (globs: *, ?, [abc]) with parallel ranged GETs of
+    /// just their bytes, decrypted and verified, into a new safetensors file OUT.
+    Get {
+        /// The safetensors object, s3://BUCKET/KEY.
+        object: String,
+        /// Output safetensors file (appears only when complete).
+        out: PathBuf,
+        /// Tensor names or patterns, e.g. 'model.layers.0.*' (repeatable).
+        #[arg(long, required = true, num_args = 1..)]
+        names: Vec<String>,
+        #[command(flatten)]
+        format: ObjectFormat,
+    },
+}
+
+/// veTurboIO model files (AES-CTR, no MAC) to and from our objects.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Veturbo {
+    /// Re-encrypt a veTurboIO file (a local path, or a stored object s3://B/K) into one of our
+    /// objects at s3://BUCKET/KEY, streaming; its key from VETURBOIO_KEY/VETURBOIO_IV (a
+    /// headered file's IV comes from its header).
+    Import {
+        /// The veTurboIO file: a local path or s3://BUCKET/KEY (read as stored).
+        src: String,
+        /// Destination, s3://BUCKET/KEY.
+        dest: String,
+    },
+    /// Decrypt one of our objects and write it as a veTurboIO file DEST (local), with the key
+    /// and IV of VETURBOIO_KEY/VETURBOIO_IV; with --meta-data-key, behind a veTurboIO header
+    /// naming that KMS ciphertext of the key.
+    Export {
+        /// The object, s3://BUCKET/KEY.
+        src: String,
+        /// The veTurboIO file to write (appears only when complete).
+        dest: PathBuf,
+        /// Write the 256 KiB header with this `meta_data_key` (the KMS `CiphertextBlob` of
+        /// the key in VETURBOIO_KEY).
+        #[arg(long, value_name = "BLOB")]
+        meta_data_key: Option<String>,
+    },
+}
+
+/// A bucket for reading: the global keys, or for veTurboIO files (which need none of ours) a
+/// keyring of one random, never-used key.
+async fn reading_bucket(g: &Global, bucket: String, veturbo: bool) -> Result<CryptoBucket> {
+    let keyring = match (veturbo, g.keyring(false)) {
+        (_, Ok(k)) => k,
+        (true, Err(_)) => {
+            let mut random = zeroize::Zeroizing::new([0u8; 32]);
+            aws_lc_rs::rand::fill(&mut random[..])
+                .map_err(|_| Error::new(ErrorKind::Io, "no randomness"))?;
+            Keyring::single(
+                cryptobucket::AesMasterKey::from_bytes(&random[..])?,
+                Default::default(),
+            )
+            .with_strict(g.strict)
+        }
+        (false, Err(e)) => return Err(e),
+    };
+    Ok(CryptoBucket::new(g.client().await, bucket, keyring))
+}
+
+async fn open(g: &Global, object: &str, format: &ObjectFormat) -> Result<ObjectReader> {
+    let (bucket, key) = parse_s3_url(object)?;
+    let cb = reading_bucket(g, bucket, format.veturbo).await?;
+    let reader = cb.reader().key(key);
+    match format.veturbo {
+        true => reader.veturbo(VeturboKey::from_env()?).open().await,
+        false => reader.open().await,
+    }
+}
+
+pub(crate) async fn tensors(g: &Global, cmd: &Tensors) -> Result<()> {
+    match cmd {
+        Tensors::Ls { object, format } => {
+            let reader = open(g, object, format).await?;
+            let index = SafetensorsIndex::read(&reader).await?;
+            let mut out = std::io::stdout().lock();
+            for t in index.tensors() {
+                let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
+                let _ = std::io::Write::write_fmt(
+                    &mut out,
+                    format_args!(
+                        "{}\t{}\t[{}]\t{}-{}\t{}\n",
+                        t.name,
+                        t.dtype,
+                        shape.join(","),
+                        t.range.start,
+                        t.range.end,
+                        t.len()
+                    ),
+                );
+            }
+            eprintln!(
+                "{} tensors, header {} bytes, file {} bytes",
+                index.tensors().len(),
+                index.data_start(),
+                index.file_size()
+            );
+            Ok(())
+        }
+        Tensors::Get {
+            object,
+            out,
+            names,
+            format,
+        } => {
+            let reader = open(g, object, format).await?;
+            let index = SafetensorsIndex::read(&reader).await?;
+            let patterns: Vec<&str> = names.iter().map(String::as_str).collect();
+            let chosen = index.select(&patterns)?;
+            let bytes: u64 = chosen.iter().map(|t| t.len()).sum();
+            let written = index.write_subset(&reader, &chosen, out).await?;
+            eprintln!(
+                "wrote {} ({} tensors, {bytes} tensor bytes of {}, file {written} bytes)",
+                out.display(),
+                chosen.len(),
+                index.file_size()
+            );
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn veturbo(g: &Global, cmd: &Veturbo) -> Result<()> {
+    match cmd {
+        Veturbo::Import { src, dest } => {
+            let key = VeturboKey::from_env()?;
+            let (bucket, dest_key) = parse_s3_url(dest)?;
+            let client = g.client().await;
+            let source = super::open_source(&client, src).await?;
+            let (plain, header) = VeturboDecryptor::open(source, &key).await?;
+            let cb = CryptoBucket::new(client, bucket, g.keyring(true)?);
+            let out = cb
+                .put_object()
+                .key(&dest_key)
+                .body(PutBody::from_stream(plain))
+                .send()
+                .await?;
+            eprintln!(
+                "imported {src} ({}) to {dest} (wrap algorithm {})",
+                if header.is_some() {
+                    "headered veTurboIO file"
+                } else {
+                    "headerless veTurboIO file"
+                },
+                out.envelope.wrap_alg
+            );
+            Ok(())
+        }
+        Veturbo::Export {
+            src,
+            dest,
+            meta_data_key,
+        } => {
+            let key = VeturboKey::from_env()?;
+            let header = meta_data_key
+                .as_ref()
+                .map(|blob| VeturboHeader::new(key.mode(), *key.iv(), blob.clone()));
+            let (bucket, src_key) = parse_s3_url(src)?;
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            let n =
+                cryptobucket::veturbo::export_to_file(&cb, &src_key, &key, header.as_ref(), dest)
+                    .await?;
+            eprintln!("exported {src} to {} ({n} bytes)", dest.display());
+            Ok(())
+        }
+    }
+}
