@@ -80,6 +80,9 @@ pub enum WrapAlgorithm {
     /// `CRYPTOBUCKET/PASSPHRASE-ARGON2ID`: a passphrase through Argon2id
     /// ([`PassphraseKey`](crate::PassphraseKey)); this crate's own.
     PassphraseArgon2id,
+    /// `CRYPTOBUCKET/VOLCENGINE-KMS`: Volcengine KMS
+    /// ([`VolcengineKmsKey`](crate::VolcengineKmsKey)); this crate's own.
+    VolcengineKms,
     /// Any other string, kept so that errors can name it.
     Other(String),
 }
@@ -95,6 +98,7 @@ impl WrapAlgorithm {
             Self::AwsKms => "CRYPTOBUCKET/AWS-KMS",
             Self::EciesP256 => "CRYPTOBUCKET/ECIES-P256",
             Self::PassphraseArgon2id => "CRYPTOBUCKET/PASSPHRASE-ARGON2ID",
+            Self::VolcengineKms => "CRYPTOBUCKET/VOLCENGINE-KMS",
             Self::Other(s) => s,
         }
     }
@@ -109,6 +113,7 @@ impl WrapAlgorithm {
             "CRYPTOBUCKET/AWS-KMS" => Self::AwsKms,
             "CRYPTOBUCKET/ECIES-P256" => Self::EciesP256,
             "CRYPTOBUCKET/PASSPHRASE-ARGON2ID" => Self::PassphraseArgon2id,
+            "CRYPTOBUCKET/VOLCENGINE-KMS" => Self::VolcengineKms,
             other => Self::Other(other.to_owned()),
         }
     }

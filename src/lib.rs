@@ -89,7 +89,8 @@ pub use integrity::{IntegrityState, SignerPublicKey, SigningKey};
 pub use keys::{
     AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, EciesP256Key,
     KeyEntry, KeyProvider, Keyring, KeyringBuilder, KeyringFile, PassphraseKey, PassphrasePrompt,
-    RsaKeyPair, RsaPadding, WrappedMaterial, generate_rsa_pem,
+    RsaKeyPair, RsaPadding, VolcengineCredentials, VolcengineKmsKey, WrappedMaterial,
+    generate_rsa_pem,
 };
 pub use multipart::{MultipartUpload, PartSize};
 pub use progress::{Progress, ProgressEvent, ProgressListener};

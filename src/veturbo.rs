@@ -247,6 +247,16 @@ impl VeturboKey {
         })
     }
 
+    /// A new random key and IV for `mode` (a new headered file: its key goes to KMS).
+    pub fn generate(mode: VeturboMode) -> Result<Self> {
+        let mut key = Zeroizing::new(vec![0u8; mode.key_len()]);
+        let mut iv = [0u8; IV_LEN];
+        aws_lc_rs::rand::fill(&mut key[..])
+            .and_then(|_| aws_lc_rs::rand::fill(&mut iv))
+            .map_err(|_| Error::invalid_key("the system random number generator failed"))?;
+        Self::new(&key, iv)
+    }
+
     /// veTurboIO's environment key: `VETURBOIO_KEY` and `VETURBOIO_IV`, base64.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| {
@@ -302,6 +312,15 @@ pub trait VeturboKeySource: Send + Sync + fmt::Debug {
         &'a self,
         header: Option<&'a VeturboHeader>,
     ) -> BoxFuture<'a, Result<VeturboKey>>;
+}
+
+impl<T: VeturboKeySource + ?Sized> VeturboKeySource for Box<T> {
+    fn key_for<'a>(
+        &'a self,
+        header: Option<&'a VeturboHeader>,
+    ) -> BoxFuture<'a, Result<VeturboKey>> {
+        (**self).key_for(header)
+    }
 }
 
 /// An explicit key: headerless files use its IV; headered ones the header's IV (the key

@@ -278,6 +278,34 @@ fn aliyun_oss2_keys(fake: &support::aliyun_kms::FakeKms) -> Keys {
     )
 }
 
+/// Two keys of the local Volcengine KMS.
+fn volcengine_keys(fake: &support::volc_kms::FakeVolcKms) -> Keys {
+    fake.create_key("ml-ring", "ckpt-a");
+    fake.create_key("ml-ring", "ckpt-b");
+    let key = |name: &str| {
+        cryptobucket::VolcengineKmsKey::new(
+            "ml-ring",
+            name,
+            "cn-beijing",
+            cryptobucket::VolcengineCredentials::new("AKLT-test", "volc-secret"),
+        )
+        .endpoint_url(&fake.endpoint)
+    };
+    let d = MatDesc::new().with("kms", "volc");
+    (
+        Keyring::single(key("ckpt-a"), d.clone()),
+        Keyring::single(key("ckpt-b"), d),
+    )
+}
+
+#[tokio::test]
+async fn volcengine_kms() {
+    let fake =
+        support::volc_kms::FakeVolcKms::start("AKLT-test", "volc-secret", None, "cn-beijing");
+    let (good, wrong) = volcengine_keys(&fake);
+    conformance("volcengine-kms", good, wrong).await;
+}
+
 #[tokio::test]
 async fn rsa_pkcs1() {
     let (good, wrong) = rsa_pkcs1_keys();
@@ -315,6 +343,8 @@ async fn local_aes_master_key() {
 async fn every_provider_on_garage() {
     let moto = Moto::start();
     let fake = support::aliyun_kms::FakeKms::start("LTAI-test", "ali-secret", None);
+    let volc =
+        support::volc_kms::FakeVolcKms::start("AKLT-test", "volc-secret", None, "cn-beijing");
     let suites: Vec<(&str, Keys)> = vec![
         ("rsa-pkcs1", rsa_pkcs1_keys()),
         ("rsa-oaep", rsa_oaep_keys()),
@@ -324,6 +354,7 @@ async fn every_provider_on_garage() {
         ("aws-kms", aws_kms_keys(&moto).await),
         ("aliyun-kms blob", aliyun_blob_keys(&fake)),
         ("aliyun-kms oss2", aliyun_oss2_keys(&fake)),
+        ("volcengine-kms", volcengine_keys(&volc)),
     ];
     for (name, (good, wrong)) in suites {
         conformance_on(Store::Garage, name, good, wrong).await;

@@ -4,9 +4,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use cryptobucket::VolcengineKmsKey;
 use cryptobucket::reader::ObjectReader;
 use cryptobucket::safetensors::SafetensorsIndex;
-use cryptobucket::veturbo::{VeturboDecryptor, VeturboHeader, VeturboKey};
+use cryptobucket::veturbo::{
+    VeturboDecryptor, VeturboHeader, VeturboKey, VeturboKeySource, VeturboMode,
+};
 use cryptobucket::{CryptoBucket, Error, ErrorKind, Keyring, PutBody, Result};
 
 use super::{Global, parse_s3_url};
@@ -17,6 +20,20 @@ pub(crate) struct ObjectFormat {
     /// VETURBOIO_KEY and VETURBOIO_IV (base64), instead of as one of our objects.
     #[arg(long)]
     veturbo: bool,
+    /// With --veturbo: a headered file's data key from Volcengine KMS (Decrypt of its
+    /// meta_data_key), configured as veTurboIO does: VETURBOIO_KMS_KEYRING_NAME,
+    /// VETURBOIO_KMS_KEY_NAME, VETURBOIO_KMS_REGION, VETURBOIO_KMS_HOST and the credentials
+    /// VOLCENGINE_ACCESS_KEY/SECRET_KEY/SESSION_TOKEN (or VETURBOIO_KMS_*).
+    #[arg(long, requires = "veturbo")]
+    kms: bool,
+}
+
+/// Where a veTurboIO file's key comes from: Volcengine KMS, or VETURBOIO_KEY/VETURBOIO_IV.
+fn key_source(kms: bool) -> Result<Box<dyn VeturboKeySource>> {
+    Ok(match kms {
+        true => Box::new(VolcengineKmsKey::from_veturbo_env()?),
+        false => Box::new(VeturboKey::from_env()?),
+    })
 }
 
 /// Tensor-level access to safetensors objects.
@@ -56,6 +73,10 @@ pub(crate) enum Veturbo {
         src: String,
         /// Destination, s3://BUCKET/KEY.
         dest: String,
+        /// The file is headered and its data key is in Volcengine KMS (see `tensors ls
+        /// --help` for the variables).
+        #[arg(long)]
+        kms: bool,
     },
     /// Decrypt one of our objects and write it as a veTurboIO file DEST (local), with the key
     /// and IV of VETURBOIO_KEY/VETURBOIO_IV; with --meta-data-key, behind a veTurboIO header
@@ -67,8 +88,12 @@ pub(crate) enum Veturbo {
         dest: PathBuf,
         /// Write the 256 KiB header with this `meta_data_key` (the KMS `CiphertextBlob` of
         /// the key in VETURBOIO_KEY).
-        #[arg(long, value_name = "BLOB")]
+        #[arg(long, value_name = "BLOB", conflicts_with = "kms")]
         meta_data_key: Option<String>,
+        /// Write a headered file as veTurboIO does with KMS: a new random CTR-128 key and IV,
+        /// the key encrypted by Volcengine KMS into the header (no VETURBOIO_KEY needed).
+        #[arg(long)]
+        kms: bool,
     },
 }
 
@@ -97,7 +122,7 @@ async fn open(g: &Global, object: &str, format: &ObjectFormat) -> Result<ObjectR
     let cb = reading_bucket(g, bucket, format.veturbo).await?;
     let reader = cb.reader().key(key);
     match format.veturbo {
-        true => reader.veturbo(VeturboKey::from_env()?).open().await,
+        true => reader.veturbo(key_source(format.kms)?).open().await,
         false => reader.open().await,
     }
 }
@@ -156,12 +181,12 @@ pub(crate) async fn tensors(g: &Global, cmd: &Tensors) -> Result<()> {
 
 pub(crate) async fn veturbo(g: &Global, cmd: &Veturbo) -> Result<()> {
     match cmd {
-        Veturbo::Import { src, dest } => {
-            let key = VeturboKey::from_env()?;
+        Veturbo::Import { src, dest, kms } => {
+            let key = key_source(*kms)?;
             let (bucket, dest_key) = parse_s3_url(dest)?;
             let client = g.client().await;
             let source = super::open_source(&client, src).await?;
-            let (plain, header) = VeturboDecryptor::open(source, &key).await?;
+            let (plain, header) = VeturboDecryptor::open(source, key.as_ref()).await?;
             let cb = CryptoBucket::new(client, bucket, g.keyring(true)?);
             let out = cb
                 .put_object()
@@ -184,11 +209,21 @@ pub(crate) async fn veturbo(g: &Global, cmd: &Veturbo) -> Result<()> {
             src,
             dest,
             meta_data_key,
+            kms,
         } => {
-            let key = VeturboKey::from_env()?;
-            let header = meta_data_key
-                .as_ref()
-                .map(|blob| VeturboHeader::new(key.mode(), *key.iv(), blob.clone()));
+            let (key, header) = if *kms {
+                let kms = VolcengineKmsKey::from_veturbo_env()?;
+                let key = VeturboKey::generate(VeturboMode::Ctr128)?;
+                let blob = kms.encrypt(key.key_bytes(), None).await?;
+                let header = VeturboHeader::new(key.mode(), *key.iv(), blob);
+                (key, Some(header))
+            } else {
+                let key = VeturboKey::from_env()?;
+                let header = meta_data_key
+                    .as_ref()
+                    .map(|blob| VeturboHeader::new(key.mode(), *key.iv(), blob.clone()));
+                (key, header)
+            };
             let (bucket, src_key) = parse_s3_url(src)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
             let n =

@@ -55,6 +55,18 @@
 //! # ALIBABA_CLOUD_SECURITY_TOKEN (STS) from the environment
 //! ```
 //!
+//! ```toml
+//! [[keys]]
+//! name = "prod-volc"
+//! kind = "volcengine-kms"
+//! keyring_name = "ml"              # the KMS keyring
+//! key_name = "ckpt"                # the key in it
+//! region = "cn-beijing"
+//! endpoint_url = "https://open.volcengineapi.com"   # optional (the default)
+//! # credentials: VOLCENGINE_ACCESS_KEY, VOLCENGINE_SECRET_KEY, VOLCENGINE_SESSION_TOKEN (STS)
+//! # (or veTurboIO's VETURBOIO_KMS_ACCESS_KEY, ..._SECRET_KEY, ..._SESSION_TOKEN)
+//! ```
+//!
 //! Integrity settings (all optional): strict mode, the writer's Ed25519 signing key (its
 //! seed, base64url, from a variable or a file; `cryptobucket keygen --signing` makes one) and
 //! the writers whose signatures this reader trusts.
@@ -77,6 +89,7 @@ use zeroize::Zeroizing;
 use super::{
     AesMasterKey, AliyunCredentials, AliyunKmsEncoding, AliyunKmsKey, AwsKmsKey, EciesP256Key,
     KeyEntry, KeyProvider, Keyring, KeyringBuilder, PassphraseKey, RsaKeyPair, RsaPadding,
+    VolcengineCredentials, VolcengineKmsKey,
 };
 use crate::envelope::MatDesc;
 use crate::error::{Error, Result};
@@ -166,8 +179,13 @@ struct KeySpec {
     key_file: Option<PathBuf>,
     /// `aws-kms`, `aliyun-kms`: key id (ARN or alias for AWS).
     key_id: Option<String>,
-    /// `aws-kms` (optional, else the AWS chain), `aliyun-kms` (required).
+    /// `aws-kms` (optional, else the AWS chain), `aliyun-kms` (required), `volcengine-kms`
+    /// (required).
     region: Option<String>,
+    /// `volcengine-kms`: the KMS keyring's name.
+    keyring_name: Option<String>,
+    /// `volcengine-kms`: the key's name in that keyring.
+    key_name: Option<String>,
     /// `aws-kms`, `aliyun-kms`: endpoint override (private endpoints, tests).
     endpoint_url: Option<String>,
     /// `aliyun-kms`: `blob` (default, Go/Java) or `oss2`.
@@ -290,6 +308,14 @@ impl KeySpec {
                 Some("key_env/key_file/public_key/padding")
             }
             "aes" if rsa_only => Some("public_key/private_key/padding"),
+            "volcengine-kms" if rsa_only || aes_only || self.key_id.is_some() => {
+                Some("public_key/private_key/padding/key_env/key_file/key_id")
+            }
+            k if k != "volcengine-kms"
+                && (self.keyring_name.is_some() || self.key_name.is_some()) =>
+            {
+                Some("keyring_name/key_name")
+            }
             _ => None,
         };
         match bad {
@@ -430,9 +456,26 @@ impl KeySpec {
                 }
                 Box::new(key) as Box<dyn KeyProvider>
             }
+            "volcengine-kms" => {
+                let need = |v: &Option<String>, what: &str| {
+                    v.clone().ok_or_else(|| {
+                        Error::invalid_key(format!("a \"volcengine-kms\" key needs {what}"))
+                    })
+                };
+                let mut key = VolcengineKmsKey::new(
+                    need(&self.keyring_name, "keyring_name")?,
+                    need(&self.key_name, "key_name")?,
+                    need(&self.region, "region (e.g. \"cn-beijing\")")?,
+                    VolcengineCredentials::from_env()?,
+                );
+                if let Some(url) = &self.endpoint_url {
+                    key = key.endpoint_url(url);
+                }
+                Box::new(key) as Box<dyn KeyProvider>
+            }
             other => {
                 return Err(Error::invalid_key(format!(
-                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\", \"ecies-p256\", \"passphrase\", \"aws-kms\", \"aliyun-kms\""
+                    "unknown key kind {other:?}; supported kinds: \"rsa\", \"aes\", \"ecies-p256\", \"passphrase\", \"aws-kms\", \"aliyun-kms\", \"volcengine-kms\""
                 )));
             }
         };

@@ -10,9 +10,11 @@ pub mod aliyun_kms;
 pub mod aws_kms;
 mod config;
 pub mod ecies;
+mod kms_http;
 pub mod passphrase;
 mod pem;
 mod rsa;
+pub mod volcengine_kms;
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ pub use self::config::{KeyringFile, PassphrasePrompt};
 pub use self::ecies::EciesP256Key;
 pub use self::passphrase::PassphraseKey;
 pub use self::rsa::{RsaKeyPair, RsaPadding, generate_rsa_pem};
+pub use self::volcengine_kms::{VolcengineCredentials, VolcengineKmsKey};
 
 /// The material from separately unwrapped key and IV: both, or the one uniform
 /// [`ErrorKind::KeyUnwrap`] whichever failed (no oracle on which half).

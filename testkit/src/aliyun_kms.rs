@@ -7,14 +7,13 @@
 //! aliyun-python-sdk-core) talk to it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine as _;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use http_body_util::BodyExt as _;
+
+use crate::local_http::{LocalServer, Resp, encode, json_answer, parse_pairs};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -36,8 +35,7 @@ pub struct FakeKms {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: LocalServer,
 }
 
 impl FakeKms {
@@ -49,43 +47,15 @@ impl FakeKms {
             sts_token: sts_token.map(str::to_owned),
         });
         let state = Arc::new(Mutex::new(State::default()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    tokio::select! {
-                        accepted = listener.accept() => {
-                            let Ok((socket, _)) = accepted else { continue };
-                            let (st, config) = (st.clone(), config.clone());
-                            let svc = hyper::service::service_fn(move |req| {
-                                let (st, config) = (st.clone(), config.clone());
-                                async move { Ok::<_, std::convert::Infallible>(handle(req, &st, &config).await) }
-                            });
-                            tokio::spawn(async move {
-                                let _ = ConnBuilder::new(TokioExecutor::new())
-                                    .serve_connection(TokioIo::new(socket), svc)
-                                    .await;
-                            });
-                        }
-                        _ = &mut stop_rx => break,
-                    }
-                }
-            });
+        let server = LocalServer::start(move |req| {
+            let (st, config) = (st.clone(), config.clone());
+            async move { handle(req, &st, &config).await }
         });
-        let addr = addr_rx.recv().unwrap();
         Self {
-            endpoint: format!("http://{addr}"),
+            endpoint: server.endpoint.clone(),
             state,
-            shutdown: Some(stop_tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -120,73 +90,11 @@ impl FakeKms {
     }
 }
 
-impl Drop for FakeKms {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-type Resp = hyper::Response<Full<bytes::Bytes>>;
-
-fn answer(status: u16, body: serde_json::Value) -> Resp {
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .unwrap()
-}
-
 fn error(status: u16, code: &str, message: &str) -> Resp {
-    answer(
+    json_answer(
         status,
         serde_json::json!({"Code": code, "Message": message, "RequestId": "fake-request"}),
     )
-}
-
-/// Form/query decoding (`+` is a space, `%XX` bytes).
-fn decode_component(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let v = u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?');
-                out.push(v);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn parse_pairs(s: &str, into: &mut BTreeMap<String, String>) {
-    for pair in s.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        into.insert(decode_component(k), decode_component(v));
-    }
-}
-
-/// This server's own encoder for the signature check: unreserved characters as is, the rest
-/// `%XX` (written independently of the client's).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn expected_signature(method: &str, params: &BTreeMap<String, String>, secret: &str) -> String {
@@ -361,7 +269,7 @@ async fn handle(
             if let Some(p) = extra {
                 out["Plaintext"] = p.into();
             }
-            answer(200, out)
+            json_answer(200, out)
         }
         "Decrypt" => {
             let Some(blob) = params
@@ -381,7 +289,7 @@ async fn handle(
             let nonce = Nonce::try_assume_unique_for_key(&blob[36..48]).unwrap();
             let mut buf = blob[48..].to_vec();
             match key.open_in_place(nonce, Aad::from(&aad[..]), &mut buf) {
-                Ok(plain) => answer(
+                Ok(plain) => json_answer(
                     200,
                     serde_json::json!({
                         "KeyId": key_id,

@@ -1,13 +1,15 @@
 //! Test support shared by the tests, examples and benchmarks of cryptobucket: the in-process
 //! S3 server (s3s-fs with fault and throttling switches and traffic counters), the TCP fault
-//! proxy, moto (a local AWS KMS) and the local Alibaba Cloud KMS, plus small helpers. A
-//! workspace member, so nothing is included by `#[path]`.
+//! proxy, moto (a local AWS KMS) and the local Alibaba Cloud and Volcengine KMS servers, plus
+//! small helpers. A workspace member, so nothing is included by `#[path]`.
 
 pub mod aliyun_kms;
 pub mod garage;
+pub mod local_http;
 pub mod moto;
 pub mod proxy;
 pub mod server;
+pub mod volc_kms;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

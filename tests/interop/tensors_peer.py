@@ -5,7 +5,8 @@ gives each tensor's bytes, and `cryptography` makes veTurboIO files from the lay
 headerless with veTurboIO's environment key). No veTurboIO peer can run here.
 
 One JSON request on stdin, one JSON answer on stdout:
-  {"op": "make", "dir": D, "big": N} -> writes D/model.safetensors, D/model.vt-header,
+  {"op": "make", "dir": D, "big": N, ["header_key": b64, "meta_data_key": blob]}
+                                     -> writes D/model.safetensors, D/model.vt-header,
                                         D/model.vt-env; answers the tensors (dtype, shape,
                                         sha256 of numpy's bytes), keys and header fields
   {"op": "load", "path": P}          -> what safetensors loads from P: tensors and metadata
@@ -47,7 +48,7 @@ def ctr(key, iv, data):
     return enc.update(data) + enc.finalize()
 
 
-def make(d, big):
+def make(d, big, header_key=None, meta_data_key=None):
     rng = np.random.default_rng(7)
     # Odd sizes first, so most tensors start at offsets that are not multiples of 16 (or 4).
     tensors = {
@@ -67,11 +68,12 @@ def make(d, big):
     plain = open(path, "rb").read()
 
     # Headered veTurboIO file: CTR-128, key from KMS (meta_data_key is the KMS blob).
-    key, iv = os.urandom(16), os.urandom(16)
+    key = base64.b64decode(header_key) if header_key else os.urandom(16)
+    iv = os.urandom(16)
     header = {
         "mode": "CTR-128",
         "iv": base64.b64encode(iv).decode(),
-        "meta_data_key": "kms-ciphertext-blob-of-the-data-key",
+        "meta_data_key": meta_data_key or "kms-ciphertext-blob-of-the-data-key",
         "file_timestamp": 1732406400,
     }
     h = MAGIC + json.dumps(header).encode()
@@ -105,7 +107,7 @@ def load(path):
 
 req = json.load(sys.stdin)
 if req["op"] == "make":
-    ans = make(req["dir"], req.get("big", 1000))
+    ans = make(req["dir"], req.get("big", 1000), req.get("header_key"), req.get("meta_data_key"))
 else:
     ans = load(req["path"])
 json.dump(ans, sys.stdout)
