@@ -20,11 +20,13 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt as _, TryStreamExt as _};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 use crate::cipher::ContentMaterial;
 use crate::engine::{Reporter, with_retries};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{SharedHandle, require_key};
+use crate::integrity::TAG_LEN;
 use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
 use crate::range::ByteRange;
 use crate::veturbo::{self, VeturboHeader, VeturboKey, VeturboKeySource};
@@ -60,6 +62,8 @@ pub struct ObjectReader {
     format: Format,
     size: u64,
     veturbo_header: Option<VeturboHeader>,
+    /// Every integrity tag of the object (sidecar objects), fetched once at open.
+    tags: Option<Arc<Vec<[u8; TAG_LEN]>>>,
 }
 
 impl ObjectReaderBuilder {
@@ -84,15 +88,31 @@ impl ObjectReaderBuilder {
         self
     }
 
-    /// Pins the object and gets its key: one HEAD (and, for veTurboIO, one read of its
-    /// header).
+    /// Pins the object and gets its key: one HEAD (and one GET of all its integrity tags when
+    /// they live in a sidecar; for veTurboIO, one read of its header).
     pub async fn open(self) -> Result<ObjectReader> {
         let key = require_key(self.key)?;
         let handle = self.handle;
         match self.veturbo {
             None => {
-                let (pin, material, _) = Pin::object(&handle, &key).await?;
+                let (pin, material, head) = Pin::object(&handle, &key).await?;
+                // Objects with a sidecar: all their tags in one small GET now (16 bytes per
+                // MiB), instead of one more GET per range later.
+                let tags = match (&head.integrity, &material) {
+                    (Some(rec), Some(_)) if rec.inline_tags.is_none() => Some(Arc::new(
+                        crate::ops::sidecar::fetch(
+                            &handle,
+                            &key,
+                            rec,
+                            0,
+                            rec.chunk_count(pin.size),
+                        )
+                        .await?,
+                    )),
+                    _ => None,
+                };
                 Ok(ObjectReader {
+                    tags,
                     size: pin.size,
                     handle,
                     key,
@@ -115,6 +135,7 @@ impl ObjectReaderBuilder {
                     .await?;
                 let pin = Pin::of_head(&handle, &key, &head)?;
                 let mut reader = ObjectReader {
+                    tags: None,
                     size: pin.size,
                     handle,
                     key,
@@ -206,9 +227,12 @@ impl ObjectReader {
             let end = offset
                 .checked_add(len)
                 .ok_or_else(|| Error::invalid_input(format!("range {offset}+{len} overflows")))?;
+            // Pieces end on multiples of MAX_PIECE (absolute offsets, so whole integrity
+            // chunks): neighbouring pieces never fetch the same chunk twice.
             let mut at = offset;
             while at < end {
-                let n = (end - at).min(MAX_PIECE);
+                let boundary = (at / MAX_PIECE + 1) * MAX_PIECE;
+                let n = boundary.min(end) - at;
                 pieces.push((i, at, n));
                 at += n;
             }
@@ -222,11 +246,13 @@ impl ObjectReader {
         let mut out: Vec<BytesMut> = ranges.iter().map(|_| BytesMut::new()).collect();
         let mut single: Vec<Option<Bytes>> = vec![None; ranges.len()];
         for (i, b) in got {
-            // The common case, one piece per range, stays zero-copy.
+            // The common case, one piece per range, stays zero-copy; several pieces are
+            // copied once into a buffer of the range's size.
             match (&single[i], out[i].is_empty()) {
                 (None, true) => single[i] = Some(b),
                 _ => {
                     if let Some(first) = single[i].take() {
+                        out[i].reserve(ranges[i].1 as usize);
                         out[i].extend_from_slice(&first);
                     }
                     out[i].extend_from_slice(&b);
@@ -240,6 +266,49 @@ impl ObjectReader {
             .collect())
     }
 
+    /// The whole plaintext as a stream of pieces, in order: up to the bucket's concurrency of
+    /// 8 MiB ranged reads run ahead, so memory stays within concurrency × 8 MiB.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// use futures::TryStreamExt as _;
+    /// let reader = bucket.reader().key("ckpt/model.bin").open().await?;
+    /// let mut pieces = reader.stream();
+    /// while let Some(bytes) = pieces.try_next().await? {
+    ///     let _ = bytes; // hand each piece on, in order
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn stream(&self) -> impl futures::Stream<Item = Result<Bytes>> + Send + '_ {
+        let size = self.size;
+        let starts = (0..size.div_ceil(MAX_PIECE)).map(|i| i * MAX_PIECE);
+        futures::stream::iter(starts)
+            .map(move |at| self.read(at, MAX_PIECE.min(size - at)))
+            .buffered(self.concurrency())
+    }
+
+    /// Writes the whole plaintext into `writer` in order (parallel ranged reads, as
+    /// [`stream`](Self::stream)), then flushes it; returns the bytes written. Nothing is
+    /// written that was not verified first.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let reader = bucket.reader().key("ckpt/model.bin").open().await?;
+    /// reader.write_to(&mut tokio::io::stdout()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_to(&self, writer: &mut (impl AsyncWrite + Unpin)) -> Result<u64> {
+        let io = |e| Error::io("cannot write the object's plaintext", e);
+        let mut pieces = std::pin::pin!(self.stream());
+        let mut n = 0u64;
+        while let Some(bytes) = pieces.try_next().await? {
+            writer.write_all(&bytes).await.map_err(io)?;
+            n += bytes.len() as u64;
+        }
+        writer.flush().await.map_err(io)?;
+        Ok(n)
+    }
+
     /// One attempt at plaintext bytes `offset .. offset + len` (within the object).
     async fn fetch_plain(&self, offset: u64, len: u64) -> Result<Bytes> {
         match &self.format {
@@ -250,7 +319,8 @@ impl ObjectReader {
                         first: offset,
                         last: offset + len - 1,
                     })
-                    .pinned(self.pin.clone(), material.clone());
+                    .pinned(self.pin.clone(), material.clone())
+                    .with_tags(self.tags.clone());
                 collect(get, len).await
             }
             Format::Veturbo { offset: body, key } => {

@@ -35,6 +35,8 @@ pub const MAX_HEADER_LEN: u64 = 100_000_000;
 const FIRST_READ: u64 = 1 << 20;
 /// Selected tensors closer than this are fetched in one GET.
 const MERGE_GAP: u64 = 64 << 10;
+/// Largest run of neighbouring tensors fetched as one range.
+const MAX_SPAN: u64 = 8 << 20;
 /// Largest piece of a subset file written per GET.
 const WRITE_PIECE: u64 = 8 << 20;
 
@@ -269,14 +271,18 @@ impl SafetensorsIndex {
     /// in their order: neighbours are fetched in one GET, large tensors in parallel pieces, and
     /// every byte decrypted and verified.
     pub async fn fetch(&self, reader: &ObjectReader, tensors: &[TensorInfo]) -> Result<Vec<Bytes>> {
-        // Spans: runs of tensors (in file order) with gaps under MERGE_GAP.
+        // Spans: runs of tensors (in file order) with gaps under MERGE_GAP, up to MAX_SPAN
+        // bytes (a tensor beyond that is a span of its own, split by the reader).
         let mut order: Vec<usize> = (0..tensors.len()).collect();
         order.sort_by_key(|&i| tensors[i].range.start);
         let mut spans: Vec<(u64, u64, Vec<usize>)> = Vec::new();
         for i in order {
             let r = &tensors[i].range;
             match spans.last_mut() {
-                Some((_, end, members)) if r.start <= end.saturating_add(MERGE_GAP) => {
+                Some((start, end, members))
+                    if r.start <= end.saturating_add(MERGE_GAP)
+                        && r.end.saturating_sub(*start) <= MAX_SPAN =>
+                {
                     *end = (*end).max(r.end);
                     members.push(i);
                 }

@@ -1668,3 +1668,93 @@ fn veturbo_files_keyed_by_volcengine_kms() {
     ])));
     assert!(std::fs::read(&back).unwrap() == std::fs::read(&model).unwrap());
 }
+
+/// `-` as source and destination: 50 MB through a pipe (multipart, unknown length), back out
+/// on stdout byte for byte (stdout carries nothing else), a range to stdout, and stdin without
+/// a key name refused.
+#[test]
+fn pipes_through_stdin_and_stdout() {
+    use std::io::Write as _;
+    let s = server(Fault::None);
+    let (public, private) = (
+        testdata().join("keys/a/public.pem").display().to_string(),
+        testdata().join("keys/a/private.pem").display().to_string(),
+    );
+    let keys = ["--rsa-public-key", &public, "--rsa-private-key", &private];
+    let command = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cryptobucket"));
+        c.args(keys)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_ENDPOINT_URL", &s.endpoint)
+            .env("CRYPTOBUCKET_CHECKPOINT_DIR", checkpoint_dir());
+        c
+    };
+    let data = pattern(50_000_000, 21);
+    let mut up = command(&["cp", "-", "s3://cli/piped.bin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = up.stdin.take().unwrap();
+    let feed = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            // Written in odd-sized pieces, as a pipe delivers them.
+            for piece in data.chunks(1_234_567) {
+                stdin.write_all(piece).unwrap();
+            }
+        })
+    };
+    let out = up.wait_with_output().unwrap();
+    feed.join().unwrap();
+    ok(&out);
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("uploaded standard input"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let down = command(&["cp", "s3://cli/piped.bin", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(down.stdout.len(), data.len());
+    assert!(
+        down.stdout == data,
+        "stdout must hold exactly the plaintext"
+    );
+    let range = command(&["get", "--range", "1000-1999", "s3://cli/piped.bin", "-"])
+        .output()
+        .unwrap();
+    assert!(range.status.success());
+    assert!(range.stdout == data[1000..2000]);
+    // The same object through the parallel file path.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("back.bin");
+    let args = [
+        keys.as_slice(),
+        &["get", "s3://cli/piped.bin", file.to_str().unwrap()],
+    ]
+    .concat();
+    ok(&cli(&s, &args));
+    assert!(std::fs::read(&file).unwrap() == data);
+    // stdin needs a whole key.
+    let no_key = command(&["cp", "-", "s3://cli/dir/"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = fails(&no_key);
+    assert!(err.contains("standard input has no file name"), "{err}");
+}

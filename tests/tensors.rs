@@ -120,9 +120,9 @@ async fn tensors_by_name_from_every_format_equal_numpys() {
     assert_eq!(h.file_timestamp, 1_732_406_400);
     assert!(readers[2].veturbo_header().is_none());
 
-    // Listing takes one ranged GET of the header: for our (10 MiB) object plus one of its
-    // integrity sidecar's tags, which verify what was read.
-    for (reader, gets) in readers.iter().zip([2, 1, 1]) {
+    // Listing takes one ranged GET of the header (the reader of our 10 MiB object fetched all
+    // its integrity tags when it opened, in one GET of the sidecar).
+    for (reader, gets) in readers.iter().zip([1, 1, 1]) {
         assert_eq!(
             reader.size(),
             f.made["size"].as_u64().unwrap(),
@@ -276,7 +276,8 @@ async fn veturbo_files_decrypt_and_encrypt_like_the_reference() {
 
 #[tokio::test]
 async fn hostile_headers_changed_objects_and_strict_mode() {
-    let f = fixture(1_000);
+    // ~8 MB: our object keeps its integrity tags in a sidecar.
+    let f = fixture(2_000_000);
     let (_server, cb) = server_bucket().await;
     upload_all(&f, &cb).await;
 
@@ -321,6 +322,30 @@ async fn hostile_headers_changed_objects_and_strict_mode() {
         let e = SafetensorsIndex::read(&reader).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidFormat, "{name}: {e}");
     }
+
+    // Tampering under the reader's verification: a body byte of our (sidecar-tagged) object,
+    // and one tag in its sidecar. Ranges that touch them fail; others still read.
+    let (body, meta) = support::raw_object(&cb, "ours.safetensors").await;
+    let mut bad_body = body.clone();
+    bad_body[5 << 20] ^= 1;
+    put_raw(&cb, "tampered", bad_body, meta.clone()).await;
+    let (side, side_meta) = support::raw_object(&cb, "ours.safetensors.cbtags").await;
+    put_raw(&cb, "tampered.cbtags", side.clone(), side_meta.clone()).await;
+    let reader = cb.reader().key("tampered").open().await.unwrap();
+    let e = reader.read(5 << 20, 10).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TagMismatch, "{e}");
+    assert_eq!(reader.read(0, 100).await.unwrap().len(), 100);
+    put_raw(&cb, "tags-changed", body, meta).await;
+    let mut bad_side = side;
+    let tag_of_chunk_3 = 32 + 3 * 16;
+    bad_side[tag_of_chunk_3] ^= 1;
+    put_raw(&cb, "tags-changed.cbtags", bad_side, side_meta).await;
+    let reader = cb.reader().key("tags-changed").open().await.unwrap();
+    let e = reader
+        .read_ranges(&[(0, 100), (3 << 20, 4 << 20)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TagMismatch, "{e}");
 
     // The object is replaced after the reader opened it: reads refuse the new version (the
     // in-process store ignores If-Match; the pin catches it).

@@ -64,20 +64,22 @@ pub(crate) struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Encrypt FILE and upload it (large files: parallel multipart, resumable).
+    /// Encrypt FILE and upload it (large files: parallel multipart, resumable; `-` reads
+    /// standard input).
     Put {
-        /// Local file to upload.
+        /// Local file to upload, or `-` for standard input.
         file: PathBuf,
         /// Destination, s3://BUCKET/KEY.
         dest: String,
         #[command(flatten)]
         transfer: transfer::TransferArgs,
     },
-    /// Download and decrypt to FILE (parallel, resumable; FILE appears only when complete).
+    /// Download and decrypt to FILE (parallel, resumable; FILE appears only when complete;
+    /// `-` writes to standard output, in order, nothing else printed there).
     Get {
         /// Source, s3://BUCKET/KEY.
         src: String,
-        /// Local file to create or replace.
+        /// Local file to create or replace, or `-` for standard output.
         file: PathBuf,
         /// Plaintext byte range: FIRST-LAST, FIRST- or -SUFFIX (e.g. 100-199, 100-, -50).
         #[arg(long, allow_hyphen_values = true)]
@@ -85,8 +87,8 @@ enum Command {
         #[command(flatten)]
         transfer: transfer::TransferArgs,
     },
-    /// Copy between the local disk and a bucket: `cp FILE s3://B/KEY`, `cp s3://B/KEY FILE`,
-    /// or with -r a whole directory, `cp -r DIR s3://B/PREFIX/` and back. Files already
+    /// Copy between the local disk and a bucket: `cp FILE s3://B/KEY`, `cp s3://B/KEY FILE`
+    /// (`-` for standard input or output), or with -r a whole directory, `cp -r DIR s3://B/PREFIX/` and back. Files already
     /// complete at the destination (same size, newer) are skipped; unfinished ones resume.
     Cp {
         /// Copy a directory tree (every object under the prefix, every file under DIR).
@@ -403,6 +405,10 @@ async fn download(
     dest: &Path,
 ) -> Result<u64> {
     let out = cb.get_object().key(key).set_range(range).send().await?;
+    if dest == Path::new("-") {
+        // Each piece is verified before the stream yields it.
+        return out.body.write_to(&mut tokio::io::stdout()).await;
+    }
     out.save(dest).await
 }
 

@@ -137,6 +137,9 @@ pub(crate) async fn put(
     dest: &str,
     args: &TransferArgs,
 ) -> Result<()> {
+    if file == Path::new("-") {
+        return put_stdin(cb, key, dest).await;
+    }
     let (bar, listener) = progress(&file.display().to_string(), "upload", args);
     let mut up = cb
         .upload_file()
@@ -179,6 +182,9 @@ pub(crate) async fn get(
     file: &Path,
     args: &TransferArgs,
 ) -> Result<()> {
+    if file == Path::new("-") {
+        return get_stdout(cb, key, src).await;
+    }
     let (bar, listener) = progress(src, "download", args);
     let mut down = cb
         .download_file()
@@ -206,6 +212,33 @@ pub(crate) async fn get(
         out.size,
         file.display()
     );
+    Ok(())
+}
+
+/// `-` as source: standard input, length unknown, encrypted as it streams (multipart once it
+/// outgrows one part; memory within concurrency × part size).
+async fn put_stdin(cb: &CryptoBucket, key: &str, dest: &str) -> Result<()> {
+    let out = cb
+        .put_object()
+        .key(key)
+        .body(cryptobucket::PutBody::from_stream(tokio::io::stdin()))
+        .send()
+        .await?;
+    let size = out
+        .envelope
+        .unencrypted_content_length
+        .map(|n| format!("{n} bytes, "))
+        .unwrap_or_default();
+    eprintln!("uploaded standard input ({size}encrypted) to {dest}");
+    Ok(())
+}
+
+/// `-` as destination: the plaintext on standard output, in order, verified before it is
+/// written (parallel ranged reads); nothing else goes to standard output.
+async fn get_stdout(cb: &CryptoBucket, key: &str, src: &str) -> Result<()> {
+    let reader = cb.reader().key(key).open().await?;
+    let n = reader.write_to(&mut tokio::io::stdout()).await?;
+    eprintln!("downloaded {src} ({n} bytes, decrypted) to standard output");
     Ok(())
 }
 
@@ -257,6 +290,12 @@ pub(crate) async fn cp(
         (false, true, false) => {
             let (bucket, mut key) = parse_s3_prefix(dest)?;
             let file = Path::new(src);
+            if src == "-" && (key.is_empty() || key.ends_with('/')) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "standard input has no file name: give the whole object key, s3://BUCKET/KEY",
+                ));
+            }
             if key.is_empty() || key.ends_with('/') {
                 key.push_str(&file_name(file)?);
             }

@@ -26,6 +26,9 @@ pub struct GetObjectFluentBuilder {
     /// Read the stored bytes as they are (no envelope, no policy, no widening), run through
     /// this cipher when given (a veTurboIO body; positioned at the range's first byte).
     stored: Option<Option<crate::cipher::CtrCipher>>,
+    /// All integrity tags of the pinned object, fetched once by a reader (else each ranged
+    /// read fetches its own from the sidecar).
+    tags: Option<std::sync::Arc<Vec<[u8; crate::integrity::TAG_LEN]>>>,
 }
 
 /// What a GET returns: the plaintext stream and what is known about it.
@@ -85,7 +88,18 @@ impl GetObjectFluentBuilder {
             if_match: None,
             pin: None,
             stored: None,
+            tags: None,
         }
+    }
+
+    /// Verifies with these tags (every chunk's, of the pinned version) instead of fetching
+    /// them from the sidecar.
+    pub(crate) fn with_tags(
+        mut self,
+        tags: Option<std::sync::Arc<Vec<[u8; crate::integrity::TAG_LEN]>>>,
+    ) -> Self {
+        self.tags = tags;
+        self
     }
 
     /// Reads the stored bytes as they are, decrypted by `cipher` when given (positioned at
@@ -319,7 +333,7 @@ impl GetObjectFluentBuilder {
                         ))
                         .with_object(&inner.bucket, &key));
                     }
-                    let tags = match &rec.inline_tags {
+                    let tags = match rec.inline_tags.as_ref().or(self.tags.as_deref()) {
                         Some(all) => {
                             if all.len() as u64 != rec.chunk_count(total) {
                                 return Err(Error::new(
