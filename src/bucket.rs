@@ -18,6 +18,7 @@ pub use crate::ops::copy_object::CopyObjectFluentBuilder;
 pub use crate::ops::delete_object::DeleteObjectFluentBuilder;
 pub use crate::ops::get_object::{GetObjectFluentBuilder, GetObjectOutput};
 pub use crate::ops::head_object::{HeadObjectFluentBuilder, HeadObjectOutput};
+pub use crate::ops::list_objects::{ListEntry, ListObjectsFluentBuilder, ObjectEntry};
 pub use crate::ops::put_object::{PutObjectFluentBuilder, PutObjectOutput};
 
 /// Builder of a [`CryptoBucket`].
@@ -166,6 +167,19 @@ impl CryptoBucket {
     /// ```
     pub fn reader(&self) -> crate::reader::ObjectReaderBuilder {
         crate::reader::ObjectReaderBuilder::new(self.inner.clone())
+    }
+
+    /// Starts a listing: entries with plaintext sizes and, on request, each object's
+    /// envelope (see [`ListObjectsFluentBuilder`](crate::ListObjectsFluentBuilder)).
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// use futures::TryStreamExt as _;
+    /// let all: Vec<_> = bucket.list().prefix("ckpt/").recursive(true).into_stream().try_collect().await?;
+    /// # let _ = all; Ok(()) }
+    /// ```
+    pub fn list(&self) -> crate::ListObjectsFluentBuilder {
+        crate::ListObjectsFluentBuilder::new(self.inner.clone())
     }
 
     /// Starts a HEAD request that also parses the encryption metadata.

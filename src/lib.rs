@@ -77,8 +77,8 @@ pub mod veturbo;
 
 pub use body::{DecryptingStream, PutBody};
 pub use bucket::{
-    CryptoBucket, CryptoBucketBuilder, GetObjectOutput, HeadObjectOutput, PutObjectOutput,
-    UnencryptedPolicy,
+    CryptoBucket, CryptoBucketBuilder, GetObjectOutput, HeadObjectOutput, ListEntry,
+    ListObjectsFluentBuilder, ObjectEntry, PutObjectOutput, UnencryptedPolicy,
 };
 pub use cipher::ContentMaterial;
 pub use client::{ChecksumPolicy, ClientOptions};

@@ -1406,7 +1406,10 @@ fn cli_with_env(server: &TestServer, args: &[&str], env: &[(&str, &str)]) -> Out
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env("AWS_ENDPOINT_URL", &server.endpoint)
-        .env("CRYPTOBUCKET_CHECKPOINT_DIR", checkpoint_dir());
+        .env("CRYPTOBUCKET_CHECKPOINT_DIR", checkpoint_dir())
+        // Hermetic: no default keyring from the environment or the user's config.
+        .env_remove("CRYPTOBUCKET_KEYRING")
+        .env("XDG_CONFIG_HOME", "/nonexistent");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -1757,4 +1760,158 @@ fn pipes_through_stdin_and_stdout() {
         .unwrap();
     let err = fails(&no_key);
     assert!(err.contains("standard input has no file name"), "{err}");
+}
+
+/// `ls`: one level with PRE lines, `-r` for everything; plaintext sizes, what each object needs
+/// (wrap algorithm, matdesc, the keyring entry when keys are given, plain objects named as
+/// such); integrity sidecars never shown.
+#[test]
+fn ls_lists_sizes_and_the_key_each_object_needs() {
+    let s = server(Fault::None);
+    let (public, private) = (
+        testdata().join("keys/a/public.pem").display().to_string(),
+        testdata().join("keys/a/private.pem").display().to_string(),
+    );
+    let keys = [
+        "--rsa-public-key",
+        public.as_str(),
+        "--rsa-private-key",
+        private.as_str(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, pattern(5_000_000, 3)).unwrap();
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, b"twelve bytes").unwrap();
+    fn with<'a>(keys: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+        [keys, args].concat()
+    }
+    ok(&cli(
+        &s,
+        &with(&keys, &["put", big.to_str().unwrap(), "s3://cli/m/big.bin"]),
+    ));
+    ok(&cli(
+        &s,
+        &with(
+            &keys,
+            &["put", small.to_str().unwrap(), "s3://cli/m/sub/small.bin"],
+        ),
+    ));
+    rt().block_on(async {
+        s.client()
+            .await
+            .put_object()
+            .bucket("cli")
+            .key("m/plain.txt")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"hello"))
+            .send()
+            .await
+            .unwrap();
+    });
+    // One level, no keys.
+    let out = ok(&cli(&s, &["ls", "s3://cli/m/"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("PRE m/sub/")),
+        "{out}"
+    );
+    let big_line = lines.iter().find(|l| l.contains("m/big.bin")).expect(&out);
+    assert!(big_line.contains(" 5000000 m/big.bin\t"), "{big_line}");
+    assert!(
+        big_line.contains("RSA/NONE/PKCS1Padding matdesc="),
+        "{big_line}"
+    );
+    assert!(
+        !big_line.contains("no-integrity") && !big_line.contains("key="),
+        "{big_line}"
+    );
+    let plain = lines
+        .iter()
+        .find(|l| l.contains("m/plain.txt"))
+        .expect(&out);
+    assert!(
+        plain.contains(" 5 m/plain.txt\tplain (not encrypted)"),
+        "{plain}"
+    );
+    assert!(!out.contains(".cbtags"), "{out}");
+    // Recursive, with keys: the entry that unwraps each object.
+    let out = ok(&cli(&s, &with(&keys, &["ls", "-r", "s3://cli/m"])));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(!out.contains("PRE") && !out.contains(".cbtags"), "{out}");
+    let small_line = lines
+        .iter()
+        .find(|l| l.contains("m/sub/small.bin"))
+        .expect(&out);
+    assert!(small_line.contains(" 12 m/sub/small.bin\t"), "{small_line}");
+    assert!(small_line.contains("key=\"RSA-"), "{small_line}");
+    // inspect --json: one JSON object for scripts.
+    let out = ok(&cli(
+        &s,
+        &with(&keys, &["inspect", "--json", "s3://cli/m/big.bin"]),
+    ));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["size"], 5_000_000);
+    assert_eq!(v["encrypted"], true);
+    assert_eq!(v["wrap_algorithm"], "RSA/NONE/PKCS1Padding");
+    assert_eq!(v["integrity"]["tags"], "in m/big.bin.cbtags");
+    assert_eq!(v["integrity"]["chunks"], 5);
+    assert!(
+        v["keyring_key"].as_str().unwrap().starts_with("RSA-"),
+        "{v}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(ok(&cli(&s, &["inspect", "--json", "s3://cli/m/plain.txt"])).trim())
+            .unwrap();
+    assert_eq!(v["encrypted"], false);
+}
+
+/// The default keyring: CRYPTOBUCKET_KEYRING, else the config directory's keyring.toml; RSA
+/// flags still win over both (no conflict from an environment default).
+#[test]
+fn default_keyring_from_the_environment_and_the_config_dir() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let a = testdata().join("keys/a");
+    let ring = format!(
+        "[[keys]]\nkind = \"rsa\"\npublic_key = \"{0}/public.pem\"\nprivate_key = \"{0}/private.pem\"\nmatdesc = {{ ring = \"default\" }}\n",
+        a.display()
+    );
+    let env_ring = dir.path().join("env.toml");
+    std::fs::write(&env_ring, &ring).unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("cryptobucket")).unwrap();
+    std::fs::write(config.join("cryptobucket/keyring.toml"), &ring).unwrap();
+    let src = dir.path().join("m.bin");
+    std::fs::write(&src, pattern(10_000, 4)).unwrap();
+    let (src_s, out) = (src.to_str().unwrap(), dir.path().join("out.bin"));
+    let env_ring_s = env_ring.to_str().unwrap();
+    ok(&cli_with_env(
+        &s,
+        &["put", src_s, "s3://cli/default"],
+        &[("CRYPTOBUCKET_KEYRING", env_ring_s)],
+    ));
+    let shown = ok(&cli(&s, &["ls", "s3://cli/default"]));
+    assert!(shown.contains("\"ring\":\"default\""), "{shown}");
+    ok(&cli_with_env(
+        &s,
+        &["get", "s3://cli/default", out.to_str().unwrap()],
+        &[("XDG_CONFIG_HOME", config.to_str().unwrap())],
+    ));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+    // Explicit RSA flags with the environment default set: the flags are used.
+    let public = a.join("public.pem").display().to_string();
+    ok(&cli_with_env(
+        &s,
+        &["--rsa-public-key", &public, "put", src_s, "s3://cli/flags"],
+        &[("CRYPTOBUCKET_KEYRING", env_ring_s)],
+    ));
+    let shown = ok(&cli(&s, &["ls", "s3://cli/flags"]));
+    assert!(shown.contains("matdesc={}"), "{shown}");
+    // Neither: the error names every way to give a key.
+    let err = fails(&cli(&s, &["get", "s3://cli/default", "x"]));
+    assert!(err.contains("CRYPTOBUCKET_KEYRING"), "{err}");
 }

@@ -3,6 +3,8 @@
 //! `mod.rs` holds the arguments and the small commands; `transfer.rs` the file transfers
 //! (put, get, cp -r) and their progress bars.
 
+mod inspect;
+mod ls;
 mod models;
 mod prompt;
 mod rewrap;
@@ -49,9 +51,11 @@ pub(crate) struct Global {
     /// RSA private key PEM (PKCS#1 or PKCS#8), used to read (and to write if no public key).
     #[arg(long, global = true, value_name = "PEM")]
     rsa_private_key: Option<PathBuf>,
-    /// Keyring TOML file (instead of --rsa-*).
+    /// Keyring TOML file (instead of --rsa-*). Without it (and without --rsa-*):
+    /// CRYPTOBUCKET_KEYRING, else $XDG_CONFIG_HOME/cryptobucket/keyring.toml (or
+    /// ~/.config/cryptobucket/keyring.toml) when that file exists.
     #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["rsa_public_key", "rsa_private_key"])]
-    pub(crate) keyring: Option<PathBuf>,
+    keyring: Option<PathBuf>,
     /// Material description as a JSON object of strings. With --rsa-*: the key's matdesc.
     /// With --keyring on put: write with the keyring entry that has this matdesc.
     #[arg(long, global = true, value_name = "JSON")]
@@ -144,6 +148,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
+    /// List objects under s3://BUCKET/PREFIX with their plaintext sizes and what each needs:
+    /// wrap algorithm and matdesc (and, with keys given, which of them unwraps it); sub-
+    /// prefixes as PRE lines unless -r. Integrity sidecars are not shown.
+    Ls {
+        /// s3://BUCKET/PREFIX (or s3://BUCKET/).
+        target: String,
+        /// Every object under the prefix, not just one level.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
     /// Tensor-level access to safetensors objects (ours or veTurboIO files): ls, get.
     #[command(subcommand)]
     Tensors(models::Tensors),
@@ -154,6 +168,9 @@ enum Command {
     Inspect {
         /// Object, s3://BUCKET/KEY.
         object: String,
+        /// One JSON object on stdout instead of text lines (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Generate an RSA key pair: DIR/private.pem (PKCS#8, mode 0600) and DIR/public.pem (SPKI);
     /// with --signing an Ed25519 signing key instead: DIR/signing.key (seed, mode 0600) and
@@ -234,7 +251,7 @@ impl Global {
     }
 
     fn keyring_from_args(&self, for_write: bool) -> Result<Keyring> {
-        if let Some(path) = &self.keyring {
+        if let Some(path) = &self.keyring_path() {
             let ask = move |entry: &str| prompt::passphrase(&format!("keyring {entry}"), for_write);
             let keyring = KeyringFile::load_with_prompt(path, &ask)?;
             return match (for_write, self.matdesc()?) {
@@ -284,7 +301,9 @@ impl Global {
         if public.is_none() && private.is_none() {
             return Err(Error::new(
                 ErrorKind::InvalidKey,
-                "no key given: use --rsa-public-key/--rsa-private-key PEM files or --keyring FILE",
+                "no key given: use --keyring FILE (or CRYPTOBUCKET_KEYRING, or \
+                 ~/.config/cryptobucket/keyring.toml) or --rsa-public-key/--rsa-private-key PEM \
+                 files",
             ));
         }
         let key = RsaKeyPair::from_pem(
@@ -294,6 +313,46 @@ impl Global {
         Keyring::builder()
             .default_key(KeyEntry::new(key).matdesc(self.matdesc()?.unwrap_or_default()))
             .build()
+    }
+
+    /// The keyring file in use: --keyring; else, when no --rsa-* key is given,
+    /// CRYPTOBUCKET_KEYRING; else the default path in the config directory if it exists.
+    pub(crate) fn keyring_path(&self) -> Option<PathBuf> {
+        if self.keyring.is_some() || self.has_rsa_keys() {
+            return self.keyring.clone();
+        }
+        if let Some(p) = std::env::var_os("CRYPTOBUCKET_KEYRING").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(config.join("cryptobucket").join("keyring.toml")).filter(|p| p.is_file())
+    }
+
+    /// Whether RSA key files were given.
+    pub(crate) fn has_rsa_keys(&self) -> bool {
+        self.rsa_public_key.is_some() || self.rsa_private_key.is_some()
+    }
+
+    /// A bucket for commands whose keys are optional (veTurboIO reads, `ls`): the given keys,
+    /// or when none are given a keyring of one random, never-used key.
+    pub(crate) async fn bucket_keys_optional(&self, bucket: String) -> Result<CryptoBucket> {
+        let given = self.keyring_path().is_some() || self.has_rsa_keys();
+        let keyring = if given {
+            self.keyring(false)?
+        } else {
+            let mut random = Zeroizing::new([0u8; 32]);
+            aws_lc_rs::rand::fill(&mut random[..])
+                .map_err(|_| Error::new(ErrorKind::Io, "no randomness"))?;
+            Keyring::single(
+                cryptobucket::AesMasterKey::from_bytes(&random[..])?,
+                MatDesc::new(),
+            )
+            .with_strict(self.strict)
+        };
+        Ok(CryptoBucket::new(self.client().await, bucket, keyring))
     }
 
     pub(crate) async fn client(&self) -> aws_sdk_s3::Client {
@@ -390,7 +449,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             reencrypt,
             no_progress,
         } => rewrap::rewrap(g, target, to, *reencrypt, *no_progress).await,
-        Command::Inspect { object } => inspect(g, object).await,
+        Command::Inspect { object, json } => inspect::inspect(g, object, *json).await,
+        Command::Ls { target, recursive } => ls::ls(g, target, *recursive).await,
         Command::Tensors(cmd) => models::tensors(g, cmd).await,
         Command::Veturbo(cmd) => models::veturbo(g, cmd).await,
     }
@@ -410,101 +470,6 @@ async fn download(
         return out.body.write_to(&mut tokio::io::stdout()).await;
     }
     out.save(dest).await
-}
-
-async fn inspect(g: &Global, object: &str) -> Result<()> {
-    let (bucket, key) = parse_s3_url(object)?;
-    // Keys are optional here: with them, inspect also says which key would unwrap the object.
-    let keyring = g.keyring(false).ok();
-    let client = g.client().await;
-    let resp = client
-        .head_object()
-        .bucket(&bucket)
-        .key(&key)
-        .send()
-        .await
-        .map_err(|e| Error::from_sdk("HeadObject", e).with_object(&bucket, &key))?;
-    let empty = Default::default();
-    let meta = resp.metadata().unwrap_or(&empty);
-    println!("object: {object}");
-    println!("size: {} bytes", resp.content_length().unwrap_or(0));
-    let Some(env) = cryptobucket::Envelope::from_metadata(meta)? else {
-        println!("encrypted: no (no client-side-encryption metadata)");
-        return Ok(());
-    };
-    println!("encrypted: yes (format {:?})", env.version);
-    println!(
-        "content algorithm: {}",
-        cryptobucket::envelope::CEK_ALG_AES_CTR
-    );
-    println!("wrap algorithm: {}", env.wrap_alg);
-    println!("matdesc: {}", env.matdesc);
-    let len = |v: &cryptobucket::envelope::WrappedValue| v.decode("").map(|b| b.len()).unwrap_or(0);
-    println!(
-        "wrapped key: {} bytes; wrapped iv: {} bytes",
-        len(&env.wrapped_key),
-        len(&env.wrapped_iv)
-    );
-    match env.unencrypted_content_length {
-        Some(n) => println!("unencrypted content length: {n}"),
-        None => println!("unencrypted content length: (not recorded)"),
-    }
-    if let (Some(d), Some(p)) = (env.data_size, env.part_size) {
-        println!("multipart: data size {d}, part size {p}");
-    }
-    if env.unencrypted_content_md5.is_some() {
-        println!("note: the object stores a plaintext MD5 (leaks content equality)");
-    }
-    if let Some(k) = &keyring {
-        match k.candidates(&env) {
-            Ok(c) => println!("keyring key: {}", c[0].provider().describe()),
-            Err(e) => println!("keyring key: none ({e})"),
-        }
-    }
-    match cryptobucket::integrity::IntegrityRecord::from_metadata(meta) {
-        Ok(None) => println!(
-            "integrity: none (written by another SDK or with integrity off: reads cannot be \
-             verified, strict mode refuses it)"
-        ),
-        Err(e) => println!("integrity: malformed ({e})"),
-        Ok(Some(r)) => {
-            let size = u64::try_from(resp.content_length().unwrap_or(0)).unwrap_or(0);
-            println!(
-                "integrity: v1, object id {}, {} chunks of {} bytes, length {}, tags {}",
-                r.object_id_text(),
-                r.chunk_count(size),
-                r.chunk_size,
-                match r.length_mode {
-                    cryptobucket::integrity::LengthMode::Bound => "bound",
-                    _ => "unbound (stream)",
-                },
-                if r.inline_tags.is_some() {
-                    "in the metadata".to_owned()
-                } else {
-                    format!("in {}", cryptobucket::integrity::sidecar_key(&key))
-                }
-            );
-            match &r.signature {
-                None => println!("signature: none"),
-                Some(s) => {
-                    let trusted = keyring
-                        .as_ref()
-                        .is_some_and(|k| k.integrity().trusted_signers().contains(&s.signer));
-                    println!(
-                        "signature: by {} ({})",
-                        s.signer,
-                        if trusted {
-                            "trusted by this keyring"
-                        } else {
-                            "not trusted by this keyring"
-                        }
-                    );
-                }
-            }
-            println!("(verify checks the tags: cryptobucket verify {object})");
-        }
-    }
-    Ok(())
 }
 
 /// Writes a new key pair into `out_dir`: the secret half (mode 0600, created exclusively) and

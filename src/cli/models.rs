@@ -10,7 +10,7 @@ use cryptobucket::safetensors::SafetensorsIndex;
 use cryptobucket::veturbo::{
     VeturboDecryptor, VeturboHeader, VeturboKey, VeturboKeySource, VeturboMode,
 };
-use cryptobucket::{CryptoBucket, Error, ErrorKind, Keyring, PutBody, Result};
+use cryptobucket::{CryptoBucket, PutBody, Result};
 
 use super::{Global, parse_s3_url};
 
@@ -97,29 +97,12 @@ pub(crate) enum Veturbo {
     },
 }
 
-/// A bucket for reading: the global keys, or for veTurboIO files (which need none of ours) a
-/// keyring of one random, never-used key.
-async fn reading_bucket(g: &Global, bucket: String, veturbo: bool) -> Result<CryptoBucket> {
-    let keyring = match (veturbo, g.keyring(false)) {
-        (_, Ok(k)) => k,
-        (true, Err(_)) => {
-            let mut random = zeroize::Zeroizing::new([0u8; 32]);
-            aws_lc_rs::rand::fill(&mut random[..])
-                .map_err(|_| Error::new(ErrorKind::Io, "no randomness"))?;
-            Keyring::single(
-                cryptobucket::AesMasterKey::from_bytes(&random[..])?,
-                Default::default(),
-            )
-            .with_strict(g.strict)
-        }
-        (false, Err(e)) => return Err(e),
-    };
-    Ok(CryptoBucket::new(g.client().await, bucket, keyring))
-}
-
 async fn open(g: &Global, object: &str, format: &ObjectFormat) -> Result<ObjectReader> {
     let (bucket, key) = parse_s3_url(object)?;
-    let cb = reading_bucket(g, bucket, format.veturbo).await?;
+    let cb = match format.veturbo {
+        true => g.bucket_keys_optional(bucket).await?,
+        false => CryptoBucket::new(g.client().await, bucket, g.keyring(false)?),
+    };
     let reader = cb.reader().key(key);
     match format.veturbo {
         true => reader.veturbo(key_source(format.kms)?).open().await,

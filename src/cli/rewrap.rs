@@ -17,10 +17,11 @@ pub(crate) async fn rewrap(
     reencrypt: bool,
     no_progress: bool,
 ) -> Result<()> {
-    if g.keyring.is_none() {
+    if g.keyring_path().is_none() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            "rewrap needs --keyring FILE holding both the current keys and the target key",
+            "rewrap needs a keyring file (--keyring FILE or the default keyring) holding both the \
+             current keys and the target key",
         ));
     }
     let keyring = g.keyring(false)?;

@@ -6,5 +6,6 @@ pub(crate) mod copy_object;
 pub(crate) mod delete_object;
 pub(crate) mod get_object;
 pub(crate) mod head_object;
+pub(crate) mod list_objects;
 pub(crate) mod put_object;
 pub(crate) mod sidecar;
