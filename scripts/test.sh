@@ -10,11 +10,16 @@ need_venv() {
   [ ! -x "$VENV/bin/python" ] || [ ! -x "$VENV/bin/moto_server" ] ||
     ! "$VENV/bin/python" -c 'import oss2, boto3, moto, aliyunsdkcore; assert oss2.__version__ == "2.19.1" and moto.__version__ == "5.1.22" and aliyunsdkcore.__version__ == "2.16.1"' 2>/dev/null
 }
+# Also when tests/interop/requirements.txt changed since the venv was made.
+if [ -x "$VENV/bin/python" ] && ! cmp -s tests/interop/requirements.txt "$VENV/requirements.txt"; then
+  rm -rf "$VENV"
+fi
 if need_venv; then
   echo "== creating Python venv at $VENV (oss2 2.19.1, boto3, moto[server] 5.1.22)"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+  cp tests/interop/requirements.txt "$VENV/requirements.txt"
 fi
 export CRYPTOBUCKET_PYTHON="$VENV/bin/python"
 
@@ -22,6 +27,12 @@ export CRYPTOBUCKET_PYTHON="$VENV/bin/python"
 if ! command -v openssl >/dev/null 2>&1; then
   echo "== installing openssl"
   apt-get update -qq && apt-get install -y -qq openssl
+fi
+
+# The gocryptfs interop tests mount trees with the real gocryptfs (FUSE, as root).
+if ! command -v gocryptfs >/dev/null 2>&1 || ! command -v fusermount3 >/dev/null 2>&1; then
+  echo "== installing gocryptfs and fuse3"
+  apt-get update -qq && apt-get install -y -qq gocryptfs fuse3
 fi
 
 # Supply chain: licenses, bans (RUSTSEC-2023-0071's rsa crate among them) and sources.

@@ -21,6 +21,7 @@
 //! - [`range`]: byte ranges and response checks;
 //! - [`client`]: building an S3 client for any store;
 //! - [`reader`]: random-access plaintext reads of one object version (parallel ranges);
+//! - [`gocryptfs`]: gocryptfs v2 trees without FUSE (PAI-EAS encrypted models);
 //! - [`safetensors`]: tensor-level loading of safetensors files through a reader;
 //! - [`veturbo`]: veTurboIO encrypted model files (read, write, convert).
 //!
@@ -59,6 +60,7 @@ pub mod envelope;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gocryptfs;
 mod handle;
 pub mod integrity;
 pub mod keys;

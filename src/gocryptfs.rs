@@ -1,0 +1,559 @@
+//! gocryptfs v2 directory trees without FUSE (`../shared/spec/seed-formats.md` §1): what
+//! Alibaba PAI-EAS mounts for encrypted models. Reads and writes the default feature set
+//! (`HKDF`, `GCMIV128`, `DirIV`, `EMENames`, `LongNames`, `Raw64`) and refuses any other flag
+//! by name.
+//!
+//! - `gocryptfs.conf`: scrypt of the password → HKDF → AES-256-GCM key that wraps the 32-byte
+//!   master key ([`GocryptfsConf`], [`MasterKey`]).
+//! - Names: EME-AES-256 under the directory's `gocryptfs.diriv`, PKCS#7 padded, base64url;
+//!   over 255 characters a `gocryptfs.longname.*` entry plus its `.name` file.
+//! - Contents: `u16be(2) ‖ file id(16)`, then 4 KiB blocks, each `nonce(16) ‖ AES-256-GCM ‖
+//!   tag(16)` with AAD `u64be(block) ‖ file id`. Every tag is checked; a bad one is
+//!   [`ErrorKind::TagMismatch`] naming the file.
+//!
+//! [`ErrorKind::TagMismatch`]: crate::ErrorKind::TagMismatch
+//!
+//! ```
+//! use cryptobucket::gocryptfs::{GocryptfsConf, GocryptfsKeys};
+//! let (conf, master) = GocryptfsConf::create("correct horse", 10).unwrap();
+//! let again = GocryptfsConf::from_json(&conf.to_json()).unwrap();
+//! assert!(again.unlock("correct horse").unwrap() == master);
+//! let keys = GocryptfsKeys::new(&master);
+//! let stored = keys.encrypt_name(&[7; 16], "model.safetensors").unwrap();
+//! assert_eq!(keys.decrypt_name(&[7; 16], &stored).unwrap(), "model.safetensors");
+//! ```
+
+mod eme;
+pub mod tree;
+
+use std::fmt;
+
+use aes::Aes256;
+use aes_gcm::AesGcm;
+use aes_gcm::aead::consts::U16;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The config file's name.
+pub const CONF_NAME: &str = "gocryptfs.conf";
+/// Each directory's IV file.
+pub const DIRIV_NAME: &str = "gocryptfs.diriv";
+/// Prefix of hashed long names.
+pub const LONGNAME_PREFIX: &str = "gocryptfs.longname.";
+/// Plaintext bytes per content block.
+pub const BLOCK: usize = 4096;
+/// Stored overhead per block: nonce and tag.
+pub const BLOCK_OVERHEAD: usize = 32;
+/// File header length: version and file id.
+pub const HEADER_LEN: usize = 18;
+/// The feature flags this module implements (gocryptfs's defaults).
+pub const FEATURE_FLAGS: [&str; 6] = [
+    "HKDF",
+    "GCMIV128",
+    "DirIV",
+    "EMENames",
+    "LongNames",
+    "Raw64",
+];
+/// The largest scrypt cost accepted when reading (2^20: 1 GiB of memory with R = 8), so a
+/// hostile config cannot exhaust the reader.
+pub const MAX_SCRYPT_LOG_N: u8 = 20;
+
+const INFO_CONTENT: &[u8] = b"AES-GCM file content encryption";
+const INFO_NAMES: &[u8] = b"EME filename encryption";
+
+type Gcm16 = AesGcm<Aes256, U16>;
+
+fn hkdf(ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
+    struct Len;
+    impl aws_lc_rs::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
+        .extract(ikm)
+        .expand(&[info], Len)
+        .and_then(|okm| okm.fill(&mut out[..]))
+        .expect("HKDF-SHA256 of 32 bytes cannot fail");
+    out
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| Error::invalid_key("the system random number generator failed"))?;
+    Ok(b)
+}
+
+fn gcm(key: &[u8; 32]) -> Gcm16 {
+    Gcm16::new(aes_gcm::Key::<Gcm16>::from_slice(key))
+}
+
+/// A gocryptfs master key (32 bytes; zeroized on drop, never shown by `Debug`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// A new random master key.
+    pub fn generate() -> Result<Self> {
+        Ok(Self(Zeroizing::new(random::<32>()?)))
+    }
+
+    /// The raw key as `gocryptfs -masterkey` takes it: 64 hex digits, dashes allowed
+    /// (`6f717d8b-6b5f8e8d-...`).
+    ///
+    /// ```
+    /// let k = cryptobucket::gocryptfs::MasterKey::from_hex(&"00112233-".repeat(8)[..71]).unwrap();
+    /// # let _ = k;
+    /// ```
+    pub fn from_hex(text: &str) -> Result<Self> {
+        let digits = Zeroizing::new(text.trim().replace('-', ""));
+        let raw = Zeroizing::new(
+            hex::decode(digits.as_bytes())
+                .map_err(|_| Error::invalid_key("a gocryptfs master key is 64 hex digits"))?,
+        );
+        let key: [u8; 32] = raw[..]
+            .try_into()
+            .map_err(|_| Error::invalid_key("a gocryptfs master key is 64 hex digits"))?;
+        Ok(Self(Zeroizing::new(key)))
+    }
+}
+
+/// `gocryptfs.conf`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GocryptfsConf {
+    /// Who wrote it.
+    pub creator: String,
+    /// `nonce(16) ‖ AES-256-GCM(kek, master key) ‖ tag(16)`, base64.
+    pub encrypted_key: String,
+    /// The password's scrypt parameters.
+    pub scrypt_object: ScryptObject,
+    /// On-disk format version (2).
+    pub version: u16,
+    /// Feature flags.
+    pub feature_flags: Vec<String>,
+}
+
+/// scrypt parameters of `gocryptfs.conf`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScryptObject {
+    /// Salt, base64 (32 bytes).
+    #[serde(rename = "Salt")]
+    pub salt: String,
+    /// Cost (a power of two).
+    #[serde(rename = "N")]
+    pub n: u64,
+    /// Block size.
+    #[serde(rename = "R")]
+    pub r: u32,
+    /// Parallelism.
+    #[serde(rename = "P")]
+    pub p: u32,
+    /// Derived key length.
+    #[serde(rename = "KeyLen")]
+    pub key_len: u32,
+}
+
+impl ScryptObject {
+    fn kek(&self, password: &str) -> Result<Zeroizing<[u8; 32]>> {
+        let bad = |what: &str| {
+            Error::new(
+                ErrorKind::InvalidFormat,
+                format!("gocryptfs.conf: scrypt {what}"),
+            )
+        };
+        if !self.n.is_power_of_two() {
+            return Err(bad("N is not a power of two"));
+        }
+        let log_n = self.n.trailing_zeros() as u8;
+        if !(10..=MAX_SCRYPT_LOG_N).contains(&log_n) {
+            return Err(bad(&format!(
+                "N = 2^{log_n} is outside 2^10 ..= 2^{MAX_SCRYPT_LOG_N}"
+            )));
+        }
+        if !(8..=32).contains(&self.r) || !(1..=16).contains(&self.p) || self.key_len != 32 {
+            return Err(bad(
+                "R, P or KeyLen is out of range (R 8..=32, P 1..=16, KeyLen 32)",
+            ));
+        }
+        let salt = B64
+            .decode(&self.salt)
+            .ok()
+            .filter(|s| s.len() >= 32)
+            .ok_or_else(|| bad("salt is not base64 of 32 or more bytes"))?;
+        let params = scrypt::Params::new(log_n, self.r, self.p, 32)
+            .map_err(|e| bad(&format!("parameters ({e})")))?;
+        let mut s = Zeroizing::new([0u8; 32]);
+        scrypt::scrypt(password.as_bytes(), &salt, &params, &mut s[..])
+            .map_err(|e| bad(&format!("failed ({e})")))?;
+        Ok(hkdf(&s[..], INFO_CONTENT))
+    }
+}
+
+impl GocryptfsConf {
+    /// A new tree's config with a new random master key, for `password` at scrypt cost
+    /// 2^`log_n` (gocryptfs's default is 16; at least 10).
+    pub fn create(password: &str, log_n: u8) -> Result<(Self, MasterKey)> {
+        if password.is_empty() {
+            return Err(Error::invalid_key("the gocryptfs password is empty"));
+        }
+        let master = MasterKey::generate()?;
+        let scrypt_object = ScryptObject {
+            salt: B64.encode(random::<32>()?),
+            n: 1u64
+                .checked_shl(u32::from(log_n))
+                .ok_or_else(|| Error::invalid_input("scrypt cost too large"))?,
+            r: 8,
+            p: 1,
+            key_len: 32,
+        };
+        let kek = scrypt_object.kek(password)?;
+        let nonce = random::<16>()?;
+        let sealed = gcm(&kek)
+            .encrypt(
+                aes_gcm::Nonce::<U16>::from_slice(&nonce),
+                Payload {
+                    msg: &master.0[..],
+                    aad: &0u64.to_be_bytes(),
+                },
+            )
+            .map_err(|_| Error::invalid_key("cannot wrap the master key"))?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        Ok((
+            Self {
+                creator: format!("cryptobucket {}", env!("CARGO_PKG_VERSION")),
+                encrypted_key: B64.encode(blob),
+                scrypt_object,
+                version: 2,
+                feature_flags: FEATURE_FLAGS.iter().map(|f| (*f).to_owned()).collect(),
+            },
+            master,
+        ))
+    }
+
+    /// Parses `gocryptfs.conf`, refusing versions and feature flags this module does not
+    /// implement (by name).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let conf: Self = serde_json::from_str(text).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidFormat,
+                format!("gocryptfs.conf is not valid ({e})"),
+            )
+        })?;
+        if conf.version != 2 {
+            return Err(Error::new(
+                ErrorKind::UnsupportedAlgorithm,
+                format!(
+                    "gocryptfs.conf version {} (only 2 is supported)",
+                    conf.version
+                ),
+            ));
+        }
+        let unknown: Vec<&str> = conf
+            .feature_flags
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !FEATURE_FLAGS.contains(f))
+            .collect();
+        let missing: Vec<&str> = FEATURE_FLAGS
+            .iter()
+            .copied()
+            .filter(|f| !conf.feature_flags.iter().any(|g| g == f))
+            .collect();
+        if !unknown.is_empty() || !missing.is_empty() {
+            return Err(Error::new(
+                ErrorKind::UnsupportedAlgorithm,
+                format!(
+                    "gocryptfs feature flags not supported: {} (missing: {}); this reader \
+                     implements {}",
+                    if unknown.is_empty() {
+                        "none".into()
+                    } else {
+                        unknown.join(", ")
+                    },
+                    if missing.is_empty() {
+                        "none".into()
+                    } else {
+                        missing.join(", ")
+                    },
+                    FEATURE_FLAGS.join(", ")
+                ),
+            ));
+        }
+        Ok(conf)
+    }
+
+    /// The config as gocryptfs writes it (Go's `MarshalIndent` with tabs, a final newline).
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        serde::Serialize::serialize(self, &mut ser).expect("the config serializes");
+        out.push(b'\n');
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// The master key, with `password`. A wrong password (or a changed config) is
+    /// [`ErrorKind::KeyUnwrap`].
+    pub fn unlock(&self, password: &str) -> Result<MasterKey> {
+        let kek = self.scrypt_object.kek(password)?;
+        let blob = B64.decode(&self.encrypted_key).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidFormat,
+                "gocryptfs.conf: EncryptedKey is not base64",
+            )
+        })?;
+        if blob.len() != 16 + 32 + 16 {
+            return Err(Error::new(
+                ErrorKind::InvalidFormat,
+                "gocryptfs.conf: EncryptedKey is not 64 bytes",
+            ));
+        }
+        let plain = Zeroizing::new(
+            gcm(&kek)
+                .decrypt(
+                    aes_gcm::Nonce::<U16>::from_slice(&blob[..16]),
+                    Payload {
+                        msg: &blob[16..],
+                        aad: &0u64.to_be_bytes(),
+                    },
+                )
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::KeyUnwrap,
+                        "wrong gocryptfs password (or gocryptfs.conf was changed)",
+                    )
+                })?,
+        );
+        let key: [u8; 32] = plain[..].try_into().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidFormat,
+                "gocryptfs master key is not 32 bytes",
+            )
+        })?;
+        Ok(MasterKey(Zeroizing::new(key)))
+    }
+}
+
+/// The content and name keys derived from a master key.
+pub struct GocryptfsKeys {
+    content: Gcm16,
+    names: Aes256,
+}
+
+impl fmt::Debug for GocryptfsKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GocryptfsKeys(..)")
+    }
+}
+
+fn tag_mismatch(what: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::TagMismatch, what.to_string())
+}
+
+impl GocryptfsKeys {
+    /// The keys of `master` (HKDF-SHA256, as the `HKDF` flag says).
+    pub fn new(master: &MasterKey) -> Self {
+        Self {
+            content: gcm(&hkdf(&master.0[..], INFO_CONTENT)),
+            names: eme::cipher(&hkdf(&master.0[..], INFO_NAMES)),
+        }
+    }
+
+    /// The full stored name of `name` in a directory with IV `dir_iv`: base64url of EME. Its
+    /// on-disk name is [`long_name`] of it (the stored name itself up to 255 characters).
+    pub fn encrypt_name(&self, dir_iv: &[u8; 16], name: &str) -> Result<String> {
+        check_plain_name(name)?;
+        let mut padded = name.as_bytes().to_vec();
+        let pad = 16 - padded.len() % 16;
+        padded.resize(padded.len() + pad, pad as u8);
+        let e = eme::transform(&self.names, dir_iv, &padded, eme::Direction::Encrypt)?;
+        Ok(B64URL.encode(e))
+    }
+
+    /// The plaintext of a stored (full, not hashed) name.
+    pub fn decrypt_name(&self, dir_iv: &[u8; 16], stored: &str) -> Result<String> {
+        let bad = || {
+            Error::new(
+                ErrorKind::InvalidFormat,
+                format!("stored name {stored:?} does not decrypt to a valid name"),
+            )
+        };
+        let raw = B64URL.decode(stored).map_err(|_| bad())?;
+        let mut p = eme::transform(&self.names, dir_iv, &raw, eme::Direction::Decrypt)
+            .map_err(|_| bad())?;
+        let pad = usize::from(*p.last().ok_or_else(bad)?);
+        if pad == 0
+            || pad > 16
+            || pad > p.len()
+            || p[p.len() - pad..].iter().any(|&b| usize::from(b) != pad)
+        {
+            return Err(bad());
+        }
+        p.truncate(p.len() - pad);
+        let name = String::from_utf8(p).map_err(|_| bad())?;
+        check_plain_name(&name).map_err(|_| bad())?;
+        Ok(name)
+    }
+
+    /// Encrypts block `n` of a file with id `file_id` (`plain` at most 4096 bytes).
+    pub fn encrypt_block(&self, file_id: &[u8; 16], n: u64, plain: &[u8]) -> Result<Vec<u8>> {
+        let nonce = random::<16>()?;
+        let mut aad = n.to_be_bytes().to_vec();
+        aad.extend_from_slice(file_id);
+        let sealed = self
+            .content
+            .encrypt(
+                aes_gcm::Nonce::<U16>::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Error::invalid_input("block too large"))?;
+        let mut out = Vec::with_capacity(plain.len() + BLOCK_OVERHEAD);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Decrypts stored block `n` of the file with id `file_id`; an all-zero full block is a
+    /// hole (zeros). A bad tag names `what` (the file).
+    pub fn decrypt_block(
+        &self,
+        file_id: &[u8; 16],
+        n: u64,
+        stored: &[u8],
+        what: &str,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        if stored.len() <= BLOCK_OVERHEAD || stored.len() > BLOCK + BLOCK_OVERHEAD {
+            return Err(tag_mismatch(format!(
+                "{what}: block {n} is {} bytes, not a gocryptfs block",
+                stored.len()
+            )));
+        }
+        if stored.len() == BLOCK + BLOCK_OVERHEAD && stored.iter().all(|&b| b == 0) {
+            return Ok(Zeroizing::new(vec![0u8; BLOCK]));
+        }
+        let mut aad = n.to_be_bytes().to_vec();
+        aad.extend_from_slice(file_id);
+        self.content
+            .decrypt(
+                aes_gcm::Nonce::<U16>::from_slice(&stored[..16]),
+                Payload {
+                    msg: &stored[16..],
+                    aad: &aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| {
+                tag_mismatch(format!(
+                    "{what}: block {n} fails its GCM tag (changed, moved or from another file)"
+                ))
+            })
+    }
+
+    /// A symlink target as gocryptfs stores it: one block with number 0 and no file id.
+    pub fn encrypt_link(&self, target: &str) -> Result<String> {
+        let nonce = random::<16>()?;
+        let sealed = self
+            .content
+            .encrypt(
+                aes_gcm::Nonce::<U16>::from_slice(&nonce),
+                Payload {
+                    msg: target.as_bytes(),
+                    aad: &0u64.to_be_bytes(),
+                },
+            )
+            .map_err(|_| Error::invalid_input("symlink target too long"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(B64URL.encode(out))
+    }
+
+    /// The plaintext target of a stored symlink.
+    pub fn decrypt_link(&self, stored: &str, what: &str) -> Result<String> {
+        let raw = B64URL
+            .decode(stored.trim())
+            .map_err(|_| tag_mismatch(format!("{what}: symlink target is not base64url")))?;
+        if raw.len() < BLOCK_OVERHEAD {
+            return Err(tag_mismatch(format!("{what}: symlink target too short")));
+        }
+        let plain = self
+            .content
+            .decrypt(
+                aes_gcm::Nonce::<U16>::from_slice(&raw[..16]),
+                Payload {
+                    msg: &raw[16..],
+                    aad: &0u64.to_be_bytes(),
+                },
+            )
+            .map_err(|_| tag_mismatch(format!("{what}: symlink target fails its GCM tag")))?;
+        String::from_utf8(plain)
+            .map_err(|_| tag_mismatch(format!("{what}: symlink target is not UTF-8")))
+    }
+}
+
+/// A name gocryptfs can store: 1 to 255 bytes, no `/` or NUL, not `.` or `..`.
+fn check_plain_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 255
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\0'])
+    {
+        return Err(Error::invalid_input(format!(
+            "{name:?} is not a valid file name"
+        )));
+    }
+    Ok(())
+}
+
+/// The on-disk name of a stored name: itself when at most 255 characters, else
+/// `gocryptfs.longname.` + base64url(SHA-256(stored)) (its `.name` file holds the stored name).
+pub fn long_name(stored: &str) -> String {
+    if stored.len() <= 255 {
+        return stored.to_owned();
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, stored.as_bytes());
+    format!("{LONGNAME_PREFIX}{}", B64URL.encode(digest.as_ref()))
+}
+
+/// Size of the stored file for a plaintext of `size` bytes.
+pub fn stored_size(size: u64) -> u64 {
+    if size == 0 {
+        return 0;
+    }
+    let blocks = size.div_ceil(BLOCK as u64);
+    HEADER_LEN as u64 + size + blocks * BLOCK_OVERHEAD as u64
+}
+
+/// The plaintext size of a stored file of `stored` bytes, or `None` if no plaintext size maps
+/// to it.
+pub fn plain_size(stored: u64) -> Option<u64> {
+    if stored == 0 {
+        return Some(0);
+    }
+    let body = stored.checked_sub(HEADER_LEN as u64)?;
+    let full = (BLOCK + BLOCK_OVERHEAD) as u64;
+    let (n, rest) = (body / full, body % full);
+    match rest {
+        0 if n > 0 => Some(n * BLOCK as u64),
+        r if r > BLOCK_OVERHEAD as u64 => Some(n * BLOCK as u64 + r - BLOCK_OVERHEAD as u64),
+        _ => None,
+    }
+}

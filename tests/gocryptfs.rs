@@ -1,0 +1,328 @@
+//! gocryptfs trees against the real gocryptfs (Debian `gocryptfs` 2.3 + `fuse3`, installed by
+//! `scripts/test.sh`; these tests fail, never skip, when it is missing): a tree we write
+//! mounts with gocryptfs and shows the source's names and bytes; a tree gocryptfs writes
+//! (`-init`, mount, copy) decrypts with us to the same bytes. Nested directories, empty
+//! files, sizes around 4096-byte multiples, names of 1, 175 and 255 bytes (long names),
+//! non-ASCII names, a symlink and a 256 MiB file; tampering with a block, a file id, the
+//! config or a `.name` file is detected.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cryptobucket::ErrorKind;
+use cryptobucket::gocryptfs::{GocryptfsConf, GocryptfsKeys, tree};
+
+const PASSWORD: &str = "pai-eas model password";
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is missing: scripts/test.sh installs gocryptfs and fuse3 (apt); these tests \
+         compare against the real gocryptfs and never skip"
+    );
+}
+
+/// A FUSE mount of `cipher` at `mnt`, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(cipher: &Path, mnt: &Path, passfile: &Path) -> Self {
+        require("gocryptfs");
+        require("fusermount3");
+        std::fs::create_dir_all(mnt).unwrap();
+        let out = Command::new("gocryptfs")
+            .arg("-passfile")
+            .arg(passfile)
+            .arg("-q")
+            .arg(cipher)
+            .arg(mnt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gocryptfs mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(mnt.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
+    }
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    cryptobucket_testkit::pattern(len, seed)
+}
+
+/// The source tree every test uses.
+fn make_source(root: &Path, big: usize) {
+    let d = root.join("layers/0/attn");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    std::fs::write(root.join("empty.bin"), b"").unwrap();
+    for (i, size) in [1usize, 4095, 4096, 4097, 8192, 12289, 100_000]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(d.join(format!("w{size}.bin")), pattern(size, i as u64)).unwrap();
+    }
+    std::fs::write(root.join("x"), b"one-byte name").unwrap();
+    std::fs::write(root.join("n".repeat(175)), b"175-byte name").unwrap();
+    std::fs::write(root.join("l".repeat(255)), b"255-byte name: a long name").unwrap();
+    std::fs::write(root.join("模型-ü.safetensors"), pattern(5000, 9)).unwrap();
+    std::fs::write(root.join("big.bin"), pattern(big, 77)).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("layers/0/attn/w4096.bin", root.join("link")).unwrap();
+}
+
+/// Every entry under `root`: relative path → file bytes, `dir` or `-> target`.
+fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let t = e.file_type().unwrap();
+            if t.is_symlink() {
+                let target = std::fs::read_link(e.path()).unwrap();
+                out.push((rel, format!("-> {}", target.display()).into_bytes()));
+            } else if t.is_dir() {
+                out.push((rel, b"dir".to_vec()));
+                stack.push(e.path());
+            } else {
+                out.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_same(a: &Path, b: &Path) {
+    let (x, y) = (snapshot(a), snapshot(b));
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&x), names(&y));
+    for ((n, d1), (_, d2)) in x.iter().zip(&y) {
+        assert!(d1 == d2, "{n} differs");
+    }
+}
+
+#[test]
+fn trees_we_write_mount_with_gocryptfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, enc, mnt) = (
+        tmp.path().join("src"),
+        tmp.path().join("enc"),
+        tmp.path().join("mnt"),
+    );
+    make_source(&src, 256 << 20);
+    let passfile = tmp.path().join("pass");
+    std::fs::write(&passfile, PASSWORD).unwrap();
+    let (conf, master) = GocryptfsConf::create(PASSWORD, 10).unwrap();
+    let stats = tree::encrypt_dir(&src, &enc, &conf, &GocryptfsKeys::new(&master)).unwrap();
+    assert_eq!((stats.files, stats.links), (13, 1));
+    // Long names: the 255-byte name is hashed, with its .name file; the 175-byte one is not.
+    let entries: Vec<String> = std::fs::read_dir(&enc)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|n| n.starts_with("gocryptfs.longname."))
+            .count(),
+        2
+    );
+    // gocryptfs itself agrees on the config...
+    let info = Command::new("gocryptfs")
+        .arg("-info")
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    // ...and shows the source through FUSE.
+    let m = Mount::new(&enc, &mnt, &passfile);
+    assert_same(&src, &m.0);
+}
+
+#[test]
+fn trees_gocryptfs_writes_decrypt_with_us() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, enc, mnt, out) = (
+        tmp.path().join("src"),
+        tmp.path().join("enc"),
+        tmp.path().join("mnt"),
+        tmp.path().join("out"),
+    );
+    make_source(&src, 32 << 20);
+    let passfile = tmp.path().join("pass");
+    std::fs::write(&passfile, PASSWORD).unwrap();
+    require("gocryptfs");
+    std::fs::create_dir_all(&enc).unwrap();
+    let init = Command::new("gocryptfs")
+        .args(["-init", "-q", "-scryptn", "10", "-passfile"])
+        .arg(&passfile)
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    {
+        let m = Mount::new(&enc, &mnt, &passfile);
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", src.display()))
+            .arg(&m.0)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+    }
+    let conf =
+        GocryptfsConf::from_json(&std::fs::read_to_string(enc.join("gocryptfs.conf")).unwrap())
+            .unwrap();
+    let keys = GocryptfsKeys::new(&conf.unlock(PASSWORD).unwrap());
+    let names: Vec<String> = tree::list_dir(&enc, &keys)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"模型-ü.safetensors".to_owned()) && names.contains(&"l".repeat(255)));
+    tree::decrypt_dir(&enc, &out, &keys).unwrap();
+    assert_same(&src, &out);
+
+    // A wrong password: a key error, nothing decrypted.
+    assert_eq!(
+        conf.unlock("not it").unwrap_err().kind(),
+        ErrorKind::KeyUnwrap
+    );
+}
+
+fn find(enc: &Path, keys: &GocryptfsKeys, name: &str) -> PathBuf {
+    tree::list_dir(enc, keys)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap()
+        .1
+}
+
+#[test]
+fn tampering_is_detected_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, enc) = (tmp.path().join("src"), tmp.path().join("enc"));
+    make_source(&src, 100_000);
+    let (conf, master) = GocryptfsConf::create(PASSWORD, 10).unwrap();
+    let keys = GocryptfsKeys::new(&master);
+    tree::encrypt_dir(&src, &enc, &conf, &keys).unwrap();
+    let big = find(&enc, &keys, "big.bin");
+    let original = std::fs::read(&big).unwrap();
+    let mut sink = Vec::new();
+
+    // A flipped byte in block 3.
+    let mut bad = original.clone();
+    bad[18 + 3 * 4128 + 100] ^= 1;
+    std::fs::write(&big, &bad).unwrap();
+    let e = tree::read_file(&keys, &big, &mut sink).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TagMismatch, "{e}");
+    assert!(
+        e.to_string().contains("block 3") && e.to_string().contains(&*big.to_string_lossy()),
+        "{e}"
+    );
+    // Another file id in the header.
+    let mut bad = original.clone();
+    bad[5] ^= 1;
+    std::fs::write(&big, &bad).unwrap();
+    let e = tree::read_file(&keys, &big, &mut Vec::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TagMismatch, "{e}");
+    // Two blocks swapped.
+    let mut bad = original.clone();
+    let (a, b) = (18..18 + 4128, 18 + 4128..18 + 2 * 4128);
+    let first = bad[a.clone()].to_vec();
+    bad.copy_within(b.clone(), a.start);
+    bad[b].copy_from_slice(&first);
+    std::fs::write(&big, &bad).unwrap();
+    assert_eq!(
+        tree::read_file(&keys, &big, &mut Vec::new())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::TagMismatch
+    );
+    // Truncated in the middle of a block.
+    std::fs::write(&big, &original[..original.len() - 100]).unwrap();
+    assert_eq!(
+        tree::read_file(&keys, &big, &mut Vec::new())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::TagMismatch
+    );
+    std::fs::write(&big, &original).unwrap();
+    assert_eq!(
+        tree::read_file(&keys, &big, &mut Vec::new()).unwrap(),
+        100_000
+    );
+
+    // The config: a changed wrapped key is a key error; an unknown flag is refused by name.
+    let text = std::fs::read_to_string(enc.join("gocryptfs.conf")).unwrap();
+    let mut c = GocryptfsConf::from_json(&text).unwrap();
+    let mut raw = base64_decode(&c.encrypted_key);
+    raw[20] ^= 1;
+    c.encrypted_key = base64_encode(&raw);
+    assert_eq!(c.unlock(PASSWORD).unwrap_err().kind(), ErrorKind::KeyUnwrap);
+    let e = GocryptfsConf::from_json(&text.replace("\"Raw64\"", "\"Raw64\",\n\t\t\"AESSIV\""))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnsupportedAlgorithm);
+    assert!(e.to_string().contains("AESSIV"), "{e}");
+    let e = GocryptfsConf::from_json(&text.replace("\"N\": 1024", "\"N\": 1073741824")).unwrap();
+    assert_eq!(
+        e.unlock(PASSWORD).unwrap_err().kind(),
+        ErrorKind::InvalidFormat
+    );
+
+    // A long name's .name file changed: refused, naming it.
+    let dot_name = std::fs::read_dir(&enc)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".name"))
+        .unwrap();
+    let mut stored = std::fs::read_to_string(&dot_name).unwrap();
+    stored.replace_range(0..1, if stored.starts_with('A') { "B" } else { "A" });
+    let mut perms = std::fs::metadata(&dot_name).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&dot_name, perms).unwrap();
+    std::fs::write(&dot_name, stored).unwrap();
+    let e = tree::list_dir(&enc, &keys).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TagMismatch, "{e}");
+    assert!(e.to_string().contains(".name"), "{e}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
