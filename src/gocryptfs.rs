@@ -24,6 +24,7 @@
 //! ```
 
 mod eme;
+pub mod remote;
 pub mod tree;
 
 use std::fmt;

@@ -64,6 +64,12 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 /// The source tree every test uses.
 fn make_source(root: &Path, big: usize) {
+    make_source_with(root, big, true);
+}
+
+/// The source tree; `local_only` adds what a bucket on the in-process server cannot hold
+/// (a 175-byte name: its stored name is 235 characters, beyond s3s-fs's key limit; a symlink).
+fn make_source_with(root: &Path, big: usize, local_only: bool) {
     let d = root.join("layers/0/attn");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::create_dir_all(root.join("empty-dir")).unwrap();
@@ -75,12 +81,14 @@ fn make_source(root: &Path, big: usize) {
         std::fs::write(d.join(format!("w{size}.bin")), pattern(size, i as u64)).unwrap();
     }
     std::fs::write(root.join("x"), b"one-byte name").unwrap();
-    std::fs::write(root.join("n".repeat(175)), b"175-byte name").unwrap();
+    if local_only {
+        std::fs::write(root.join("n".repeat(175)), b"175-byte name").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("layers/0/attn/w4096.bin", root.join("link")).unwrap();
+    }
     std::fs::write(root.join("l".repeat(255)), b"255-byte name: a long name").unwrap();
     std::fs::write(root.join("模型-ü.safetensors"), pattern(5000, 9)).unwrap();
     std::fs::write(root.join("big.bin"), pattern(big, 77)).unwrap();
-    #[cfg(unix)]
-    std::os::unix::fs::symlink("layers/0/attn/w4096.bin", root.join("link")).unwrap();
 }
 
 /// Every entry under `root`: relative path → file bytes, `dir` or `-> target`.
@@ -325,4 +333,148 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A tree gocryptfs wrote, stored in a bucket as plain objects: listed with plaintext names,
+/// read by ranges (only the covering blocks), pulled whole, unlocked by password or master key;
+/// a changed block is refused.
+#[tokio::test]
+async fn trees_in_a_bucket_read_without_mounting() {
+    use cryptobucket::gocryptfs::remote::{GocryptfsRemote, Unlock};
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, enc, mnt, out) = (
+        tmp.path().join("src"),
+        tmp.path().join("enc"),
+        tmp.path().join("mnt"),
+        tmp.path().join("out"),
+    );
+    make_source_with(&src, 20 << 20, false);
+    let passfile = tmp.path().join("pass");
+    std::fs::write(&passfile, PASSWORD).unwrap();
+    require("gocryptfs");
+    std::fs::create_dir_all(&enc).unwrap();
+    let init = Command::new("gocryptfs")
+        .args(["-init", "-q", "-scryptn", "10", "-passfile"])
+        .arg(&passfile)
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    {
+        let m = Mount::new(&enc, &mnt, &passfile);
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", src.display()))
+            .arg(&m.0)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+    }
+    let (_server, cb) = cryptobucket_testkit::bucket_with(
+        cryptobucket_testkit::Fault::None,
+        cryptobucket_testkit::keyring_a(),
+    )
+    .await;
+    let mut stack = vec![enc.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(&enc).unwrap().to_string_lossy().into_owned();
+            let key = format!("eas/model/{rel}");
+            cryptobucket_testkit::put_raw(
+                &cb,
+                &key,
+                std::fs::read(&p).unwrap(),
+                Default::default(),
+            )
+            .await;
+        }
+    }
+    let tree = GocryptfsRemote::open(&cb, "eas/model", Unlock::password(PASSWORD))
+        .await
+        .unwrap();
+    let root: Vec<(String, bool, u64)> = tree
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.is_dir, e.size))
+        .collect();
+    assert!(
+        root.contains(&("big.bin".to_owned(), false, 20 << 20)),
+        "{root:?}"
+    );
+    assert!(root.contains(&("layers".to_owned(), true, 0)), "{root:?}");
+    assert!(
+        root.iter().any(|(n, _, _)| *n == "l".repeat(255)),
+        "long names resolve"
+    );
+    let attn = tree.list("layers/0/attn").await.unwrap();
+    assert_eq!(attn.len(), 7);
+    // Ranges: unaligned, across block boundaries, at the end, past the end.
+    let big = std::fs::read(src.join("big.bin")).unwrap();
+    for (off, len) in [
+        (0u64, 8u64),
+        (4090, 20),
+        (4096, 4096),
+        (1_000_001, 3 << 20),
+        ((20 << 20) - 5, 100),
+    ] {
+        let got = tree.read("big.bin", off, len).await.unwrap();
+        let end = (off + len).min(big.len() as u64) as usize;
+        assert!(got[..] == big[off as usize..end], "range {off}+{len}");
+    }
+    assert!(tree.read("big.bin", 30 << 20, 10).await.unwrap().is_empty());
+    let w = tree.read("layers/0/attn/w4097.bin", 4095, 2).await.unwrap();
+    assert_eq!(
+        &w[..],
+        &std::fs::read(src.join("layers/0/attn/w4097.bin")).unwrap()[4095..]
+    );
+    let e = tree.read("layers/missing.bin", 0, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // The whole tree, pulled.
+    tree.pull(&out).await.unwrap();
+    assert_same(&src, &out);
+
+    // The raw master key unlocks too; a wrong password does not.
+    let conf =
+        GocryptfsConf::from_json(&std::fs::read_to_string(enc.join("gocryptfs.conf")).unwrap())
+            .unwrap();
+    let master = conf.unlock(PASSWORD).unwrap();
+    let by_key = GocryptfsRemote::open(&cb, "eas/model/", Unlock::MasterKey(master))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_key.read("x", 0, 100).await.unwrap().as_ref(),
+        b"one-byte name"
+    );
+    let e = GocryptfsRemote::open(&cb, "eas/model", Unlock::password("wrong"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::KeyUnwrap, "{e}");
+
+    // A changed block in the bucket: the read that covers it fails, naming the object.
+    let stored = tree
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "big.bin")
+        .unwrap()
+        .stored;
+    let (mut body, meta) = cryptobucket_testkit::raw_object(&cb, &stored).await;
+    body[18 + 10 * 4128 + 7] ^= 1;
+    cryptobucket_testkit::put_raw(&cb, &stored, body, meta).await;
+    let e = tree.read("big.bin", 10 * 4096, 10).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TagMismatch, "{e}");
+    assert!(e.to_string().contains(&stored), "{e}");
+    assert_eq!(tree.read("big.bin", 0, 10).await.unwrap().len(), 10);
 }
