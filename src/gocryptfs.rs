@@ -24,6 +24,7 @@
 //! ```
 
 mod eme;
+pub mod push;
 pub mod remote;
 pub mod tree;
 

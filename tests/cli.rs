@@ -1915,3 +1915,91 @@ fn default_keyring_from_the_environment_and_the_config_dir() {
     let err = fails(&cli(&s, &["get", "s3://cli/default", "x"]));
     assert!(err.contains("CRYPTOBUCKET_KEYRING"), "{err}");
 }
+
+/// `gocryptfs push/ls/cat/pull`: a directory into a bucket as a gocryptfs tree and back.
+#[test]
+fn gocryptfs_push_ls_cat_pull() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("model");
+    std::fs::create_dir_all(src.join("shards")).unwrap();
+    let big = pattern(9_000_000, 8);
+    std::fs::write(src.join("shards/0.bin"), &big).unwrap();
+    std::fs::write(src.join("config.json"), b"{\"layers\": 2}").unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "gc password\n").unwrap();
+    let p = pass.to_str().unwrap();
+    let src_s = src.to_str().unwrap();
+    ok(&cli(
+        &s,
+        &[
+            "gocryptfs",
+            "push",
+            src_s,
+            "s3://cli/eas/m/",
+            "--scryptn",
+            "10",
+            "--password-file",
+            p,
+        ],
+    ));
+    let listing = ok(&cli(
+        &s,
+        &["gocryptfs", "ls", "s3://cli/eas/m", "--password-file", p],
+    ));
+    assert!(
+        listing.contains("DIR shards/") && listing.contains(" 13 config.json"),
+        "{listing}"
+    );
+    let cat = cli(
+        &s,
+        &[
+            "gocryptfs",
+            "cat",
+            "s3://cli/eas/m",
+            "shards/0.bin",
+            "--range",
+            "4090-12000",
+            "--password-file",
+            p,
+        ],
+    );
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert!(cat.stdout == big[4090..=12000]);
+    let whole = cli(
+        &s,
+        &[
+            "gocryptfs",
+            "cat",
+            "s3://cli/eas/m",
+            "shards/0.bin",
+            "--password-file",
+            p,
+        ],
+    );
+    assert!(whole.stdout == big);
+    let out = dir.path().join("out");
+    ok(&cli(
+        &s,
+        &[
+            "gocryptfs",
+            "pull",
+            "s3://cli/eas/m/",
+            out.to_str().unwrap(),
+            "--password-file",
+            p,
+        ],
+    ));
+    assert!(std::fs::read(out.join("shards/0.bin")).unwrap() == big);
+    // A wrong password: one error line, nothing pulled.
+    std::fs::write(&pass, "not it\n").unwrap();
+    let err = fails(&cli(
+        &s,
+        &["gocryptfs", "ls", "s3://cli/eas/m", "--password-file", p],
+    ));
+    assert!(err.contains("wrong gocryptfs password"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! `mod.rs` holds the arguments and the small commands; `transfer.rs` the file transfers
 //! (put, get, cp -r) and their progress bars.
 
+mod gocryptfs;
 mod inspect;
 mod ls;
 mod models;
@@ -158,6 +159,10 @@ enum Command {
         #[arg(short = 'r', long)]
         recursive: bool,
     },
+    /// gocryptfs v2 trees in a bucket (PAI-EAS encrypted models), no FUSE: push, pull, ls,
+    /// cat.
+    #[command(subcommand)]
+    Gocryptfs(gocryptfs::Gocryptfs),
     /// Tensor-level access to safetensors objects (ours or veTurboIO files): ls, get.
     #[command(subcommand)]
     Tensors(models::Tensors),
@@ -451,6 +456,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         } => rewrap::rewrap(g, target, to, *reencrypt, *no_progress).await,
         Command::Inspect { object, json } => inspect::inspect(g, object, *json).await,
         Command::Ls { target, recursive } => ls::ls(g, target, *recursive).await,
+        Command::Gocryptfs(cmd) => gocryptfs::run(g, cmd).await,
         Command::Tensors(cmd) => models::tensors(g, cmd).await,
         Command::Veturbo(cmd) => models::veturbo(g, cmd).await,
     }

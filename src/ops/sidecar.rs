@@ -23,14 +23,29 @@ pub(crate) async fn put(
     for t in tags {
         body.extend_from_slice(t);
     }
-    let body = Bytes::from(body);
-    let side = sidecar_key(key);
+    put_stored(
+        handle,
+        &sidecar_key(key),
+        Bytes::from(body),
+        "PutObject (integrity sidecar)",
+    )
+    .await
+}
+
+/// Stores `body` under `key` as it is (no encryption: integrity sidecars, gocryptfs files),
+/// retried by the engine; `operation` names it in errors.
+pub(crate) async fn put_stored(
+    handle: &Handle,
+    key: &str,
+    body: Bytes,
+    operation: &str,
+) -> Result<()> {
     with_retries(handle.transfer.max_attempts, 0, &Reporter::silent(), || {
         let req = handle
             .client
             .put_object()
             .bucket(&handle.bucket)
-            .key(&side)
+            .key(key)
             .content_type("application/octet-stream")
             .body(body.clone().into())
             .customize()
@@ -39,11 +54,11 @@ pub(crate) async fn put(
             req.send()
                 .await
                 .map(|_| ())
-                .map_err(|e| Error::from_sdk("PutObject (integrity sidecar)", e))
+                .map_err(|e| Error::from_sdk(operation, e))
         }
     })
     .await
-    .map_err(|e| e.with_object(&handle.bucket, &side))
+    .map_err(|e| e.with_object(&handle.bucket, key))
 }
 
 /// The tags of chunks `first .. first + count` of `key`, from its sidecar (one ranged GET;

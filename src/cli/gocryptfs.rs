@@ -1,0 +1,212 @@
+//! `cryptobucket gocryptfs push|pull|ls|cat`: gocryptfs trees in a bucket, no FUSE.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use cryptobucket::gocryptfs::push::push_dir;
+use cryptobucket::gocryptfs::remote::{GocryptfsRemote, Unlock};
+use cryptobucket::gocryptfs::{GocryptfsConf, MasterKey};
+use cryptobucket::{Error, ErrorKind, Result};
+use tokio::io::AsyncWriteExt as _;
+use zeroize::Zeroizing;
+
+use super::transfer::parse_s3_prefix;
+use super::{Global, prompt};
+
+#[derive(Debug, Args)]
+pub(crate) struct Secret {
+    /// File whose first line is the gocryptfs password.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["password_env", "masterkey_file"])]
+    password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[arg(long, value_name = "VAR", conflicts_with = "masterkey_file")]
+    password_env: Option<String>,
+    /// File holding the raw master key in hex, as `gocryptfs -masterkey` takes it (reading
+    /// only; e.g. released by attestation or a KMS).
+    #[arg(long, value_name = "FILE")]
+    masterkey_file: Option<PathBuf>,
+}
+
+/// gocryptfs v2 trees in a bucket (what PAI-EAS mounts), without FUSE or root.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Gocryptfs {
+    /// Encrypt the local directory DIR into s3://BUCKET/PREFIX/ as a new gocryptfs tree.
+    Push {
+        /// Plain local directory.
+        dir: PathBuf,
+        /// Destination, s3://BUCKET/PREFIX/.
+        dest: String,
+        /// scrypt cost as log2(N) (gocryptfs's default 16; raise it, never lower than 10).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(10..=20))]
+        scryptn: u8,
+        #[command(flatten)]
+        secret: Secret,
+    },
+    /// Decrypt the whole tree at s3://BUCKET/PREFIX/ into the local directory DIR.
+    Pull {
+        /// The tree, s3://BUCKET/PREFIX/.
+        src: String,
+        /// Local directory to create or fill.
+        dir: PathBuf,
+        #[command(flatten)]
+        secret: Secret,
+    },
+    /// List a directory of the tree with plaintext names and sizes.
+    Ls {
+        /// The tree, s3://BUCKET/PREFIX/.
+        tree: String,
+        /// Directory inside the tree (default: its root).
+        #[arg(default_value = "")]
+        path: String,
+        #[command(flatten)]
+        secret: Secret,
+    },
+    /// Write a file of the tree (or a byte range of it) to standard output, verified.
+    Cat {
+        /// The tree, s3://BUCKET/PREFIX/.
+        tree: String,
+        /// File inside the tree, e.g. model/config.json.
+        path: String,
+        /// Plaintext bytes FIRST-LAST (inclusive).
+        #[arg(long)]
+        range: Option<String>,
+        #[command(flatten)]
+        secret: Secret,
+    },
+}
+
+fn password(secret: &Secret, confirm: bool) -> Result<Zeroizing<String>> {
+    match (&secret.password_file, &secret.password_env) {
+        (Some(f), _) => {
+            let text = Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
+                Error::new(ErrorKind::Io, format!("cannot read {}: {e}", f.display()))
+            })?);
+            Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
+        }
+        (None, Some(v)) => std::env::var(v).map(Zeroizing::new).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("the password variable {v} is not set"),
+            )
+        }),
+        (None, None) => prompt::passphrase("the gocryptfs tree", confirm),
+    }
+}
+
+fn unlock(secret: &Secret) -> Result<Unlock> {
+    match &secret.masterkey_file {
+        Some(f) => {
+            let text = Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
+                Error::new(ErrorKind::Io, format!("cannot read {}: {e}", f.display()))
+            })?);
+            Ok(Unlock::MasterKey(MasterKey::from_hex(&text)?))
+        }
+        None => Ok(Unlock::Password(password(secret, false)?)),
+    }
+}
+
+pub(crate) async fn run(g: &Global, cmd: &Gocryptfs) -> Result<()> {
+    match cmd {
+        Gocryptfs::Push {
+            dir,
+            dest,
+            scryptn,
+            secret,
+        } => {
+            if secret.masterkey_file.is_some() {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "push makes a new tree: give its password (--password-file, \
+                     --password-env or the prompt)",
+                ));
+            }
+            let (bucket, prefix) = parse_s3_prefix(dest)?;
+            let cb = g.bucket_keys_optional(bucket).await?;
+            let (conf, master) = GocryptfsConf::create(&password(secret, true)?, *scryptn)?;
+            let stats = push_dir(&cb, dir, &prefix, &conf, &master).await?;
+            eprintln!(
+                "pushed {} as a gocryptfs tree to {dest}: {} files, {} directories, {} bytes",
+                dir.display(),
+                stats.files,
+                stats.dirs,
+                stats.bytes
+            );
+            Ok(())
+        }
+        Gocryptfs::Pull { src, dir, secret } => {
+            let tree = open(g, src, secret).await?;
+            let stats = tree.pull(dir).await?;
+            eprintln!(
+                "pulled {src} into {}: {} files, {} directories, {} bytes (every block verified)",
+                dir.display(),
+                stats.files,
+                stats.dirs,
+                stats.bytes
+            );
+            Ok(())
+        }
+        Gocryptfs::Ls { tree, path, secret } => {
+            let t = open(g, tree, secret).await?;
+            for e in t.list(path).await? {
+                if e.is_dir {
+                    println!("{:>14} {}/", "DIR", e.name);
+                } else {
+                    println!("{:>14} {}", e.size, e.name);
+                }
+            }
+            Ok(())
+        }
+        Gocryptfs::Cat {
+            tree,
+            path,
+            range,
+            secret,
+        } => {
+            let t = open(g, tree, secret).await?;
+            let (first, len) = match range {
+                Some(r) => {
+                    let (a, b) = r.split_once('-').ok_or_else(|| {
+                        Error::new(ErrorKind::InvalidInput, "--range is FIRST-LAST")
+                    })?;
+                    let parse = |s: &str| {
+                        s.parse::<u64>().map_err(|_| {
+                            Error::new(ErrorKind::InvalidInput, "--range is FIRST-LAST")
+                        })
+                    };
+                    let (a, b) = (parse(a)?, parse(b)?);
+                    if b < a {
+                        return Err(Error::new(
+                            ErrorKind::InvalidInput,
+                            "--range FIRST-LAST needs FIRST <= LAST",
+                        ));
+                    }
+                    (a, b - a + 1)
+                }
+                None => (0, u64::MAX),
+            };
+            let mut out = tokio::io::stdout();
+            // 8 MiB at a time, each verified before it is written.
+            let (mut at, end) = (first, first.saturating_add(len));
+            while at < end {
+                let piece = t.read(path, at, (end - at).min(8 << 20)).await?;
+                if piece.is_empty() {
+                    break;
+                }
+                out.write_all(&piece)
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot write: {e}")))?;
+                at += piece.len() as u64;
+            }
+            out.flush()
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot write: {e}")))?;
+            Ok(())
+        }
+    }
+}
+
+async fn open(g: &Global, url: &str, secret: &Secret) -> Result<GocryptfsRemote> {
+    let (bucket, prefix) = parse_s3_prefix(url)?;
+    let cb = g.bucket_keys_optional(bucket).await?;
+    GocryptfsRemote::open(&cb, &prefix, unlock(secret)?).await
+}
