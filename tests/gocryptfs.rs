@@ -183,29 +183,7 @@ fn trees_gocryptfs_writes_decrypt_with_us() {
     make_source(&src, 32 << 20);
     let passfile = tmp.path().join("pass");
     std::fs::write(&passfile, PASSWORD).unwrap();
-    require("gocryptfs");
-    std::fs::create_dir_all(&enc).unwrap();
-    let init = Command::new("gocryptfs")
-        .args(["-init", "-q", "-scryptn", "10", "-passfile"])
-        .arg(&passfile)
-        .arg(&enc)
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    {
-        let m = Mount::new(&enc, &mnt, &passfile);
-        let cp = Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", src.display()))
-            .arg(&m.0)
-            .status()
-            .unwrap();
-        assert!(cp.success());
-    }
+    gocryptfs_made_tree(&src, &enc, &mnt, &passfile);
     let conf =
         GocryptfsConf::from_json(&std::fs::read_to_string(enc.join("gocryptfs.conf")).unwrap())
             .unwrap();
@@ -224,6 +202,33 @@ fn trees_gocryptfs_writes_decrypt_with_us() {
         conf.unlock("not it").unwrap_err().kind(),
         ErrorKind::KeyUnwrap
     );
+}
+
+/// The tree gocryptfs itself makes of `src`: `-init` into `enc`, mount at `mnt`, `cp -a`, unmount.
+fn gocryptfs_made_tree(src: &Path, enc: &Path, mnt: &Path, passfile: &Path) {
+    require("gocryptfs");
+    std::fs::create_dir_all(enc).unwrap();
+    let init = Command::new("gocryptfs")
+        .args(["-init", "-q", "-scryptn", "10", "-passfile"])
+        .arg(passfile)
+        .arg(enc)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    {
+        let m = Mount::new(enc, mnt, passfile);
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", src.display()))
+            .arg(&m.0)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+    }
 }
 
 fn find(enc: &Path, keys: &GocryptfsKeys, name: &str) -> PathBuf {
@@ -351,29 +356,7 @@ async fn trees_in_a_bucket_read_without_mounting() {
     make_source_with(&src, 20 << 20, false);
     let passfile = tmp.path().join("pass");
     std::fs::write(&passfile, PASSWORD).unwrap();
-    require("gocryptfs");
-    std::fs::create_dir_all(&enc).unwrap();
-    let init = Command::new("gocryptfs")
-        .args(["-init", "-q", "-scryptn", "10", "-passfile"])
-        .arg(&passfile)
-        .arg(&enc)
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    {
-        let m = Mount::new(&enc, &mnt, &passfile);
-        let cp = Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", src.display()))
-            .arg(&m.0)
-            .status()
-            .unwrap();
-        assert!(cp.success());
-    }
+    gocryptfs_made_tree(&src, &enc, &mnt, &passfile);
     let (_server, cb) = cryptobucket_testkit::bucket_with(
         cryptobucket_testkit::Fault::None,
         cryptobucket_testkit::keyring_a(),

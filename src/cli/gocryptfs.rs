@@ -184,11 +184,12 @@ pub(crate) async fn run(g: &Global, cmd: &Gocryptfs) -> Result<()> {
                 }
                 None => (0, u64::MAX),
             };
+            let file = t.open_file(path).await?;
             let mut out = tokio::io::stdout();
             // 8 MiB at a time, each verified before it is written.
             let (mut at, end) = (first, first.saturating_add(len));
             while at < end {
-                let piece = t.read(path, at, (end - at).min(8 << 20)).await?;
+                let piece = t.read_file(&file, at, (end - at).min(8 << 20)).await?;
                 if piece.is_empty() {
                     break;
                 }

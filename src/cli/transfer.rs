@@ -244,24 +244,19 @@ async fn get_stdout(cb: &CryptoBucket, key: &str, src: &str) -> Result<()> {
 
 /// Every object key under `prefix`, in listing order, without integrity sidecars.
 pub(crate) async fn list_keys(cb: &CryptoBucket, prefix: &str) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut pages = cb
-        .client()
-        .list_objects_v2()
-        .bucket(cb.bucket())
+    use futures::TryStreamExt as _;
+    cb.list()
         .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| Error::from_sdk("ListObjectsV2", e).with_object(cb.bucket(), prefix))?;
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-    }
-    Ok(cryptobucket::integrity::without_sidecars(keys))
+        .recursive(true)
+        .into_stream()
+        .try_filter_map(|e| async move {
+            Ok(match e {
+                cryptobucket::ListEntry::Object(o) => Some(o.key),
+                _ => None,
+            })
+        })
+        .try_collect()
+        .await
 }
 
 /// `s3://BUCKET/PREFIX` with a possibly empty prefix.

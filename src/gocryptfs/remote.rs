@@ -64,6 +64,22 @@ pub struct RemoteEntry {
     pub stored: String,
 }
 
+/// A file of a remote tree, resolved: see [`GocryptfsRemote::open_file`].
+#[derive(Debug, Clone)]
+pub struct RemoteFile {
+    key: String,
+    size: u64,
+    pin: Pin,
+    file_id: [u8; 16],
+}
+
+impl RemoteFile {
+    /// Plaintext size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// A gocryptfs tree under a bucket prefix, unlocked.
 #[derive(Debug)]
 pub struct GocryptfsRemote {
@@ -142,34 +158,16 @@ impl GocryptfsRemote {
             Error::new(ErrorKind::InvalidFormat, "gocryptfs.diriv is not 16 bytes")
                 .with_object(&h.bucket, &iv_key)
         })?;
-        let mut pages = h
-            .client
-            .list_objects_v2()
-            .bucket(&h.bucket)
+        // One level (delimiter "/"), through the crate's listing.
+        let raw: Vec<(String, bool, u64)> = crate::ListObjectsFluentBuilder::new(h.clone())
             .prefix(stored_dir)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        let mut raw: Vec<(String, bool, u64)> = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                Error::from_sdk("ListObjectsV2", e).with_object(&h.bucket, stored_dir)
-            })?;
-            for p in page.common_prefixes() {
-                if let Some(p) = p.prefix() {
-                    raw.push((p.to_owned(), true, 0));
-                }
-            }
-            for o in page.contents() {
-                if let Some(k) = o.key() {
-                    raw.push((
-                        k.to_owned(),
-                        false,
-                        o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                    ));
-                }
-            }
-        }
+            .into_stream()
+            .map_ok(|entry| match entry {
+                crate::ListEntry::Prefix(p) => (p, true, 0),
+                crate::ListEntry::Object(o) => (o.key, false, o.size),
+            })
+            .try_collect()
+            .await?;
         let mut out = Vec::new();
         for (key, is_dir, stored_size) in raw {
             let on_disk = key[stored_dir.len()..].trim_end_matches('/').to_owned();
@@ -236,12 +234,42 @@ impl GocryptfsRemote {
         Ok(e)
     }
 
-    /// `len` plaintext bytes of file `path` from `offset` (fewer at its end): one ranged GET of
-    /// the header and the blocks the range covers, every tag checked.
-    pub async fn read(&self, path: &str, offset: u64, len: u64) -> Result<Bytes> {
+    /// Resolves file `path` once (its stored key, pinned version and file id) for any number
+    /// of [`read_file`](Self::read_file) calls.
+    pub async fn open_file(&self, path: &str) -> Result<RemoteFile> {
         let e = self.file(path).await?;
+        self.resolve(e).await
+    }
+
+    async fn resolve(&self, e: RemoteEntry) -> Result<RemoteFile> {
         let pin = self.pin(&e.stored).await?;
-        self.read_stored(&e.stored, &pin, e.size, offset, len).await
+        let file_id = match e.size {
+            0 => [0; 16],
+            _ => self.file_id(&e.stored, &pin).await?,
+        };
+        Ok(RemoteFile {
+            key: e.stored,
+            size: e.size,
+            pin,
+            file_id,
+        })
+    }
+
+    /// `len` plaintext bytes of file `path` from `offset` (fewer at its end), every tag
+    /// checked; for several reads of one file use [`open_file`](Self::open_file).
+    pub async fn read(&self, path: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let f = self.open_file(path).await?;
+        self.read_file(&f, offset, len).await
+    }
+
+    /// `len` plaintext bytes of `file` from `offset` (fewer at its end): one ranged GET of
+    /// the blocks the range covers, every tag checked.
+    pub async fn read_file(&self, file: &RemoteFile, offset: u64, len: u64) -> Result<Bytes> {
+        if offset >= file.size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        self.read_blocks(&file.key, &file.pin, file.size, &file.file_id, offset, len)
+            .await
     }
 
     async fn pin(&self, key: &str) -> Result<Pin> {
@@ -250,22 +278,6 @@ impl GocryptfsRemote {
             .send()
             .await?;
         Pin::of_head(&self.handle, key, &head)
-    }
-
-    async fn read_stored(
-        &self,
-        key: &str,
-        pin: &Pin,
-        size: u64,
-        offset: u64,
-        len: u64,
-    ) -> Result<Bytes> {
-        if offset >= size || len == 0 {
-            return Ok(Bytes::new());
-        }
-        let file_id = self.file_id(key, pin).await?;
-        self.read_blocks(key, pin, size, &file_id, offset, len)
-            .await
     }
 
     /// The file id from the stored header.
@@ -360,13 +372,9 @@ impl GocryptfsRemote {
                     dirs.push((e.stored, target));
                     continue;
                 }
-                let pin = self.pin(&e.stored).await?;
-                let file_id = match e.size {
-                    0 => [0; 16],
-                    _ => self.file_id(&e.stored, &pin).await?,
-                };
+                let f = self.resolve(e).await?;
                 let piece = PIECE_BLOCKS * BLOCK as u64;
-                let starts: Vec<u64> = (0..e.size.div_ceil(piece)).map(|i| i * piece).collect();
+                let starts: Vec<u64> = (0..f.size.div_ceil(piece)).map(|i| i * piece).collect();
                 let tmp = tempfile::NamedTempFile::new_in(&local).map_err(|err| {
                     Error::io(format!("cannot create a file in {}", local.display()), err)
                 })?;
@@ -374,10 +382,11 @@ impl GocryptfsRemote {
                     tmp.reopen()
                         .map_err(|err| Error::io("cannot open the temp file", err))?,
                 );
-                let mut pieces =
-                    std::pin::pin!(futures::stream::iter(starts)
-                    .map(|at| self.read_blocks(&e.stored, &pin, e.size, &file_id, at, piece))
-                    .buffered(self.handle.transfer.concurrency.max(1)));
+                let mut pieces = std::pin::pin!(
+                    futures::stream::iter(starts)
+                        .map(|at| self.read_file(&f, at, piece))
+                        .buffered(self.handle.transfer.concurrency.max(1))
+                );
                 while let Some(b) = pieces.try_next().await? {
                     tokio::io::AsyncWriteExt::write_all(&mut file, &b)
                         .await
@@ -392,7 +401,7 @@ impl GocryptfsRemote {
                     Error::io(format!("cannot write {}", target.display()), err.error)
                 })?;
                 stats.files += 1;
-                stats.bytes += e.size;
+                stats.bytes += f.size;
             }
         }
         Ok(stats)
