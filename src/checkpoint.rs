@@ -154,12 +154,9 @@ impl Checkpoint {
     /// Reads a checkpoint; `Ok(None)` when there is none. An unreadable or foreign file is an
     /// [`ErrorKind::InvalidCheckpoint`] error naming the file.
     pub(crate) fn load(path: &Path) -> Result<Option<Self>> {
-        let text = match std::fs::read(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
-        };
-        Self::parse(&text, path).map(Some)
+        read_if_present(path)?
+            .map(|text| Self::parse(&text, path))
+            .transpose()
     }
 
     /// Parses checkpoint bytes (read from `path`, named in errors).
@@ -250,21 +247,9 @@ impl Checkpoint {
     /// Writes the checkpoint atomically: temp file in the same directory, fsync, rename, fsync
     /// of the directory. The directory is created (mode 0700 on Unix) if needed.
     pub(crate) fn store(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        create_private_dir(dir)?;
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::new(ErrorKind::Io, format!("cannot encode checkpoint: {e}")))?;
-        let io = |e| Error::io(format!("cannot write checkpoint {}", path.display()), e);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".checkpoint-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(io)?;
-        tmp.write_all(&bytes).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        sync_dir(dir);
-        Ok(())
+        store_atomically(path, &bytes)
     }
 
     /// Removes the checkpoint file (done, or abandoned).
@@ -283,7 +268,35 @@ impl Checkpoint {
     }
 }
 
-fn invalid(path: &Path, why: &str) -> Error {
+/// The bytes of a state file, `None` when there is none.
+pub(crate) fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync
+/// of the directory (created, mode 0700 on Unix, if needed). Every checkpoint-like state file
+/// goes through here.
+pub(crate) fn store_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_private_dir(dir)?;
+    let io = |e| Error::io(format!("cannot write checkpoint {}", path.display()), e);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".checkpoint-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+pub(crate) fn invalid(path: &Path, why: &str) -> Error {
     Error::new(
         ErrorKind::InvalidCheckpoint,
         format!("checkpoint {}: {why}", path.display()),

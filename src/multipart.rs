@@ -489,59 +489,7 @@ impl MultipartUpload {
     /// The parts the store holds for this upload, sorted by part number.
     pub async fn list_parts(&self) -> Result<Vec<ListedPart>> {
         let inner = &self.inner;
-        let mut parts = Vec::new();
-        let mut marker: Option<String> = None;
-        let mut pages = 0u32;
-        loop {
-            pages += 1;
-            let marker_before = marker.clone();
-            let out = inner
-                .bucket
-                .client()
-                .list_parts()
-                .bucket(inner.bucket.bucket())
-                .key(&inner.key)
-                .upload_id(&inner.upload_id)
-                .set_part_number_marker(marker.take())
-                .send()
-                .await
-                .map_err(|e| self.upload_error("ListParts", e))?;
-            for p in out.parts() {
-                let (Some(n), Some(size)) = (p.part_number(), p.size()) else {
-                    return Err(Error::invalid_response(
-                        "ListParts returned a part without number or size",
-                    ));
-                };
-                let (Ok(part_number), Ok(size)) = (u32::try_from(n), u64::try_from(size)) else {
-                    return Err(Error::invalid_response(
-                        "ListParts returned a negative part number or size",
-                    ));
-                };
-                parts.push(ListedPart {
-                    part_number,
-                    e_tag: p.e_tag().map(str::to_owned).filter(|t| !t.is_empty()),
-                    size,
-                });
-            }
-            match next_page(
-                marker_before.as_deref(),
-                out.is_truncated(),
-                out.next_part_number_marker(),
-                pages,
-            ) {
-                Ok(Some(next)) => marker = Some(next),
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(e
-                        .with_operation("ListParts")
-                        .with_object(inner.bucket.bucket(), &inner.key)
-                        .with_upload_id(&inner.upload_id));
-                }
-            }
-        }
-        parts.sort_by_key(|p| p.part_number);
-        parts.dedup_by_key(|p| p.part_number);
-        Ok(parts)
+        list_upload_parts(&inner.bucket, &inner.key, &inner.upload_id).await
     }
 
     /// Checks that `parts` make up the whole object (numbers 1..=n, every part but the last of
@@ -693,21 +641,98 @@ impl MultipartUpload {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let e = Error::from_sdk(op, err)
-            .with_object(self.inner.bucket.bucket(), &self.inner.key)
-            .with_upload_id(&self.inner.upload_id);
-        if e.kind() == ErrorKind::NotFound {
-            Error::new(
-                ErrorKind::NotFound,
-                "the upload no longer exists (completed, aborted or expired)",
-            )
-            .with_operation(op)
-            .with_object(self.inner.bucket.bucket(), &self.inner.key)
-            .with_upload_id(&self.inner.upload_id)
-            .with_source(e)
-        } else {
-            e
+        let inner = &self.inner;
+        upload_error(op, inner.bucket.bucket(), &inner.key, &inner.upload_id, err)
+    }
+}
+
+/// The parts the store holds for upload `upload_id` of `key`, sorted by part number (every
+/// page followed; a store whose paging does not advance is an error, never an endless loop).
+pub(crate) async fn list_upload_parts(
+    bucket: &SharedHandle,
+    key: &str,
+    upload_id: &str,
+) -> Result<Vec<ListedPart>> {
+    let mut parts = Vec::new();
+    let mut marker: Option<String> = None;
+    let mut pages = 0u32;
+    loop {
+        pages += 1;
+        let marker_before = marker.clone();
+        let out = bucket
+            .client()
+            .list_parts()
+            .bucket(bucket.bucket())
+            .key(key)
+            .upload_id(upload_id)
+            .set_part_number_marker(marker.take())
+            .send()
+            .await
+            .map_err(|e| upload_error("ListParts", bucket.bucket(), key, upload_id, e))?;
+        for p in out.parts() {
+            let (Some(n), Some(size)) = (p.part_number(), p.size()) else {
+                return Err(Error::invalid_response(
+                    "ListParts returned a part without number or size",
+                ));
+            };
+            let (Ok(part_number), Ok(size)) = (u32::try_from(n), u64::try_from(size)) else {
+                return Err(Error::invalid_response(
+                    "ListParts returned a negative part number or size",
+                ));
+            };
+            parts.push(ListedPart {
+                part_number,
+                e_tag: p.e_tag().map(str::to_owned).filter(|t| !t.is_empty()),
+                size,
+            });
         }
+        match next_page(
+            marker_before.as_deref(),
+            out.is_truncated(),
+            out.next_part_number_marker(),
+            pages,
+        ) {
+            Ok(Some(next)) => marker = Some(next),
+            Ok(None) => break,
+            Err(e) => {
+                return Err(e
+                    .with_operation("ListParts")
+                    .with_object(bucket.bucket(), key)
+                    .with_upload_id(upload_id));
+            }
+        }
+    }
+    parts.sort_by_key(|p| p.part_number);
+    parts.dedup_by_key(|p| p.part_number);
+    Ok(parts)
+}
+
+/// An error of request `op` on upload `upload_id`: names the object and upload; a missing
+/// upload says so plainly.
+pub(crate) fn upload_error<E>(
+    op: &str,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    err: aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> Error
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let e = Error::from_sdk(op, err)
+        .with_object(bucket, key)
+        .with_upload_id(upload_id);
+    if e.kind() == ErrorKind::NotFound {
+        Error::new(
+            ErrorKind::NotFound,
+            "the upload no longer exists (completed, aborted or expired)",
+        )
+        .with_operation(op)
+        .with_object(bucket, key)
+        .with_upload_id(upload_id)
+        .with_source(e)
+    } else {
+        e
     }
 }
 

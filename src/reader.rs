@@ -44,7 +44,7 @@ pub struct ObjectReaderBuilder {
 
 /// Which format the reader decodes.
 #[derive(Debug, Clone)]
-enum Format {
+pub(crate) enum Format {
     /// This crate's objects (and oss2's): the envelope in the metadata; `None` for a plain
     /// object the bucket's policy lets through.
     Envelope(Option<ContentMaterial>),
@@ -85,6 +85,12 @@ impl ObjectReaderBuilder {
     /// [`VeturboKey`], or a KMS for headered files) instead of as an envelope object.
     pub fn veturbo(mut self, source: impl VeturboKeySource + 'static) -> Self {
         self.veturbo = Some(Arc::new(source));
+        self
+    }
+
+    /// [`veturbo`](Self::veturbo) with a shared source.
+    pub(crate) fn veturbo_shared(mut self, source: Arc<dyn VeturboKeySource>) -> Self {
+        self.veturbo = Some(source);
         self
     }
 
@@ -167,6 +173,16 @@ impl ObjectReaderBuilder {
 }
 
 impl ObjectReader {
+    /// The pinned version (for transfers that continue from this reader).
+    pub(crate) fn pin(&self) -> &Pin {
+        &self.pin
+    }
+
+    /// How the object decodes.
+    pub(crate) fn format(&self) -> &Format {
+        &self.format
+    }
+
     /// Plaintext size.
     pub fn size(&self) -> u64 {
         self.size

@@ -23,15 +23,15 @@ pub use crate::engine::{DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS};
 /// Options shared by uploads and downloads: the engine's [`TransferConfig`] (from the bucket,
 /// overridden per call) and what only whole-file transfers have.
 #[derive(Debug, Clone)]
-struct TransferOptions {
-    config: TransferConfig,
-    checkpoint_dir: Option<PathBuf>,
-    resumable: bool,
-    progress: Option<ProgressListener>,
+pub(crate) struct TransferOptions {
+    pub(crate) config: TransferConfig,
+    pub(crate) checkpoint_dir: Option<PathBuf>,
+    pub(crate) resumable: bool,
+    pub(crate) progress: Option<ProgressListener>,
 }
 
 impl TransferOptions {
-    fn new(config: TransferConfig) -> Self {
+    pub(crate) fn new(config: TransferConfig) -> Self {
         Self {
             config,
             checkpoint_dir: None,
@@ -40,7 +40,13 @@ impl TransferOptions {
         }
     }
 
-    fn checkpoint_path(&self, kind: &str, bucket: &str, key: &str, local: &Path) -> PathBuf {
+    pub(crate) fn checkpoint_path(
+        &self,
+        kind: &str,
+        bucket: &str,
+        key: &str,
+        local: &Path,
+    ) -> PathBuf {
         let dir = self
             .checkpoint_dir
             .clone()
@@ -48,7 +54,7 @@ impl TransferOptions {
         checkpoint::path_for(&dir, kind, bucket, key, local)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         self.config.validate()
     }
 }
@@ -102,14 +108,16 @@ macro_rules! transfer_option_setters {
         }
     };
 }
+pub(crate) use transfer_option_setters;
 
 mod download;
+pub(crate) mod stored;
 mod upload;
 
 pub use download::{DownloadFileFluentBuilder, DownloadFileOutput, MAX_RESTARTS};
 pub use upload::{UploadFileFluentBuilder, UploadFileOutput};
 
-fn absolute(path: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path)
         .map_err(|e| Error::io(format!("cannot resolve {}", path.display()), e))
 }
@@ -125,7 +133,7 @@ fn mtime_ns(meta: &std::fs::Metadata) -> Option<i128> {
 /// What an upload's source looks like: size, mtime, and the file's identity (device, inode,
 /// ctime), so that a same-size replacement with a preserved mtime (`cp -p`, `rsync -a`) is seen
 /// as the change it is.
-fn local_file(path: &Path, meta: &std::fs::Metadata) -> crate::checkpoint::LocalFile {
+pub(crate) fn local_file(path: &Path, meta: &std::fs::Metadata) -> crate::checkpoint::LocalFile {
     #[cfg(unix)]
     let (dev, ino, ctime_ns) = {
         use std::os::unix::fs::MetadataExt as _;
@@ -148,7 +156,10 @@ fn local_file(path: &Path, meta: &std::fs::Metadata) -> crate::checkpoint::Local
 }
 
 /// True when `now` is the same source file, unchanged, as `then`.
-fn same_source(now: &crate::checkpoint::LocalFile, then: &crate::checkpoint::LocalFile) -> bool {
+pub(crate) fn same_source(
+    now: &crate::checkpoint::LocalFile,
+    then: &crate::checkpoint::LocalFile,
+) -> bool {
     now.size == then.size
         && now.mtime_ns == then.mtime_ns
         && now.dev == then.dev

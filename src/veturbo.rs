@@ -47,6 +47,12 @@ use zeroize::Zeroizing;
 use crate::cipher::{CtrCipher, IV_LEN};
 use crate::error::{Error, ErrorKind, Result};
 
+mod upload;
+
+pub use upload::{
+    VeturboUploadBuilder, VeturboUploadOutput, export_to_object, store_stream, upload_file,
+};
+
 /// Length of the optional header, and so the offset of the ciphertext behind it.
 pub const HEADER_LEN: u64 = 262_144;
 /// The header's first 16 bytes.
@@ -297,6 +303,17 @@ impl VeturboKey {
     /// The raw key bytes (for a KMS `Encrypt`).
     pub fn key_bytes(&self) -> &[u8] {
         &self.key
+    }
+
+    /// The key a checkpoint of a transfer under this key is sealed with (a hash of key and
+    /// label; the IV as is), so that a checkpoint made under another key is refused.
+    pub(crate) fn checkpoint_binding(&self) -> crate::cipher::ContentMaterial {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(b"cryptobucket veturbo checkpoint binding v1");
+        ctx.update(&self.key);
+        let mut seed = Zeroizing::new([0u8; 32]);
+        seed.copy_from_slice(ctx.finish().as_ref());
+        crate::cipher::ContentMaterial::from_parts(*seed, self.iv)
     }
 
     /// The cipher at plaintext offset `offset` (0 = the first byte after any header).

@@ -1578,6 +1578,65 @@ fn tensors_and_veturbo_commands() {
         std::fs::read(&model).unwrap().len() as u64,
         made["size"].as_u64().unwrap()
     );
+
+    // Into the bucket as veTurboIO objects, byte for byte the reference file: a local file
+    // encrypted as it is uploaded (`veturbo put`, 5 MiB parts), and one of our objects
+    // converted in the bucket (`veturbo export` to s3://); `veturbo get` decrypts them back.
+    let raw_object = |key: &str| {
+        rt().block_on(async {
+            let got = s
+                .client()
+                .await
+                .get_object()
+                .bucket("cli")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            got.body.collect().await.unwrap().to_vec()
+        })
+    };
+    let reference = std::fs::read(&vt_file).unwrap();
+    ok(&cli_with_env(
+        &s,
+        &[
+            "veturbo",
+            "put",
+            model.to_str().unwrap(),
+            "s3://cli/vt/put.bin",
+            "--part-size",
+            "5MiB",
+            "--no-progress",
+        ],
+        &vt_env,
+    ));
+    assert!(raw_object("vt/put.bin") == reference);
+    ok(&cli_with_env(
+        &s,
+        &keys_then(
+            &rsa,
+            &[
+                "veturbo",
+                "export",
+                "s3://cli/m.safetensors",
+                "s3://cli/vt/exported.bin",
+            ],
+        ),
+        &vt_env,
+    ));
+    assert!(raw_object("vt/exported.bin") == reference);
+    let plain = d.join("plain-again.safetensors");
+    ok(&cli_with_env(
+        &s,
+        &[
+            "veturbo",
+            "get",
+            "s3://cli/vt/exported.bin",
+            plain.to_str().unwrap(),
+        ],
+        &vt_env,
+    ));
+    assert!(std::fs::read(&plain).unwrap() == std::fs::read(&model).unwrap());
 }
 
 /// veTurboIO's KMS route end to end: `veturbo export --kms` writes a headered file whose new
@@ -1670,6 +1729,25 @@ fn veturbo_files_keyed_by_volcengine_kms() {
         back.to_str().unwrap(),
     ])));
     assert!(std::fs::read(&back).unwrap() == std::fs::read(&model).unwrap());
+
+    // A local file straight into a headered veTurboIO object (a new KMS data key), and back.
+    ok(&run(vec![
+        "veturbo".into(),
+        "put".into(),
+        model.to_str().unwrap().into(),
+        "s3://cli/vt-put.safetensors".into(),
+        "--kms".into(),
+    ]));
+    assert_eq!(fake.calls("Encrypt"), 2);
+    let again = d.join("again.safetensors");
+    ok(&run(vec![
+        "veturbo".into(),
+        "get".into(),
+        "s3://cli/vt-put.safetensors".into(),
+        again.to_str().unwrap().into(),
+        "--kms".into(),
+    ]));
+    assert!(std::fs::read(&again).unwrap() == std::fs::read(&model).unwrap());
 }
 
 /// `-` as source and destination: 50 MB through a pipe (multipart, unknown length), back out

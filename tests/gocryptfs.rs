@@ -509,21 +509,7 @@ async fn pushed_trees_mount_with_gocryptfs() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 
     // Every object, fetched as stored, into a directory that gocryptfs mounts.
-    let listed = cb
-        .client()
-        .list_objects_v2()
-        .bucket("bkt")
-        .prefix("eas/pushed/")
-        .send()
-        .await
-        .unwrap();
-    for o in listed.contents() {
-        let key = o.key().unwrap();
-        let (body, _) = cryptobucket_testkit::raw_object(&cb, key).await;
-        let path = raw.join(&key["eas/pushed/".len()..]);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, body).unwrap();
-    }
+    fetch_raw_tree(&cb, "eas/pushed/", &raw).await;
     {
         let m = Mount::new(&raw, &mnt, &passfile);
         assert_same(&src, &m.0);
@@ -533,4 +519,151 @@ async fn pushed_trees_mount_with_gocryptfs() {
         .unwrap();
     tree.pull(&out).await.unwrap();
     assert_same(&src, &out);
+}
+
+/// A push stopped in the middle (its future dropped, as Ctrl-C or a lost connection would) is
+/// continued by a rerun with the same password: same config and directory IVs, only the
+/// missing parts sent, a file changed in between sent again, and the finished tree mounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_pushes_resume_and_mount_with_gocryptfs() {
+    use cryptobucket::gocryptfs::push::push;
+    use cryptobucket::progress::{ProgressEvent, ProgressListener};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, raw, mnt, cps) = (
+        tmp.path().join("src"),
+        tmp.path().join("raw"),
+        tmp.path().join("mnt"),
+        tmp.path().join("checkpoints"),
+    );
+    make_source_with(&src, 64 << 20, false);
+    let passfile = tmp.path().join("pass");
+    std::fs::write(&passfile, PASSWORD).unwrap();
+    let (server, cb) = cryptobucket_testkit::bucket_with(
+        cryptobucket_testkit::Fault::None,
+        cryptobucket_testkit::keyring_a(),
+    )
+    .await;
+    let parts_in = || server.stats.parts_in.load(Ordering::Relaxed);
+    let big_parts = (16384u64).div_ceil(2032); // 64 MiB = 16384 blocks
+
+    // First run: stopped once three parts of the big file are stored.
+    let parts_done = Arc::new(AtomicU64::new(0));
+    let seen = parts_done.clone();
+    let listener = ProgressListener::new(move |p| {
+        // Only the big file's parts are this large.
+        if let ProgressEvent::PartDone { bytes, .. } = p.event
+            && bytes >= 2032 * 4096
+        {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let first = push(&cb, &src, "eas/resumed/")
+        .password(PASSWORD)
+        .scrypt_log_n(10)
+        .concurrency(2)
+        .checkpoint_dir(&cps)
+        .progress(listener)
+        .send();
+    let before = parts_in();
+    tokio::select! {
+        r = first => panic!("the push finished before it was stopped: {r:?}"),
+        _ = async {
+            while parts_done.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        } => {}
+    }
+    // The checkpoint writer (a blocking thread) finishes the parts it was handed.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sent_first = parts_in() - before;
+    assert!(sent_first >= 3 && sent_first < big_parts, "{sent_first}");
+    // Unfinished: no config in the bucket, checkpoints on disk.
+    assert!(
+        cb.head_object()
+            .key("eas/resumed/gocryptfs.conf")
+            .send()
+            .await
+            .is_err()
+    );
+    let state_files = || {
+        std::fs::read_dir(&cps)
+            .unwrap()
+            .filter(|e| {
+                let n = e.as_ref().unwrap().file_name();
+                n.to_string_lossy().ends_with(".json")
+            })
+            .count()
+    };
+    assert_eq!(state_files(), 2, "the tree's checkpoint and the big file's");
+
+    // Another password cannot continue it (and changes nothing).
+    let e = push(&cb, &src, "eas/resumed/")
+        .password("not the password")
+        .checkpoint_dir(&cps)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::KeyUnwrap, "{e}");
+    assert!(e.to_string().contains("another password"), "{e}");
+
+    // A small file stored by the first run changes meanwhile: it is sent again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(src.join("x"), b"changed after the interruption").unwrap();
+
+    let before = parts_in();
+    let out = push(&cb, &src, "eas/resumed/")
+        .password(PASSWORD)
+        .checkpoint_dir(&cps)
+        .send()
+        .await
+        .unwrap();
+    let sent_second = parts_in() - before;
+    assert_eq!(out.stats.files, 12);
+    // Parts count once the checkpoint holds them (written behind the transfer, so the last
+    // one reported may be missing).
+    assert!(
+        out.resumed_bytes >= 2 * 2032 * 4096,
+        "resumed {} bytes",
+        out.resumed_bytes
+    );
+    // Every small file but the changed one was stored before the big file started.
+    assert_eq!(out.resumed_files, 10, "{} files resumed", out.resumed_files);
+    assert_eq!(
+        sent_second,
+        big_parts - out.resumed_bytes / (2032 * 4096),
+        "the rerun sent {sent_second} parts of {big_parts}"
+    );
+    assert_eq!(state_files(), 0, "checkpoints removed when done");
+
+    // Exactly one tree: every object belongs to it and it mounts.
+    // 12 files, 5 directories (IV each), 1 long name, the config.
+    assert_eq!(
+        fetch_raw_tree(&cb, "eas/resumed/", &raw).await,
+        12 + 5 + 1 + 1
+    );
+    let m = Mount::new(&raw, &mnt, &passfile);
+    assert_same(&src, &m.0);
+}
+
+/// Every object under `prefix`, fetched as stored, into `dir` (what a gocryptfs mount of the
+/// bucket would see); returns how many there were.
+async fn fetch_raw_tree(cb: &cryptobucket::CryptoBucket, prefix: &str, dir: &Path) -> usize {
+    let listed = cb
+        .client()
+        .list_objects_v2()
+        .bucket(cb.bucket())
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    for o in listed.contents() {
+        let key = o.key().unwrap();
+        let (body, _) = cryptobucket_testkit::raw_object(cb, key).await;
+        let path = dir.join(&key[prefix.len()..]);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    listed.contents().len()
 }

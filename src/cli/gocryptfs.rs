@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use cryptobucket::gocryptfs::push::push_dir;
+use cryptobucket::gocryptfs::MasterKey;
+use cryptobucket::gocryptfs::push::push;
 use cryptobucket::gocryptfs::remote::{GocryptfsRemote, Unlock};
-use cryptobucket::gocryptfs::{GocryptfsConf, MasterKey};
 use cryptobucket::{Error, ErrorKind, Result};
 use tokio::io::AsyncWriteExt as _;
 use zeroize::Zeroizing;
 
-use super::transfer::parse_s3_prefix;
+use super::transfer::{parse_s3_prefix, progress_bar};
 use super::{Global, prompt};
 
 #[derive(Debug, Args)]
@@ -39,6 +39,16 @@ pub(crate) enum Gocryptfs {
         /// scrypt cost as log2(N) (gocryptfs's default 16; raise it, never lower than 10).
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(10..=20))]
         scryptn: u8,
+        /// Files (and parts of large files) sent at once.
+        #[arg(long, value_name = "N", default_value_t = cryptobucket::resumable::DEFAULT_CONCURRENCY)]
+        concurrency: usize,
+        /// Where the checkpoints of an unfinished push live (a rerun with the same password
+        /// continues it). Default as for `put`.
+        #[arg(long, value_name = "DIR")]
+        checkpoint_dir: Option<PathBuf>,
+        /// No progress bar (it is also hidden when stderr is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
         #[command(flatten)]
         secret: Secret,
     },
@@ -111,6 +121,9 @@ pub(crate) async fn run(g: &Global, cmd: &Gocryptfs) -> Result<()> {
             dir,
             dest,
             scryptn,
+            concurrency,
+            checkpoint_dir,
+            no_progress,
             secret,
         } => {
             if secret.masterkey_file.is_some() {
@@ -122,14 +135,33 @@ pub(crate) async fn run(g: &Global, cmd: &Gocryptfs) -> Result<()> {
             }
             let (bucket, prefix) = parse_s3_prefix(dest)?;
             let cb = g.bucket_keys_optional(bucket).await?;
-            let (conf, master) = GocryptfsConf::create(&password(secret, true)?, *scryptn)?;
-            let stats = push_dir(&cb, dir, &prefix, &conf, &master).await?;
+            let (bar, listener) = progress_bar(&dir.display().to_string(), "push", *no_progress);
+            let mut job = push(&cb, dir, &prefix)
+                .password(password(secret, true)?.as_str())
+                .scrypt_log_n(*scryptn)
+                .concurrency(*concurrency)
+                .progress(listener);
+            if let Some(d) = checkpoint_dir {
+                job = job.checkpoint_dir(d);
+            }
+            let out = job.send().await;
+            bar.finish_and_clear();
+            let out = out?;
+            let stats = out.stats;
             eprintln!(
-                "pushed {} as a gocryptfs tree to {dest}: {} files, {} directories, {} bytes",
+                "pushed {} as a gocryptfs tree to {dest}: {} files, {} directories, {} bytes{}",
                 dir.display(),
                 stats.files,
                 stats.dirs,
-                stats.bytes
+                stats.bytes,
+                if out.resumed_bytes > 0 || out.resumed_files > 0 {
+                    format!(
+                        " ({} files and {} bytes taken over from the interrupted run)",
+                        out.resumed_files, out.resumed_bytes
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(())
         }

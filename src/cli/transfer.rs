@@ -18,22 +18,22 @@ pub(crate) struct TransferArgs {
     /// of 1000). A multiple of 16, 5 MiB to 5 GiB. Default: 8 MiB, more for files over ~78 GiB
     /// so that 10,000 parts suffice.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    part_size: Option<u64>,
+    pub(crate) part_size: Option<u64>,
     /// Parts transferred at once (memory use is about this many parts).
     #[arg(long, value_name = "N", default_value_t = cryptobucket::resumable::DEFAULT_CONCURRENCY)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Where checkpoints of unfinished transfers live; they are removed when a transfer
     /// completes. Default: $CRYPTOBUCKET_CHECKPOINT_DIR, else
     /// $XDG_STATE_HOME/cryptobucket/checkpoints, else ~/.local/state/cryptobucket/checkpoints.
     #[arg(long, value_name = "DIR")]
-    checkpoint_dir: Option<PathBuf>,
+    pub(crate) checkpoint_dir: Option<PathBuf>,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
-    no_progress: bool,
+    pub(crate) no_progress: bool,
 }
 
 impl TransferArgs {
-    fn part_size(&self) -> PartSize {
+    pub(crate) fn part_size(&self) -> PartSize {
         self.part_size.map_or(PartSize::Auto, PartSize::Target)
     }
 }
@@ -77,12 +77,21 @@ pub(crate) fn parse_size(text: &str) -> std::result::Result<u64, String> {
 
 /// A progress bar on stderr (hidden when stderr is not a terminal or with --no-progress) and
 /// the listener that feeds it. Resumes, restarts and retries are always reported as lines.
-fn progress(
+pub(crate) fn progress(
     label: &str,
     verb: &'static str,
     args: &TransferArgs,
 ) -> (ProgressBar, ProgressListener) {
-    let target = if args.no_progress {
+    progress_bar(label, verb, args.no_progress)
+}
+
+/// [`progress`] for commands without [`TransferArgs`]; `hidden`: `--no-progress` given.
+pub(crate) fn progress_bar(
+    label: &str,
+    verb: &'static str,
+    hidden: bool,
+) -> (ProgressBar, ProgressListener) {
+    let target = if hidden {
         ProgressDrawTarget::hidden()
     } else {
         ProgressDrawTarget::stderr()

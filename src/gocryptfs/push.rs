@@ -1,47 +1,137 @@
 //! Writing a plain local directory into a bucket prefix as a gocryptfs v2 tree, with no FUSE,
 //! no root and no local copy: names and contents are encrypted as they are uploaded, small
-//! files several at once, large ones as multipart uploads whose parts hold whole stored blocks
-//! (the first part also the file header), parts in parallel. Each object is retried by the
-//! engine; a failed multipart upload is aborted.
+//! files several at once, large ones through the transfer engine as multipart uploads whose
+//! parts hold whole stored blocks (the first part also the file header), parts in parallel.
+//!
+//! A push is resumable: a checkpoint (see `push_state`) keeps the tree's config, directory
+//! IVs and the files already stored, and each large file keeps a part-level checkpoint, so a
+//! rerun after a kill (with the same password) continues the same tree and sends only what is
+//! missing. `gocryptfs.conf` is written last: a tree without it is visibly unfinished.
 //!
 //! ```no_run
 //! # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
-//! use cryptobucket::gocryptfs::{GocryptfsConf, push::push_dir};
-//! let (conf, master) = GocryptfsConf::create("secret", 16)?;
-//! let stats = push_dir(&bucket, "model/".as_ref(), "eas/model/", &conf, &master).await?;
-//! println!("{} files, {} bytes", stats.files, stats.bytes);
+//! use cryptobucket::gocryptfs::push::push;
+//! let out = push(&bucket, "model/", "eas/model/").password("secret").send().await?;
+//! println!("{} files, {} bytes", out.stats.files, out.stats.bytes);
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use zeroize::Zeroizing;
 
+use super::push_state::PushState;
 use super::tree::TreeStats;
 use super::{
     BLOCK, BLOCK_OVERHEAD, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN,
     MasterKey, long_name, random, stored_size,
 };
-use crate::engine::{Reporter, with_retries};
-use crate::error::{Error, Result};
+use crate::checkpoint::LocalFile;
+use crate::cipher::ContentMaterial;
+use crate::engine::{Reporter, TransferConfig};
+use crate::error::{Error, ErrorKind, Result};
 use crate::handle::SharedHandle;
+use crate::partial::TransferLock;
+use crate::progress::{ProgressEvent, ProgressListener};
+use crate::resumable::stored::{StoredLayout, StoredUpload};
+use crate::resumable::{TransferOptions, absolute, local_file, same_source};
 
 /// Stored blocks per multipart part (8,388,096 bytes: whole blocks, about 8 MiB).
 const PART_BLOCKS: u64 = 2032;
 /// Files up to this size go up in one PUT.
 const SINGLE_MAX: u64 = 16 << 20;
+/// The push checkpoint is rewritten at most this often while small files finish.
+const STATE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A file to upload: local path, object key, plaintext size.
+/// A file to upload: path relative to the tree, local path, object key, how it looks.
 struct Job {
+    rel: String,
     path: PathBuf,
     key: String,
-    size: u64,
+    local: LocalFile,
 }
 
-/// Encrypts `src` into `prefix` of `bucket` as a gocryptfs tree (config, directory IVs, long
-/// name files, contents). Refuses a prefix that already holds a `gocryptfs.conf`.
+enum Secret {
+    Password(Zeroizing<String>, u8),
+    Keys(GocryptfsConf, MasterKey),
+}
+
+/// Builder of a tree push; see [`push`].
+pub struct PushDirBuilder {
+    handle: SharedHandle,
+    src: PathBuf,
+    prefix: String,
+    secret: Option<Secret>,
+    opts: TransferOptions,
+}
+
+impl std::fmt::Debug for PushDirBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushDirBuilder")
+            .field("src", &self.src)
+            .field("prefix", &self.prefix)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PushOutput {
+    /// Files, directories and plaintext bytes of the tree.
+    pub stats: TreeStats,
+    /// Files an interrupted earlier run had stored already (not sent again).
+    pub resumed_files: u64,
+    /// Plaintext bytes taken over from an interrupted earlier run (whole files and parts).
+    pub resumed_bytes: u64,
+    /// Why parts of an earlier run were not continued (a file changed, ...), if any were not.
+    pub restarted: Vec<String>,
+}
+
+/// Encrypts the local directory `src` into `prefix` of `bucket` as a gocryptfs v2 tree. Give
+/// a password ([`PushDirBuilder::password`]) or a config with its master key
+/// ([`PushDirBuilder::keys`]), then [`send`](PushDirBuilder::send).
+///
+/// ```no_run
+/// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+/// use cryptobucket::gocryptfs::push::push;
+/// let out = push(&bucket, "model/", "eas/model/")
+///     .password("correct horse battery staple")
+///     .concurrency(16)
+///     .send()
+///     .await?;
+/// println!("{} files ({} taken over from a killed run)", out.stats.files, out.resumed_files);
+/// # Ok(()) }
+/// ```
+pub fn push(bucket: &crate::CryptoBucket, src: impl Into<PathBuf>, prefix: &str) -> PushDirBuilder {
+    let handle = bucket.inner.clone();
+    PushDirBuilder {
+        opts: TransferOptions::new(*handle.transfer_config()),
+        handle,
+        src: src.into(),
+        prefix: prefix.to_owned(),
+        secret: None,
+    }
+}
+
+/// Encrypts `src` into `prefix` of `bucket` as a gocryptfs tree with the given config and
+/// master key: [`push`] with [`keys`](PushDirBuilder::keys). Refuses a prefix that already
+/// holds a `gocryptfs.conf`.
+///
+/// ```no_run
+/// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+/// use cryptobucket::gocryptfs::{GocryptfsConf, push::push_dir};
+/// let (conf, master) = GocryptfsConf::create("secret", 16)?;
+/// let stats = push_dir(&bucket, "model/".as_ref(), "eas/model/", &conf, &master).await?;
+/// println!("{} files, {} bytes", stats.files, stats.bytes);
+/// # Ok(()) }
+/// ```
 pub async fn push_dir(
     bucket: &crate::CryptoBucket,
     src: &Path,
@@ -49,33 +139,324 @@ pub async fn push_dir(
     conf: &GocryptfsConf,
     master: &MasterKey,
 ) -> Result<TreeStats> {
-    let handle = bucket.inner.clone();
-    let mut prefix = prefix.trim_start_matches('/').to_owned();
-    if !prefix.is_empty() && !prefix.ends_with('/') {
-        prefix.push('/');
-    }
-    let conf_key = format!("{prefix}{CONF_NAME}");
-    if crate::ops::head_object::HeadObjectFluentBuilder::new(handle.clone())
-        .key(&conf_key)
+    push(bucket, src, prefix)
+        .keys(conf.clone(), master.clone())
         .send()
         .await
-        .is_ok()
-    {
-        return Err(Error::invalid_input(format!(
-            "s3://{}/{conf_key} exists; refusing to write a second gocryptfs tree over it",
-            handle.bucket
-        )));
+        .map(|o| o.stats)
+}
+
+impl PushDirBuilder {
+    /// The tree's password: a new tree gets a fresh master key wrapped under it (scrypt cost
+    /// [`scrypt_log_n`](Self::scrypt_log_n)); a rerun after a kill unlocks the interrupted
+    /// push's config with it.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        let log_n = match &self.secret {
+            Some(Secret::Password(_, n)) => *n,
+            _ => 16,
+        };
+        self.secret = Some(Secret::Password(Zeroizing::new(password.into()), log_n));
+        self
     }
-    let keys = GocryptfsKeys::new(master);
-    let mut stats = TreeStats::default();
+
+    /// scrypt cost as log2(N) for a new tree's config (default 16, gocryptfs's own; 10..=20).
+    pub fn scrypt_log_n(mut self, log_n: u8) -> Self {
+        if let Some(Secret::Password(_, n)) = &mut self.secret {
+            *n = log_n;
+        } else {
+            self.secret = Some(Secret::Password(Zeroizing::new(String::new()), log_n));
+        }
+        self
+    }
+
+    /// Uses this config and its master key (from [`GocryptfsConf::create`]). A rerun after a
+    /// kill must give the same config.
+    pub fn keys(mut self, conf: GocryptfsConf, master: MasterKey) -> Self {
+        self.secret = Some(Secret::Keys(conf, master));
+        self
+    }
+
+    /// Files (and parts of large files) in flight at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.opts.config.concurrency = n;
+        self
+    }
+
+    /// Replaces the transfer configuration (concurrency, attempts, failed-upload policy; the
+    /// part size is fixed by the format: 2032 stored blocks).
+    pub fn transfer_config(mut self, config: TransferConfig) -> Self {
+        self.opts.config = config;
+        self
+    }
+
+    /// Where the checkpoints live while the push is unfinished (default
+    /// [`checkpoint::default_dir`](crate::checkpoint::default_dir)).
+    pub fn checkpoint_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.opts.checkpoint_dir = Some(dir.into());
+        self
+    }
+
+    /// Keep checkpoints and resume from them (default `true`). When `false`, a failed push
+    /// aborts its multipart uploads and leaves no checkpoint.
+    pub fn resumable(mut self, resumable: bool) -> Self {
+        self.opts.resumable = resumable;
+        self
+    }
+
+    /// Progress of the whole tree (plaintext bytes).
+    pub fn progress(mut self, listener: ProgressListener) -> Self {
+        self.opts.progress = Some(listener);
+        self
+    }
+
+    /// Pushes (or continues pushing) the tree.
+    pub async fn send(self) -> Result<PushOutput> {
+        self.opts.validate()?;
+        let handle = self.handle.clone();
+        let src = absolute(&self.src)?;
+        let mut prefix = self.prefix.trim_start_matches('/').to_owned();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let conf_key = format!("{prefix}{CONF_NAME}");
+        let state_path =
+            self.opts
+                .checkpoint_path("push-gocryptfs", handle.bucket(), &prefix, &src);
+        let _lock = TransferLock::acquire(&state_path, "push")?;
+        let previous = if self.opts.resumable {
+            let s = PushState::load(&state_path)?;
+            if let Some(s) = &s {
+                s.check_identity(&state_path, handle.bucket(), &prefix, &src)?;
+            }
+            s
+        } else {
+            None
+        };
+        let (conf, master) = match (self.secret, &previous) {
+            (None, _) => {
+                return Err(Error::invalid_input(
+                    "a push needs the tree's password or keys (call .password(...) or .keys(...))",
+                ));
+            }
+            (Some(Secret::Password(pw, _)), Some(old)) => {
+                let conf = GocryptfsConf::from_json(&old.conf)?;
+                let master = conf.unlock(&pw).map_err(|e| {
+                    Error::new(
+                        e.kind(),
+                        format!(
+                            "the interrupted push of {} (checkpoint {}) used another password:                              give that one, or delete the checkpoint to start a new tree",
+                            src.display(),
+                            state_path.display()
+                        ),
+                    )
+                })?;
+                (conf, master)
+            }
+            (Some(Secret::Password(pw, log_n)), None) => {
+                if pw.is_empty() {
+                    return Err(Error::invalid_input("the tree's password is empty"));
+                }
+                GocryptfsConf::create(&pw, log_n)?
+            }
+            (Some(Secret::Keys(conf, master)), old) => {
+                if let Some(old) = old
+                    && old.conf != conf.to_json()
+                {
+                    return Err(Error::new(
+                        ErrorKind::InvalidCheckpoint,
+                        format!(
+                            "the interrupted push of {} (checkpoint {}) made a tree with another                              config; give that one, or delete the checkpoint to start over",
+                            src.display(),
+                            state_path.display()
+                        ),
+                    ));
+                }
+                (conf, master)
+            }
+        };
+        let keys = Arc::new(GocryptfsKeys::new(&master));
+        let mut state = match previous {
+            Some(s) => {
+                s.verify(&state_path, keys.checkpoint_key())?;
+                s
+            }
+            None => PushState::new(handle.bucket(), &prefix, &src, conf.to_json()),
+        };
+        let conf_exists = crate::ops::head_object::HeadObjectFluentBuilder::new(handle.clone())
+            .key(&conf_key)
+            .send()
+            .await
+            .is_ok();
+
+        let mut small: Vec<(String, Bytes)> = Vec::new();
+        let jobs = walk(&src, &prefix, &keys, &mut state, &mut small)?;
+        let mut stats = TreeStats {
+            dirs: state.dirs.len() as u64,
+            ..TreeStats::default()
+        };
+        for j in &jobs {
+            stats.files += 1;
+            stats.bytes += j.local.size;
+        }
+        if conf_exists {
+            // Finished by a run that died before removing its checkpoint?
+            if self.opts.resumable
+                && !state.done.is_empty()
+                && jobs.iter().all(|j| is_done(&state, j))
+            {
+                let _ = std::fs::remove_file(&state_path);
+                return Ok(PushOutput {
+                    stats,
+                    resumed_files: stats.files,
+                    resumed_bytes: stats.bytes,
+                    restarted: Vec::new(),
+                });
+            }
+            return Err(Error::invalid_input(format!(
+                "s3://{}/{conf_key} exists; refusing to write a second gocryptfs tree over it",
+                handle.bucket()
+            )));
+        }
+        // The IVs are recorded before any object that depends on them is stored.
+        if self.opts.resumable {
+            state.store(&state_path, keys.checkpoint_key())?;
+        }
+        let report = Reporter::new(self.opts.progress.clone(), stats.bytes);
+        let (todo, done): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| !is_done(&state, j));
+        let mut out = PushOutput {
+            stats,
+            resumed_files: done.len() as u64,
+            resumed_bytes: done.iter().map(|j| j.local.size).sum(),
+            restarted: Vec::new(),
+        };
+        report.add(out.resumed_bytes);
+        report.emit(ProgressEvent::Started {
+            resumed_bytes: out.resumed_bytes,
+            resumed_parts: out.resumed_files as u32,
+        });
+
+        let concurrency = self.opts.config.concurrency;
+        futures::stream::iter(small)
+            .map(|(key, body)| put(&handle, key, body))
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        // Small files several at once; large ones one after another, their parts in parallel.
+        let (little, large): (Vec<Job>, Vec<Job>) =
+            todo.into_iter().partition(|j| j.local.size <= SINGLE_MAX);
+        let mut last_store = Instant::now();
+        let mut unsaved = false;
+        let mut small_files = futures::stream::iter(little.into_iter().map(|j| {
+            let (keys, h, report) = (keys.clone(), handle.clone(), report.clone());
+            async move {
+                let body = tokio::task::spawn_blocking({
+                    let (keys, path) = (keys.clone(), j.path.clone());
+                    move || encrypt_small(&keys, &path)
+                })
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("encoder task failed: {e}")))??;
+                put(&h, j.key.clone(), body).await?;
+                report.add(j.local.size);
+                report.emit(ProgressEvent::PartDone {
+                    part_number: 1,
+                    bytes: j.local.size,
+                });
+                Ok::<_, Error>(j)
+            }
+        }))
+        .buffer_unordered(concurrency);
+        let mut failed = None;
+        while let Some(r) = small_files.next().await {
+            match r {
+                Ok(j) => {
+                    state.done.insert(j.rel, j.local);
+                    unsaved = true;
+                    if self.opts.resumable && last_store.elapsed() >= STATE_INTERVAL {
+                        state.store(&state_path, keys.checkpoint_key())?;
+                        (last_store, unsaved) = (Instant::now(), false);
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        drop(small_files);
+        if self.opts.resumable && unsaved {
+            state.store(&state_path, keys.checkpoint_key())?;
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for j in large {
+            let upload =
+                StoredUpload::prepare(&handle, &j.key, &j.path, "upload-gocryptfs", &self.opts)?;
+            let file_id = match upload.recorded().and_then(|p| p.get(FILE_ID_PARAM)) {
+                Some(hex_id) => parse_file_id(hex_id)?,
+                None => new_file_id()?,
+            };
+            let layout = Arc::new(FileLayout {
+                keys: keys.clone(),
+                file_id,
+                size: upload.source_size(),
+            });
+            let sent = upload.run(layout, &report).await?;
+            out.resumed_bytes += sent.resumed_bytes;
+            out.restarted.extend(sent.restarted);
+            state.done.insert(j.rel, j.local);
+            if self.opts.resumable {
+                state.store(&state_path, keys.checkpoint_key())?;
+            }
+        }
+        // The config last: a tree without it is visibly unfinished.
+        put(&handle, conf_key, Bytes::from(conf.to_json().into_bytes())).await?;
+        if self.opts.resumable {
+            let _ = std::fs::remove_file(&state_path);
+        }
+        report.emit(ProgressEvent::Finished);
+        Ok(out)
+    }
+}
+
+/// True when the checkpoint records `job` as stored and the file has not changed since.
+fn is_done(state: &PushState, job: &Job) -> bool {
+    state
+        .done
+        .get(&job.rel)
+        .is_some_and(|then| same_source(&job.local, then))
+}
+
+/// Walks `src`: directory IVs (from the checkpoint, or new ones recorded in it), the small
+/// objects of every directory (IV, long-name files) into `small`, and the files to store.
+fn walk(
+    src: &Path,
+    prefix: &str,
+    keys: &GocryptfsKeys,
+    state: &mut PushState,
+    small: &mut Vec<(String, Bytes)>,
+) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
-    let mut small: Vec<(String, Bytes)> = Vec::new();
-    // Directories first (names, IVs, long-name files), collecting the files.
-    let mut dirs = vec![(src.to_owned(), prefix.clone())];
-    while let Some((dir, stored)) = dirs.pop() {
-        let iv = random::<16>()?;
+    let mut dirs = vec![(src.to_owned(), String::new(), prefix.to_owned())];
+    while let Some((dir, rel, stored)) = dirs.pop() {
+        let iv = match state.dirs.get(&rel) {
+            Some(hex_iv) => {
+                let mut iv = [0u8; 16];
+                hex::decode_to_slice(hex_iv, &mut iv).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidCheckpoint,
+                        "the push checkpoint holds a directory IV that is not 16 bytes of hex",
+                    )
+                })?;
+                iv
+            }
+            None => {
+                let iv = random::<16>()?;
+                state.dirs.insert(rel.clone(), hex::encode(iv));
+                iv
+            }
+        };
         small.push((format!("{stored}{DIRIV_NAME}"), Bytes::copy_from_slice(&iv)));
-        stats.dirs += 1;
         let mut entries: Vec<_> = std::fs::read_dir(&dir)
             .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?
             .collect::<std::io::Result<_>>()
@@ -94,15 +475,21 @@ pub async fn push_dir(
                     Bytes::from(full.into_bytes()),
                 ));
             }
+            let child = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
             let meta = std::fs::metadata(e.path())
                 .map_err(|err| Error::io(format!("cannot stat {}", e.path().display()), err))?;
             if meta.is_dir() {
-                dirs.push((e.path(), format!("{stored}{on_disk}/")));
+                dirs.push((e.path(), child, format!("{stored}{on_disk}/")));
             } else if meta.is_file() {
                 jobs.push(Job {
+                    rel: child,
+                    local: local_file(&e.path(), &meta),
                     path: e.path(),
                     key: format!("{stored}{on_disk}"),
-                    size: meta.len(),
                 });
             } else {
                 return Err(Error::invalid_input(format!(
@@ -112,177 +499,116 @@ pub async fn push_dir(
             }
         }
     }
-    let concurrency = handle.transfer.concurrency.max(1);
-    futures::stream::iter(small)
-        .map(|(key, body)| put(&handle, key, body))
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
-    // Small files several at once; large ones one after another, their parts in parallel.
-    let (little, large): (Vec<Job>, Vec<Job>) =
-        jobs.into_iter().partition(|j| j.size <= SINGLE_MAX);
-    let (keys, h) = (&keys, &handle);
-    futures::stream::iter(little.iter())
-        .map(|j| async move {
-            let mut plain = Vec::with_capacity(j.size as usize);
-            tokio::fs::File::open(&j.path)
-                .await
-                .map_err(|e| Error::io(format!("cannot open {}", j.path.display()), e))?
-                .read_to_end(&mut plain)
-                .await
-                .map_err(|e| Error::io(format!("cannot read {}", j.path.display()), e))?;
-            let plain = zeroize::Zeroizing::new(plain);
-            let mut stored = Vec::with_capacity(stored_size(plain.len() as u64) as usize);
-            super::tree::encrypt_stream(keys, &mut &plain[..], &mut stored)?;
-            put(h, j.key.clone(), Bytes::from(stored)).await
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
-    for j in &large {
-        put_large(&handle, keys, j, concurrency).await?;
+    Ok(jobs)
+}
+
+/// A small file, read and encrypted whole (on a blocking thread).
+fn encrypt_small(keys: &GocryptfsKeys, path: &Path) -> Result<Bytes> {
+    let plain = Zeroizing::new(
+        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?,
+    );
+    let mut stored = Vec::with_capacity(stored_size(plain.len() as u64) as usize);
+    if !plain.is_empty() {
+        let id = new_file_id()?;
+        stored.extend_from_slice(&2u16.to_be_bytes());
+        stored.extend_from_slice(&id);
+        keys.encrypt_blocks_into(&id, 0, &plain, &mut stored)?;
     }
-    for j in little.iter().chain(&large) {
-        stats.files += 1;
-        stats.bytes += j.size;
-    }
-    // The config last: a tree without it is visibly unfinished.
-    put(&handle, conf_key, Bytes::from(conf.to_json().into_bytes())).await?;
-    Ok(stats)
+    Ok(Bytes::from(stored))
 }
 
 async fn put(handle: &SharedHandle, key: String, body: Bytes) -> Result<()> {
-    crate::ops::sidecar::put_stored(handle, &key, body, "PutObject (gocryptfs)").await
+    crate::ops::put_stored::put_stored(handle, &key, body, "PutObject (gocryptfs)").await
 }
 
-/// One large file as a multipart upload of whole stored blocks.
-async fn put_large(
-    handle: &SharedHandle,
-    keys: &GocryptfsKeys,
-    job: &Job,
-    concurrency: usize,
-) -> Result<()> {
-    let h = handle;
-    let key = &job.key;
-    let file_id = loop {
+const FILE_ID_PARAM: &str = "gocryptfs-file-id";
+
+/// A random file id (never all zeros: gocryptfs reads that as a hole).
+fn new_file_id() -> Result<[u8; 16]> {
+    loop {
         let id = random::<16>()?;
         if id != [0; 16] {
-            break id;
+            return Ok(id);
         }
-    };
-    let created = h
-        .client
-        .create_multipart_upload()
-        .bucket(&h.bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| Error::from_sdk("CreateMultipartUpload", e).with_object(&h.bucket, key))?;
-    let upload_id = created
-        .upload_id()
-        .ok_or_else(|| Error::invalid_response("no upload id").with_object(&h.bucket, key))?
-        .to_owned();
-    let blocks = job.size.div_ceil(BLOCK as u64);
-    let parts = blocks.div_ceil(PART_BLOCKS);
-    let upload = futures::stream::iter(0..parts)
-        .map(|i| {
-            let upload_id = upload_id.clone();
-            async move {
-                let first = i * PART_BLOCKS;
-                let last = ((i + 1) * PART_BLOCKS).min(blocks);
-                let start = first * BLOCK as u64;
-                let len = ((last * BLOCK as u64).min(job.size) - start) as usize;
-                let mut plain = zeroize::Zeroizing::new(vec![0u8; len]);
-                let mut f = tokio::fs::File::open(&job.path)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot open {}", job.path.display()), e))?;
-                f.seek(std::io::SeekFrom::Start(start))
-                    .await
-                    .map_err(|e| Error::io(format!("cannot read {}", job.path.display()), e))?;
-                f.read_exact(&mut plain).await.map_err(|e| {
-                    Error::io(
-                        format!("cannot read {} (did it change?)", job.path.display()),
-                        e,
-                    )
-                })?;
-                let mut body =
-                    Vec::with_capacity(len + (last - first) as usize * BLOCK_OVERHEAD + HEADER_LEN);
-                if i == 0 {
-                    body.extend_from_slice(&2u16.to_be_bytes());
-                    body.extend_from_slice(&file_id);
-                }
-                for (k, chunk) in plain.chunks(BLOCK).enumerate() {
-                    body.extend_from_slice(&keys.encrypt_block(
-                        &file_id,
-                        first + k as u64,
-                        chunk,
-                    )?);
-                }
-                let body = Bytes::from(body);
-                let n = i32::try_from(i + 1).map_err(|_| Error::invalid_input("too many parts"))?;
-                let e_tag = with_retries(
-                    h.transfer.max_attempts,
-                    n as u32,
-                    &Reporter::silent(),
-                    || {
-                        let req = h
-                            .client
-                            .upload_part()
-                            .bucket(&h.bucket)
-                            .key(key)
-                            .upload_id(&upload_id)
-                            .part_number(n)
-                            .body(body.clone().into())
-                            .customize()
-                            .config_override(crate::client::retry_override(false));
-                        async {
-                            req.send()
-                                .await
-                                .map_err(|e| Error::from_sdk("UploadPart", e))
-                                .map(|o| o.e_tag().unwrap_or_default().to_owned())
-                        }
-                    },
-                )
-                .await?;
-                Ok::<_, Error>(
-                    aws_sdk_s3::types::CompletedPart::builder()
-                        .part_number(n)
-                        .e_tag(e_tag)
-                        .build(),
-                )
-            }
-        })
-        .buffered(concurrency)
-        .try_collect::<Vec<_>>()
-        .await;
-    let done = match upload {
-        Ok(parts) => h
-            .client
-            .complete_multipart_upload()
-            .bucket(&h.bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .multipart_upload(
-                aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::from_sdk("CompleteMultipartUpload", e)),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = done {
-        let _ = h
-            .client
-            .abort_multipart_upload()
-            .bucket(&h.bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .send()
-            .await;
-        return Err(e.with_object(&h.bucket, key).with_upload_id(&upload_id));
     }
-    Ok(())
+}
+
+fn parse_file_id(text: &str) -> Result<[u8; 16]> {
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(text, &mut id).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidCheckpoint,
+            "a gocryptfs upload checkpoint holds a file id that is not 16 bytes of hex",
+        )
+    })?;
+    Ok(id)
+}
+
+/// A large file as a gocryptfs stored file, in parts of [`PART_BLOCKS`] stored blocks (the
+/// first part also holds the 18-byte header).
+struct FileLayout {
+    keys: Arc<GocryptfsKeys>,
+    file_id: [u8; 16],
+    size: u64,
+}
+
+impl FileLayout {
+    fn blocks(&self) -> u64 {
+        self.size.div_ceil(BLOCK as u64)
+    }
+}
+
+impl StoredLayout for FileLayout {
+    fn kind(&self) -> &'static str {
+        "upload-gocryptfs"
+    }
+
+    fn source_size(&self) -> u64 {
+        self.size
+    }
+
+    fn stored_size(&self) -> u64 {
+        stored_size(self.size)
+    }
+
+    fn part_size(&self) -> u64 {
+        PART_BLOCKS * (BLOCK + BLOCK_OVERHEAD) as u64
+    }
+
+    fn part_count(&self) -> u32 {
+        self.blocks().div_ceil(PART_BLOCKS).max(1) as u32
+    }
+
+    fn source_range(&self, n: u32) -> (u64, u64) {
+        let first = u64::from(n - 1) * PART_BLOCKS;
+        let start = first * BLOCK as u64;
+        let end = ((first + PART_BLOCKS) * BLOCK as u64).min(self.size);
+        (start, end.saturating_sub(start))
+    }
+
+    fn stored_len(&self, n: u32) -> u64 {
+        let (_, len) = self.source_range(n);
+        let header = if n == 1 { HEADER_LEN as u64 } else { 0 };
+        header + len + len.div_ceil(BLOCK as u64) * BLOCK_OVERHEAD as u64
+    }
+
+    fn encode(&self, n: u32, source: &[u8]) -> Result<Vec<u8>> {
+        let mut body = Vec::with_capacity(self.stored_len(n) as usize);
+        if n == 1 {
+            body.extend_from_slice(&2u16.to_be_bytes());
+            body.extend_from_slice(&self.file_id);
+        }
+        let first = u64::from(n - 1) * PART_BLOCKS;
+        self.keys
+            .encrypt_blocks_into(&self.file_id, first, source, &mut body)?;
+        Ok(body)
+    }
+
+    fn params(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(FILE_ID_PARAM.to_owned(), hex::encode(self.file_id))])
+    }
+
+    fn binding(&self) -> ContentMaterial {
+        ContentMaterial::from_parts(*self.keys.checkpoint_key(), self.file_id)
+    }
 }

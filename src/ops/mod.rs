@@ -8,4 +8,5 @@ pub(crate) mod get_object;
 pub(crate) mod head_object;
 pub(crate) mod list_objects;
 pub(crate) mod put_object;
+pub(crate) mod put_stored;
 pub(crate) mod sidecar;

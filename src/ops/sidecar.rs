@@ -23,42 +23,13 @@ pub(crate) async fn put(
     for t in tags {
         body.extend_from_slice(t);
     }
-    put_stored(
+    super::put_stored::put_stored(
         handle,
         &sidecar_key(key),
         Bytes::from(body),
         "PutObject (integrity sidecar)",
     )
     .await
-}
-
-/// Stores `body` under `key` as it is (no encryption: integrity sidecars, gocryptfs files),
-/// retried by the engine; `operation` names it in errors.
-pub(crate) async fn put_stored(
-    handle: &Handle,
-    key: &str,
-    body: Bytes,
-    operation: &str,
-) -> Result<()> {
-    with_retries(handle.transfer.max_attempts, 0, &Reporter::silent(), || {
-        let req = handle
-            .client
-            .put_object()
-            .bucket(&handle.bucket)
-            .key(key)
-            .content_type("application/octet-stream")
-            .body(body.clone().into())
-            .customize()
-            .config_override(crate::client::retry_override(false));
-        async {
-            req.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| Error::from_sdk(operation, e))
-        }
-    })
-    .await
-    .map_err(|e| e.with_object(&handle.bucket, key))
 }
 
 /// The tags of chunks `first .. first + count` of `key`, from its sidecar (one ranged GET;

@@ -20,6 +20,8 @@ use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
 use crate::partial::{PartialFile, TransferLock};
 use crate::progress::{ProgressEvent, ProgressListener};
 use crate::range::ByteRange;
+use crate::reader::Format;
+use crate::veturbo::VeturboKeySource;
 
 /// How often a download starts over because the object changed under it before it gives up
 /// with [`ErrorKind::Changed`].
@@ -32,6 +34,7 @@ pub struct DownloadFileFluentBuilder {
     key: Option<String>,
     path: Option<PathBuf>,
     opts: TransferOptions,
+    veturbo: Option<Arc<dyn VeturboKeySource>>,
 }
 
 /// What a finished download reports.
@@ -59,6 +62,7 @@ impl DownloadFileFluentBuilder {
             bucket,
             key: None,
             path: None,
+            veturbo: None,
         }
     }
 
@@ -75,6 +79,23 @@ impl DownloadFileFluentBuilder {
     }
 
     transfer_option_setters!("range");
+
+    /// Download a veTurboIO file (headered or not; keys from `source`: a
+    /// [`VeturboKey`](crate::veturbo::VeturboKey), or a KMS for headered files) and write its
+    /// plaintext, instead of one of this crate's objects. Same engine: parallel ranges,
+    /// checkpoint, resume, pinned version. The format has no MAC, so strict mode refuses it.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// use cryptobucket::veturbo::VeturboKey;
+    /// bucket.download_file().key("models/llama.veturbo").path("llama.safetensors")
+    ///     .veturbo(VeturboKey::from_env()?).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn veturbo(mut self, source: impl VeturboKeySource + 'static) -> Self {
+        self.veturbo = Some(Arc::new(source));
+        self
+    }
 
     /// Downloads (or resumes downloading) the object into a partial file of its own, then
     /// renames it into place. Every range must come from the version the download pinned
@@ -96,7 +117,7 @@ impl DownloadFileFluentBuilder {
         }
         let cp_path = self
             .opts
-            .checkpoint_path("download", self.bucket.bucket(), &key, &dest);
+            .checkpoint_path(self.kind(), self.bucket.bucket(), &key, &dest);
         // One run of this transfer at a time: a second one would share the checkpoint.
         let _lock = if self.opts.resumable {
             Some(TransferLock::acquire(&cp_path, "download")?)
@@ -146,6 +167,70 @@ impl DownloadFileFluentBuilder {
         }
     }
 
+    /// The checkpoint kind: downloads of veTurboIO files never meet those of envelope objects.
+    fn kind(&self) -> &'static str {
+        if self.veturbo.is_some() {
+            "download-veturbo"
+        } else {
+            "download"
+        }
+    }
+
+    /// Pins the object and gets what decodes it: (pin, format, plaintext size, what the
+    /// checkpoint records of its encryption, the key the checkpoint is bound to).
+    async fn pin(
+        &self,
+        key: &str,
+    ) -> Result<(Pin, Format, u64, BTreeMap<String, String>, ContentMaterial)> {
+        let bucket = &self.bucket;
+        if let Some(source) = &self.veturbo {
+            let reader = crate::reader::ObjectReaderBuilder::new(bucket.clone())
+                .key(key)
+                .veturbo_shared(source.clone())
+                .open()
+                .await?;
+            let Format::Veturbo { key: vkey, .. } = reader.format() else {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    "the reader did not open a veTurboIO file",
+                ));
+            };
+            let mut recorded = BTreeMap::new();
+            if let Some(h) = reader.veturbo_header() {
+                recorded.insert("veturbo-meta-data-key".to_owned(), h.meta_data_key.clone());
+            }
+            recorded.insert("veturbo-mode".to_owned(), vkey.mode().as_str().to_owned());
+            let binding = vkey.checkpoint_binding();
+            return Ok((
+                reader.pin().clone(),
+                reader.format().clone(),
+                reader.size(),
+                recorded,
+                binding,
+            ));
+        }
+        // The HEAD is retried by the engine: a store that is briefly unavailable (503, a node
+        // failing over) should not fail a download before it starts.
+        let (pin, material, head) = Pin::object(bucket, key).await?;
+        // Checkpoints of plain objects are bound to an all-zero key (nothing secret to bind).
+        let binding_key = material
+            .clone()
+            .unwrap_or_else(|| ContentMaterial::from_parts([0; 32], [0; 16]));
+        let envelope_meta: BTreeMap<String, String> = head
+            .envelope
+            .as_ref()
+            .map(|e| e.to_metadata().into_iter().collect())
+            .unwrap_or_default();
+        let size = pin.size;
+        Ok((
+            pin,
+            Format::Envelope(material),
+            size,
+            envelope_meta,
+            binding_key,
+        ))
+    }
+
     /// One pass: pin the object, take over or create the partial file, fetch what is missing,
     /// publish.
     async fn attempt(
@@ -156,31 +241,23 @@ impl DownloadFileFluentBuilder {
         mut restarted: Option<String>,
     ) -> Result<DownloadFileOutput> {
         let bucket = &self.bucket;
-        // The HEAD is retried by the engine: a store that is briefly unavailable (503, a node
-        // failing over) should not fail a download before it starts.
-        let (pin, material, head) = Pin::object(bucket, key).await?;
-        let (size, e_tag) = (pin.size, pin.e_tag.clone());
-        // Checkpoints of plain objects are bound to an all-zero key (nothing secret to bind).
-        let binding_key = material
-            .clone()
-            .unwrap_or_else(|| ContentMaterial::from_parts([0; 32], [0; 16]));
-        let envelope_meta: BTreeMap<String, String> = head
-            .envelope
-            .as_ref()
-            .map(|e| e.to_metadata().into_iter().collect())
-            .unwrap_or_default();
+        let (pin, format, size, envelope_meta, binding_key) = self.pin(key).await?;
+        let e_tag = pin.e_tag.clone();
         let report = Reporter::new(self.opts.progress.clone(), size);
 
         let mut resumed = None;
         if self.opts.resumable
             && let Some(old) = Checkpoint::load(cp_path)?
         {
-            old.check_identity(cp_path, "download", bucket.bucket(), key, dest)?;
+            old.check_identity(cp_path, self.kind(), bucket.bucket(), key, dest)?;
             let partial = match (&old.temp_path, &old.temp_identity) {
                 (Some(p), Some(id)) => PartialFile::reopen(p, id, size)?,
                 _ => None,
             };
-            let reason = if old.e_tag.as_deref() != Some(e_tag.as_str()) || old.local.size != size {
+            let reason = if old.e_tag.as_deref() != Some(e_tag.as_str())
+                || old.local.size != size
+                || old.envelope != envelope_meta
+            {
                 Some(format!(
                     "s3://{}/{key} changed since the interrupted download; starting over",
                     bucket.bucket()
@@ -214,7 +291,7 @@ impl DownloadFileFluentBuilder {
                 let part_size = self.opts.config.part_size.resolve(Some(size))?;
                 let partial = PartialFile::create(dest, size)?;
                 let mut cp = Checkpoint::new(
-                    "download",
+                    self.kind(),
                     bucket.bucket(),
                     key,
                     LocalFile {
@@ -248,7 +325,8 @@ impl DownloadFileFluentBuilder {
                 cp_path,
                 &partial,
                 &pin,
-                material,
+                format,
+                size,
                 binding_key,
                 &report,
             )
@@ -302,11 +380,11 @@ impl DownloadFileFluentBuilder {
         cp_path: &Path,
         partial: &PartialFile,
         pin: &Pin,
-        material: Option<ContentMaterial>,
+        format: Format,
+        size: u64,
         binding_key: ContentMaterial,
         report: &Reporter,
     ) -> Result<(u64, u64)> {
-        let size = pin.size;
         let unit = cp.part_size;
         if unit == 0 || !unit.is_multiple_of(16) {
             return Err(Error::new(
@@ -351,7 +429,8 @@ impl DownloadFileFluentBuilder {
                     key: key.to_owned(),
                     file: file.clone(),
                     pin: pin.clone(),
-                    material: material.clone(),
+                    format: format.clone(),
+                    size,
                     unit,
                     first,
                     units,
@@ -399,7 +478,9 @@ struct Span {
     key: String,
     file: Arc<std::fs::File>,
     pin: Pin,
-    material: Option<ContentMaterial>,
+    format: Format,
+    /// Plaintext size of the object.
+    size: u64,
     /// Range (checkpoint unit) size.
     unit: u64,
     /// First range number (1-based) and how many.
@@ -421,7 +502,17 @@ impl Span {
         let mut attempt = 1;
         while next < end {
             let before = next;
-            match self.stream(&mut next, end).await {
+            // A response that ends cleanly short of its ranges is a truncated one (the next
+            // attempt asks again), never a reason to ask forever.
+            let outcome = match self.stream(&mut next, end).await {
+                Ok(()) if next < end => Err(Error::new(
+                    ErrorKind::Truncated,
+                    format!("the response ended before range {next} was complete"),
+                )
+                .with_retryable(true)),
+                other => other,
+            };
+            match outcome {
                 Ok(()) => {}
                 Err(e) => {
                     if next > before {
@@ -445,18 +536,25 @@ impl Span {
 
     /// One GET of ranges `*next..end`; advances `*next` past every range written and recorded.
     async fn stream(&self, next: &mut u32, end: u32) -> Result<()> {
-        let size = self.pin.size;
         let start = u64::from(*next - 1) * self.unit;
-        let stop = (u64::from(end - 1) * self.unit).min(size);
-        let out = GetObjectFluentBuilder::new(self.bucket.clone())
-            .key(&self.key)
-            .range(ByteRange::Inclusive {
-                first: start,
-                last: stop - 1,
-            })
-            .pinned(self.pin.clone(), self.material.clone())
-            .send()
-            .await?;
+        let stop = (u64::from(end - 1) * self.unit).min(self.size);
+        let get = GetObjectFluentBuilder::new(self.bucket.clone()).key(&self.key);
+        let get = match &self.format {
+            Format::Envelope(material) => get
+                .range(ByteRange::Inclusive {
+                    first: start,
+                    last: stop - 1,
+                })
+                .pinned(self.pin.clone(), material.clone()),
+            Format::Veturbo { offset, key } => get
+                .range(ByteRange::Inclusive {
+                    first: offset + start,
+                    last: offset + stop - 1,
+                })
+                .pinned(self.pin.clone(), None)
+                .stored(Some(key.cipher_at(start)?)),
+        };
+        let out = get.send().await?;
         // Decrypted chunks are gathered to about 1 MiB and written with positioned writes on
         // the blocking pool; a range is recorded once all of its bytes are written.
         let mut body = out.body;
@@ -498,7 +596,7 @@ impl Span {
     /// Records every range of `*next..end` that lies wholly below `written` (the checkpoint
     /// writer syncs the file before it stores them) and advances `*next` past them.
     fn record_written(&self, next: &mut u32, end: u32, written: u64) -> Result<()> {
-        let size = self.pin.size;
+        let size = self.size;
         while *next < end {
             let range_end = (u64::from(*next) * self.unit).min(size);
             if range_end > written {
