@@ -1,11 +1,11 @@
 //! Pushing a model directory into a bucket, side by side in one run: as a gocryptfs tree
-//! (`gocryptfs::push::push_dir`), as our OSS-format objects (`upload_file` per file), and the
+//! (`gocryptfs::push::push`), as our OSS-format objects (`upload_file` per file), and the
 //! route users take today (`gocryptfs -init`, FUSE mount, copy into it, unmount, then a plain
 //! upload of the cipher directory). Also the per-core rate of the gocryptfs block cipher
 //! (AES-256-GCM, 4 KiB blocks, 128-bit nonces) next to `openssl speed -evp aes-256-gcm`.
 //!
 //! ```text
-//! cargo run --release --example gocryptfs_push -- --size 2GiB [--files 4] [--rounds 2]
+//! cargo run --release --example gocryptfs_push -- --size 2GiB [--files 4] [--rounds 2] [--only N]
 //! ```
 //!
 //! Needs `gocryptfs` and `fusermount3` (as root) for the mount route. Each round and route
@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use cryptobucket::gocryptfs::{GocryptfsConf, GocryptfsKeys, push::push_dir};
+use cryptobucket::gocryptfs::{GocryptfsConf, GocryptfsKeys, push::push};
 use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
 use cryptobucket_testkit::{make_file, parse_size, server};
 
@@ -55,6 +55,8 @@ async fn plain_upload(
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let (mut size, mut files, mut rounds) = (2u64 << 30, 4u64, 2u32);
+    // `--only N`: run route N alone (0 push, 1 OSS format, 2 mount route), e.g. under a profiler.
+    let mut only: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut v = || args.next().ok_or(format!("{a} needs a value"));
@@ -62,6 +64,7 @@ async fn main() -> Result<(), BoxError> {
             "--size" => size = parse_size(&v()?)?,
             "--files" => files = v()?.parse()?,
             "--rounds" => rounds = v()?.parse()?,
+            "--only" => only = Some(v()?.parse()?),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -83,6 +86,9 @@ async fn main() -> Result<(), BoxError> {
         let mut times = [0f64; 3];
         for k in 0..3 {
             let route = (k + round as usize) % 3;
+            if only.is_some_and(|o| o != route) {
+                continue;
+            }
             let srv = server::TestServer::start();
             srv.create_bucket("bench").await;
             let client = srv.client().await;
@@ -90,8 +96,12 @@ async fn main() -> Result<(), BoxError> {
             let t = Instant::now();
             match route {
                 0 => {
-                    let (conf, master) = GocryptfsConf::create("bench password", 16)?;
-                    push_dir(&cb, &src, "gc/", &conf, &master).await?;
+                    // As the CLI does: a new tree (scrypt 2^16), checkpoints kept.
+                    push(&cb, &src, "gc/")
+                        .password("bench password")
+                        .checkpoint_dir(work.path().join("cp"))
+                        .send()
+                        .await?;
                 }
                 1 => {
                     for i in 0..files {
@@ -149,15 +159,19 @@ async fn main() -> Result<(), BoxError> {
     // One core: gocryptfs block encryption vs OpenSSL's AES-256-GCM.
     let (_, master) = GocryptfsConf::create("x", 10)?;
     let keys = GocryptfsKeys::new(&master);
-    let block = vec![7u8; 4096];
-    let n = 64 * 1024; // 256 MiB
+    // As the push encrypts: a part's worth (2032 blocks) per call.
+    let part = vec![7u8; 2032 * 4096];
+    let mut out = Vec::with_capacity(part.len() + 2032 * 32);
+    let rounds = 32u64; // 266 MB
     let t = Instant::now();
-    for i in 0..n {
-        std::hint::black_box(keys.encrypt_block(&[1; 16], i, &block)?);
+    for r in 0..rounds {
+        out.clear();
+        keys.encrypt_blocks_into(&[1; 16], r * 2032, &part, &mut out)?;
+        std::hint::black_box(&out);
     }
     println!(
         "gocryptfs block encryption, one core: {:.0} MB/s (4 KiB blocks)",
-        mbps(n * 4096, t.elapsed().as_secs_f64())
+        mbps(rounds * part.len() as u64, t.elapsed().as_secs_f64())
     );
     let out = Command::new("openssl")
         .args([

@@ -24,6 +24,7 @@
 //! ```
 
 mod eme;
+mod gcm;
 pub mod push;
 mod push_state;
 pub mod remote;
@@ -32,14 +33,12 @@ pub mod tree;
 use std::fmt;
 
 use aes::Aes256;
-use aes_gcm::AesGcm;
-use aes_gcm::aead::consts::U16;
-use aes_gcm::aead::{Aead, AeadInPlace as _, KeyInit, Payload};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
+use gcm::Gcm16;
 
 /// The config file's name.
 pub const CONF_NAME: &str = "gocryptfs.conf";
@@ -71,8 +70,6 @@ const INFO_NAMES: &[u8] = b"EME filename encryption";
 /// Ours, not gocryptfs's: the key that seals push checkpoints (never used on stored data).
 const INFO_CHECKPOINT: &[u8] = b"cryptobucket gocryptfs push checkpoint";
 
-type Gcm16 = AesGcm<Aes256, U16>;
-
 fn hkdf(ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
     struct Len;
     impl aws_lc_rs::hkdf::KeyType for Len {
@@ -97,7 +94,12 @@ fn random<const N: usize>() -> Result<[u8; N]> {
 }
 
 fn gcm(key: &[u8; 32]) -> Gcm16 {
-    Gcm16::new(aes_gcm::Key::<Gcm16>::from_slice(key))
+    Gcm16::new(key)
+}
+
+/// The first 16 bytes of `b` as a nonce (callers check the length first).
+fn nonce_of(b: &[u8]) -> &[u8; 16] {
+    b[..16].try_into().expect("at least 16 bytes")
 }
 
 /// A gocryptfs master key (32 bytes; zeroized on drop, never shown by `Debug`).
@@ -228,13 +230,7 @@ impl GocryptfsConf {
         let kek = scrypt_object.kek(password)?;
         let nonce = random::<16>()?;
         let sealed = gcm(&kek)
-            .encrypt(
-                aes_gcm::Nonce::<U16>::from_slice(&nonce),
-                Payload {
-                    msg: &master.0[..],
-                    aad: &0u64.to_be_bytes(),
-                },
-            )
+            .encrypt(&nonce, &0u64.to_be_bytes(), &master.0[..])
             .map_err(|_| Error::invalid_key("cannot wrap the master key"))?;
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&sealed);
@@ -330,13 +326,7 @@ impl GocryptfsConf {
         }
         let plain = Zeroizing::new(
             gcm(&kek)
-                .decrypt(
-                    aes_gcm::Nonce::<U16>::from_slice(&blob[..16]),
-                    Payload {
-                        msg: &blob[16..],
-                        aad: &0u64.to_be_bytes(),
-                    },
-                )
+                .decrypt(nonce_of(&blob), &0u64.to_be_bytes(), &blob[16..])
                 .map_err(|_| {
                     Error::new(
                         ErrorKind::KeyUnwrap,
@@ -424,13 +414,7 @@ impl GocryptfsKeys {
         aad.extend_from_slice(file_id);
         let sealed = self
             .content
-            .encrypt(
-                aes_gcm::Nonce::<U16>::from_slice(&nonce),
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
-            )
+            .encrypt(&nonce, &aad, plain)
             .map_err(|_| Error::invalid_input("block too large"))?;
         let mut out = Vec::with_capacity(plain.len() + BLOCK_OVERHEAD);
         out.extend_from_slice(&nonce);
@@ -462,11 +446,7 @@ impl GocryptfsKeys {
             out.extend_from_slice(chunk);
             let tag = self
                 .content
-                .encrypt_in_place_detached(
-                    aes_gcm::Nonce::<U16>::from_slice(nonce),
-                    &aad,
-                    &mut out[at..],
-                )
+                .seal_in_place(nonce_of(nonce), &aad, &mut out[at..])
                 .map_err(|_| Error::invalid_input("block too large"))?;
             out.extend_from_slice(&tag);
         }
@@ -500,13 +480,7 @@ impl GocryptfsKeys {
         let mut aad = n.to_be_bytes().to_vec();
         aad.extend_from_slice(file_id);
         self.content
-            .decrypt(
-                aes_gcm::Nonce::<U16>::from_slice(&stored[..16]),
-                Payload {
-                    msg: &stored[16..],
-                    aad: &aad,
-                },
-            )
+            .decrypt(nonce_of(stored), &aad, &stored[16..])
             .map(Zeroizing::new)
             .map_err(|_| {
                 tag_mismatch(format!(
@@ -520,13 +494,7 @@ impl GocryptfsKeys {
         let nonce = random::<16>()?;
         let sealed = self
             .content
-            .encrypt(
-                aes_gcm::Nonce::<U16>::from_slice(&nonce),
-                Payload {
-                    msg: target.as_bytes(),
-                    aad: &0u64.to_be_bytes(),
-                },
-            )
+            .encrypt(&nonce, &0u64.to_be_bytes(), target.as_bytes())
             .map_err(|_| Error::invalid_input("symlink target too long"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
@@ -543,13 +511,7 @@ impl GocryptfsKeys {
         }
         let plain = self
             .content
-            .decrypt(
-                aes_gcm::Nonce::<U16>::from_slice(&raw[..16]),
-                Payload {
-                    msg: &raw[16..],
-                    aad: &0u64.to_be_bytes(),
-                },
-            )
+            .decrypt(nonce_of(&raw), &0u64.to_be_bytes(), &raw[16..])
             .map_err(|_| tag_mismatch(format!("{what}: symlink target fails its GCM tag")))?;
         String::from_utf8(plain)
             .map_err(|_| tag_mismatch(format!("{what}: symlink target is not UTF-8")))

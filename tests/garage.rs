@@ -257,3 +257,121 @@ async fn node_failures_during_upload_and_download() {
     );
     assert!(sha(&dst) == sha(&src), "downloaded file differs");
 }
+
+/// gocryptfs trees with the names the in-process server cannot hold (its keys stop near 168
+/// bytes): 175- and 255-byte plaintext names give stored names of 235 characters and a
+/// `gocryptfs.longname.*` file with its `.name`, in a directory that has a long name itself.
+/// Pushed, listed and pulled through Garage; the stored objects, fetched as they are, mount
+/// with the real gocryptfs (FUSE) and show the source.
+#[tokio::test]
+#[ignore = "needs the Garage cluster: scripts/garage-cluster.sh start"]
+async fn gocryptfs_long_names_on_garage() {
+    use cryptobucket::gocryptfs::push::push;
+    use cryptobucket::gocryptfs::remote::{GocryptfsRemote, Unlock};
+    let _cluster = CLUSTER.lock().await;
+    let cb = bucket_at(&endpoints()[0]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out, raw, mnt) = (
+        tmp.path().join("src"),
+        tmp.path().join("out"),
+        tmp.path().join("raw"),
+        tmp.path().join("mnt"),
+    );
+    let long_dir = src.join("d".repeat(200));
+    std::fs::create_dir_all(&long_dir).unwrap();
+    std::fs::write(src.join("n".repeat(175)), b"175-byte name").unwrap();
+    std::fs::write(src.join("l".repeat(255)), pattern(9000, 3)).unwrap();
+    std::fs::write(long_dir.join("m".repeat(255)), pattern(5000, 4)).unwrap();
+    std::fs::write(long_dir.join("short"), b"short").unwrap();
+    let prefix = format!("gocryptfs-long-{}/", std::process::id());
+    let password = "garage long names";
+    let pushed = push(&cb, &src, &prefix)
+        .password(password)
+        .scrypt_log_n(10)
+        .checkpoint_dir(tmp.path().join("cp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.stats.files, 4);
+
+    // The stored keys really are that long.
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let page = cb
+            .client()
+            .list_objects_v2()
+            .bucket(cb.bucket())
+            .prefix(&prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .unwrap();
+        keys.extend(page.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        match page.next_continuation_token() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    let longest = keys
+        .iter()
+        .flat_map(|k| k[prefix.len()..].split('/'))
+        .map(str::len)
+        .max()
+        .unwrap();
+    assert!(longest >= 235, "longest stored name {longest}: {keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with(".name")), "{keys:?}");
+
+    // Read back without mounting.
+    let tree = GocryptfsRemote::open(&cb, &prefix, Unlock::password(password))
+        .await
+        .unwrap();
+    let names: Vec<String> = tree
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.contains(&"n".repeat(175)) && names.contains(&"l".repeat(255)));
+    tree.pull(&out).await.unwrap();
+    for rel in [
+        "n".repeat(175),
+        "l".repeat(255),
+        format!("{}/{}", "d".repeat(200), "m".repeat(255)),
+        format!("{}/short", "d".repeat(200)),
+    ] {
+        assert_eq!(
+            std::fs::read(out.join(&rel)).unwrap(),
+            std::fs::read(src.join(&rel)).unwrap(),
+            "{rel}"
+        );
+    }
+
+    // The objects as stored mount with the real gocryptfs.
+    for key in &keys {
+        let (body, _) = support::raw_object(&cb, key).await;
+        let path = raw.join(&key[prefix.len()..]);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let passfile = tmp.path().join("pass");
+    std::fs::write(&passfile, password).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let status = Command::new("gocryptfs")
+        .arg("-q")
+        .arg("-passfile")
+        .arg(&passfile)
+        .arg(&raw)
+        .arg(&mnt)
+        .status()
+        .expect("gocryptfs is installed by scripts/test.sh");
+    assert!(status.success());
+    let seen = std::fs::read(mnt.join("d".repeat(200)).join("m".repeat(255)));
+    let listed = std::fs::read_dir(&mnt)
+        .map(|d| d.count())
+        .unwrap_or_default();
+    let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    assert_eq!(seen.unwrap(), pattern(5000, 4));
+    assert_eq!(listed, 3);
+}
