@@ -230,6 +230,34 @@ impl CryptoBucket {
         crate::resumable::DownloadFileFluentBuilder::new(self.inner.clone())
     }
 
+    /// Uploads a local directory tree under a key prefix on the transfer engine: small files
+    /// several at once, large ones with parallel parts, all within one memory budget
+    /// (`concurrency × part size`); each file resumable. `skip_identical(true)` is `sync`.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let out = bucket.upload_dir().path("checkpoints/run1").prefix("runs/run1/")
+    ///     .skip_identical(true).send().await?.into_result()?;
+    /// println!("{} files, {} bytes; {} already there", out.copied.len(), out.bytes(), out.skipped.len());
+    /// # Ok(()) }
+    /// ```
+    pub fn upload_dir(&self) -> crate::resumable::UploadDirFluentBuilder {
+        crate::resumable::UploadDirFluentBuilder::new(self.inner.clone())
+    }
+
+    /// Downloads every object under a key prefix into a local directory, as
+    /// [`upload_dir`](Self::upload_dir) uploads (keys that would leave the directory are
+    /// refused before anything is written).
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// bucket.download_dir().prefix("runs/run1/").path("restore/run1").send().await?.into_result()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn download_dir(&self) -> crate::resumable::DownloadDirFluentBuilder {
+        crate::resumable::DownloadDirFluentBuilder::new(self.inner.clone())
+    }
+
     /// Re-wraps an object's content key under another master key without touching the body
     /// (see [`crate::rewrap`]): key rotation without rewriting terabytes.
     ///

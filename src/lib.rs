@@ -97,7 +97,7 @@ pub use keys::{
 pub use multipart::{MultipartUpload, PartSize};
 pub use progress::{Progress, ProgressEvent, ProgressListener};
 pub use range::ByteRange;
-pub use resumable::{DownloadFileOutput, UploadFileOutput};
+pub use resumable::{DirTransferOutput, DownloadFileOutput, UploadFileOutput};
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

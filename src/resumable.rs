@@ -110,10 +110,12 @@ macro_rules! transfer_option_setters {
 }
 pub(crate) use transfer_option_setters;
 
+mod dirs;
 mod download;
 pub(crate) mod stored;
 mod upload;
 
+pub use dirs::{DirTransferOutput, DownloadDirFluentBuilder, UploadDirFluentBuilder};
 pub use download::{DownloadFileFluentBuilder, DownloadFileOutput, MAX_RESTARTS};
 pub use upload::{UploadFileFluentBuilder, UploadFileOutput};
 

@@ -500,7 +500,7 @@ fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn cp_recursive_both_ways_skips_what_is_complete() {
+fn cp_recursive_copies_and_sync_skips_identical() {
     let s = server(Fault::None);
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
@@ -510,46 +510,89 @@ fn cp_recursive_both_ways_skips_what_is_complete() {
     std::fs::write(model.join("shards/0.bin"), pattern(6 * 1024 * 1024 + 5, 41)).unwrap();
     std::fs::write(model.join("shards/deep/1.bin"), pattern(4321, 42)).unwrap();
     let m = model.to_str().unwrap();
-    let args = ["--part-size", "5MiB"];
-    let up = |s: &TestServer| {
-        let mut a = vec!["cp", "-r", m, "s3://cli/ckpt/step-1/"];
-        a.extend(args);
-        run(s, &a)
+    let with_part = |a: &[&str]| -> Vec<String> {
+        a.iter()
+            .chain(&["--part-size", "5MiB"])
+            .map(|x| x.to_string())
+            .collect()
     };
-    let out = up(&s);
-    ok(&out);
-    assert!(stderr(&out).contains("copied 4 files"), "{}", stderr(&out));
-    let out = up(&s);
-    ok(&out);
-    assert!(
-        stderr(&out).contains("copied 0 files") && stderr(&out).contains("skipped 4"),
-        "{}",
+    let go = |a: &[&str]| {
+        let v = with_part(a);
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        let out = run(&s, &v);
+        ok(&out);
         stderr(&out)
+    };
+    // cp -r always copies; sync skips what is identical.
+    let up = ["cp", "-r", m, "s3://cli/ckpt/step-1/"];
+    assert!(go(&up).contains("copied 4 files"));
+    assert!(go(&up).contains("copied 4 files"), "cp copies again");
+    let sync_up = ["sync", m, "s3://cli/ckpt/step-1/"];
+    let err = go(&sync_up);
+    assert!(
+        err.contains("copied 0 files") && err.contains("skipped 4 identical"),
+        "{err}"
     );
 
     let back = dir.path().join("back");
     let b = back.to_str().unwrap();
-    let out = run(&s, &["cp", "-r", "s3://cli/ckpt/step-1", b]);
-    ok(&out);
-    assert!(
-        stderr(&out).contains("copied 4 objects"),
-        "{}",
-        stderr(&out)
-    );
+    let err = go(&["cp", "-r", "s3://cli/ckpt/step-1", b]);
+    assert!(err.contains("copied 4 files"), "{err}");
     assert_eq!(tree(&back), tree(&model));
-    let out = run(&s, &["cp", "-r", "s3://cli/ckpt/step-1/", b]);
-    ok(&out);
-    assert!(stderr(&out).contains("skipped 4"), "{}", stderr(&out));
+    let err = go(&["sync", "s3://cli/ckpt/step-1/", b]);
+    assert!(err.contains("skipped 4 identical"), "{err}");
 
-    // A changed shard is uploaded again, the others skipped.
+    // A changed shard: --dryrun names it and changes nothing; sync then sends only it.
     std::fs::write(model.join("shards/deep/1.bin"), pattern(999, 43)).unwrap();
-    let out = up(&s);
+    let v = with_part(&["sync", "--dryrun", m, "s3://cli/ckpt/step-1/"]);
+    let v: Vec<&str> = v.iter().map(String::as_str).collect();
+    let out = run(&s, &v);
     ok(&out);
+    let planned = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(planned.lines().count(), 1, "{planned}");
+    assert!(planned.contains("(dryrun) copy") && planned.contains("shards/deep/1.bin"));
     assert!(
-        stderr(&out).contains("copied 1 files") && stderr(&out).contains("skipped 3"),
+        stderr(&out).contains("would copy 1 files"),
         "{}",
         stderr(&out)
     );
+    let err = go(&sync_up);
+    assert!(
+        err.contains("copied 1 files") && err.contains("skipped 3"),
+        "{err}"
+    );
+    let err = go(&sync_up);
+    assert!(err.contains("copied 0 files"), "{err}");
+
+    // Many small files and two large ones in one tree, both ways.
+    let many = dir.path().join("many");
+    for i in 0..200 {
+        let sub = many.join(format!("part-{}", i % 7));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i}.bin")), pattern(10_000 + i, i as u64)).unwrap();
+    }
+    std::fs::write(many.join("large-a.bin"), pattern(12 << 20, 1)).unwrap();
+    std::fs::write(many.join("large-b.bin"), pattern((11 << 20) + 3, 2)).unwrap();
+    let err = go(&[
+        "cp",
+        "-r",
+        many.to_str().unwrap(),
+        "s3://cli/many/",
+        "--concurrency",
+        "16",
+    ]);
+    assert!(err.contains("copied 202 files"), "{err}");
+    let many_back = dir.path().join("many-back");
+    let err = go(&[
+        "cp",
+        "-r",
+        "s3://cli/many/",
+        many_back.to_str().unwrap(),
+        "--concurrency",
+        "16",
+    ]);
+    assert!(err.contains("copied 202 files"), "{err}");
+    assert_eq!(tree(&many_back), tree(&many));
 
     // Single-object cp, both ways, with a directory-style destination.
     let out = run(

@@ -93,15 +93,35 @@ enum Command {
         transfer: transfer::TransferArgs,
     },
     /// Copy between the local disk and a bucket: `cp FILE s3://B/KEY`, `cp s3://B/KEY FILE`
-    /// (`-` for standard input or output), or with -r a whole directory, `cp -r DIR s3://B/PREFIX/` and back. Files already
-    /// complete at the destination (same size, newer) are skipped; unfinished ones resume.
+    /// (`-` for standard input or output), or with -r a whole directory, `cp -r DIR
+    /// s3://B/PREFIX/` and back. `cp` always copies (use `sync` to skip what is already
+    /// there); small files go several at once, large ones with parallel parts, within one
+    /// memory budget (--concurrency × --part-size); unfinished files resume.
     Cp {
         /// Copy a directory tree (every object under the prefix, every file under DIR).
         #[arg(short = 'r', long)]
         recursive: bool,
+        /// With -r: print what would be copied, copy nothing.
+        #[arg(long, requires = "recursive")]
+        dryrun: bool,
         /// Source: a local path or s3://BUCKET/KEY (or PREFIX/ with -r).
         src: String,
         /// Destination: a local path or s3://BUCKET/KEY (or PREFIX/ with -r).
+        dest: String,
+        #[command(flatten)]
+        transfer: transfer::TransferArgs,
+    },
+    /// Make DEST hold what SRC holds: `sync DIR s3://B/PREFIX/` or `sync s3://B/PREFIX/ DIR`.
+    /// A file is skipped when its copy has the same size and is not older (whole seconds; an
+    /// upload is only skipped over an encrypted object); everything else is copied as by
+    /// `cp -r`. Nothing is deleted.
+    Sync {
+        /// Print what would be copied, copy nothing.
+        #[arg(long)]
+        dryrun: bool,
+        /// Source directory or s3://BUCKET/PREFIX/.
+        src: String,
+        /// Destination directory or s3://BUCKET/PREFIX/.
         dest: String,
         #[command(flatten)]
         transfer: transfer::TransferArgs,
@@ -443,11 +463,25 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             transfer::get(&cb, &key, src, file, transfer).await
         }
         Command::Cp {
-            recursive,
+            recursive: false,
             src,
             dest,
             transfer,
-        } => transfer::cp(g, src, dest, *recursive, transfer).await,
+            ..
+        } => transfer::cp(g, src, dest, transfer).await,
+        Command::Cp {
+            recursive: true,
+            dryrun,
+            src,
+            dest,
+            transfer,
+        } => transfer::copy_tree(g, src, dest, false, *dryrun, transfer).await,
+        Command::Sync {
+            dryrun,
+            src,
+            dest,
+            transfer,
+        } => transfer::copy_tree(g, src, dest, true, *dryrun, transfer).await,
         Command::Rewrap {
             target,
             to,

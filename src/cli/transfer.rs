@@ -1,7 +1,6 @@
 //! File transfers of the CLI: `put`, `get`, `cp` (and `cp -r`), with progress bars.
 
-use std::path::{Component, Path, PathBuf};
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use cryptobucket::{
@@ -281,17 +280,11 @@ pub(crate) fn parse_s3_prefix(url: &str) -> Result<(String, String)> {
     Ok((bucket.to_owned(), prefix.to_owned()))
 }
 
-/// `cp`: one file or (with `recursive`) a tree, in either direction.
-pub(crate) async fn cp(
-    g: &Global,
-    src: &str,
-    dest: &str,
-    recursive: bool,
-    args: &TransferArgs,
-) -> Result<()> {
+/// `cp` of one file, in either direction.
+pub(crate) async fn cp(g: &Global, src: &str, dest: &str, args: &TransferArgs) -> Result<()> {
     let remote = |s: &str| s.starts_with("s3://");
-    match (remote(src), remote(dest), recursive) {
-        (false, true, false) => {
+    match (remote(src), remote(dest)) {
+        (false, true) => {
             let (bucket, mut key) = parse_s3_prefix(dest)?;
             let file = Path::new(src);
             if src == "-" && (key.is_empty() || key.ends_with('/')) {
@@ -307,7 +300,7 @@ pub(crate) async fn cp(
             let shown = format!("s3://{}/{key}", cb.bucket());
             put(&cb, file, &key, &shown, args).await
         }
-        (true, false, false) => {
+        (true, false) => {
             let (bucket, key) = parse_s3_url(src)?;
             let mut file = PathBuf::from(dest);
             if file.is_dir() || dest.ends_with('/') {
@@ -316,28 +309,11 @@ pub(crate) async fn cp(
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
             get(&cb, &key, src, &file, args).await
         }
-        (false, true, true) => {
-            let (bucket, prefix) = parse_s3_prefix(dest)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
-            upload_tree(&cb, Path::new(src), &dir_prefix(prefix), args).await
-        }
-        (true, false, true) => {
-            let (bucket, prefix) = parse_s3_prefix(src)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
-            download_tree(&cb, &dir_prefix(prefix), Path::new(dest), args).await
-        }
         _ => Err(Error::new(
             ErrorKind::InvalidInput,
             "cp copies between the local disk and a bucket: exactly one side must be s3://...",
         )),
     }
-}
-
-fn dir_prefix(mut prefix: String) -> String {
-    if !prefix.is_empty() && !prefix.ends_with('/') {
-        prefix.push('/');
-    }
-    prefix
 }
 
 fn file_name(path: &Path) -> Result<String> {
@@ -352,166 +328,89 @@ fn file_name(path: &Path) -> Result<String> {
         })
 }
 
-/// Every regular file under `dir`, as (path, key suffix with '/' separators), sorted.
-fn walk(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
-    let io = |p: &Path, e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", p.display()));
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
-            let entry = entry.map_err(|e| io(&d, e))?;
-            let path = entry.path();
-            let ty = entry.file_type().map_err(|e| io(&path, e))?;
-            if ty.is_dir() {
-                stack.push(path);
-            } else if ty.is_file() {
-                let rel = path.strip_prefix(dir).unwrap_or(&path);
-                let parts: Option<Vec<&str>> =
-                    rel.components().map(|c| c.as_os_str().to_str()).collect();
-                let Some(parts) = parts else {
-                    return Err(Error::new(
-                        ErrorKind::InvalidInput,
-                        format!(
-                            "{} is not valid UTF-8; cannot name an object after it",
-                            path.display()
-                        ),
-                    ));
-                };
-                out.push((path.clone(), parts.join("/")));
+/// `cp -r` (`skip_identical` false) and `sync` (true) of a directory tree, either direction,
+/// through the library's directory transfers.
+pub(crate) async fn copy_tree(
+    g: &Global,
+    src: &str,
+    dest: &str,
+    skip_identical: bool,
+    dryrun: bool,
+    args: &TransferArgs,
+) -> Result<()> {
+    let remote = |s: &str| s.starts_with("s3://");
+    let (label, verb) = (format!("{src} -> {dest}"), "copy");
+    let (bar, listener) = progress(&label, verb, args);
+    let out = match (remote(src), remote(dest)) {
+        (false, true) => {
+            let (bucket, prefix) = parse_s3_prefix(dest)?;
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
+            let mut b = cb
+                .upload_dir()
+                .path(src)
+                .prefix(prefix)
+                .skip_identical(skip_identical)
+                .dry_run(dryrun)
+                .part_size(args.part_size())
+                .concurrency(args.concurrency)
+                .progress(listener);
+            if let Some(d) = &args.checkpoint_dir {
+                b = b.checkpoint_dir(d);
             }
-            // Symlinks and special files are skipped: only regular files are copied.
+            b.send().await
         }
-    }
-    out.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(out)
-}
-
-async fn upload_tree(
-    cb: &CryptoBucket,
-    dir: &Path,
-    prefix: &str,
-    args: &TransferArgs,
-) -> Result<()> {
-    if !dir.is_dir() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{} is not a directory (cp -r copies directories)",
-                dir.display()
-            ),
-        ));
-    }
-    let files = walk(dir)?;
-    let (mut copied, mut skipped) = (0usize, 0usize);
-    for (path, rel) in &files {
-        let key = format!("{prefix}{rel}");
-        let meta = std::fs::metadata(path).map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        if let Ok(head) = cb.head_object().key(&key).send().await
-            && head.envelope.is_some()
-            && head.object_size == meta.len()
-            && newer_or_same(head.last_modified, meta.modified().ok())
-        {
-            skipped += 1;
-            continue;
+        (true, false) => {
+            let (bucket, prefix) = parse_s3_prefix(src)?;
+            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            let mut b = cb
+                .download_dir()
+                .prefix(prefix)
+                .path(dest)
+                .skip_identical(skip_identical)
+                .dry_run(dryrun)
+                .part_size(args.part_size())
+                .concurrency(args.concurrency)
+                .progress(listener);
+            if let Some(d) = &args.checkpoint_dir {
+                b = b.checkpoint_dir(d);
+            }
+            b.send().await
         }
-        let shown = format!("s3://{}/{key}", cb.bucket());
-        put(cb, path, &key, &shown, args).await?;
-        copied += 1;
-    }
-    eprintln!(
-        "copied {copied} files to s3://{}/{prefix}, skipped {skipped} already there",
-        cb.bucket()
-    );
-    Ok(())
-}
-
-/// True when `a` is at least as new as `b` (unknown times count as not newer).
-fn newer_or_same(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
-    match (a, b) {
-        // Object stores keep whole seconds: compare at that resolution.
-        (Some(a), Some(b)) => secs(a) >= secs(b),
-        _ => false,
-    }
-}
-
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// The local path for an object key below `prefix`, refusing keys that would escape `dir`
-/// (`..`, absolute paths, empty segments): object keys come from the network.
-fn local_path(dir: &Path, rel: &str) -> Result<PathBuf> {
-    let unsafe_key = || {
-        Error::new(
+        _ => Err(Error::new(
             ErrorKind::InvalidInput,
-            format!(
-                "refusing object key suffix {rel:?}: it is not a plain relative path (.., absolute or empty segments)"
-            ),
-        )
+            "copies go between the local disk and a bucket: exactly one side must be s3://...",
+        )),
     };
-    let mut out = dir.to_path_buf();
-    for seg in rel.split('/') {
-        let mut comps = Path::new(seg).components();
-        match (comps.next(), comps.next()) {
-            (Some(Component::Normal(c)), None) if !seg.contains('\\') => out.push(c),
-            _ => return Err(unsafe_key()),
+    bar.finish_and_clear();
+    let out = out?;
+    if out.dry_run {
+        for (path, key, size) in &out.copied {
+            println!("(dryrun) copy {} <-> {key} ({size} bytes)", path.display());
         }
     }
-    Ok(out)
-}
-
-async fn download_tree(
-    cb: &CryptoBucket,
-    prefix: &str,
-    dir: &Path,
-    args: &TransferArgs,
-) -> Result<()> {
-    // List first, check every key, then copy: an unsafe key stops the run before any write.
-    let mut objects = Vec::new();
-    for key in list_keys(cb, prefix).await? {
-        let rel = key.strip_prefix(prefix).unwrap_or(&key);
-        if rel.is_empty() || rel.ends_with('/') {
-            continue; // "directory" markers
-        }
-        let path = local_path(dir, rel)?;
-        objects.push((key, path));
-    }
-    let (mut copied, mut skipped) = (0usize, 0usize);
-    for (key, path) in &objects {
-        if let (Ok(local), Ok(head)) = (
-            std::fs::metadata(path),
-            cb.head_object().key(key).send().await,
-        ) && local.len() == head.object_size
-            && newer_or_same(local.modified().ok(), head.last_modified)
-        {
-            skipped += 1;
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    format!("cannot create {}: {e}", parent.display()),
-                )
-            })?;
-        }
-        let shown = format!("s3://{}/{key}", cb.bucket());
-        get(cb, key, &shown, path, args).await?;
-        copied += 1;
+    for (path, key, e) in &out.failed {
+        eprintln!("failed: {} <-> {key}: {e}", path.display());
     }
     eprintln!(
-        "copied {copied} objects from s3://{}/{prefix} to {}, skipped {skipped} already there",
-        cb.bucket(),
-        dir.display()
+        "{} {} files ({} bytes){}{}",
+        if out.dry_run { "would copy" } else { "copied" },
+        out.copied.len(),
+        out.bytes(),
+        if skip_identical {
+            format!(
+                ", skipped {} identical (same size, copy not older)",
+                out.skipped.len()
+            )
+        } else {
+            String::new()
+        },
+        if out.failed.is_empty() {
+            String::new()
+        } else {
+            format!(", {} failed", out.failed.len())
+        }
     );
-    Ok(())
+    out.into_result().map(|_| ())
 }
 
 #[cfg(test)]
@@ -532,23 +431,5 @@ mod tests {
         assert!(parse_size("8 parsecs").is_err());
         assert!(parse_size("0.3B").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
-    }
-
-    #[test]
-    fn object_keys_cannot_escape_the_directory() {
-        let d = Path::new("/dst");
-        assert_eq!(local_path(d, "a/b.bin").unwrap(), Path::new("/dst/a/b.bin"));
-        for bad in [
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "a//b",
-            "./a",
-            "a/.",
-            "a\\..\\x",
-            "",
-        ] {
-            assert!(local_path(d, bad).is_err(), "{bad}");
-        }
     }
 }
