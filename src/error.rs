@@ -86,6 +86,9 @@ pub enum ErrorKind {
     /// or lacks its magic, a safetensors header with offsets outside the data, overlapping
     /// tensors or an absurd size.
     InvalidFormat,
+    /// Some items of a multi-object operation (a directory transfer) failed while others
+    /// succeeded; the first failure is the [`source`](std::error::Error::source).
+    Partial,
 }
 
 impl ErrorKind {
@@ -139,6 +142,7 @@ impl fmt::Display for ErrorKind {
             Self::SignatureInvalid => "integrity signature invalid",
             Self::UntrustedSigner => "integrity signer not trusted",
             Self::InvalidFormat => "invalid file format",
+            Self::Partial => "partly failed",
         })
     }
 }

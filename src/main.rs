@@ -40,7 +40,7 @@ async fn main() -> std::process::ExitCode {
                 }
             }
             eprintln!("cryptobucket: error: {msg}");
-            std::process::ExitCode::FAILURE
+            cli::exit::exit_code(&e)
         }
     }
 }

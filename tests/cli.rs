@@ -2124,3 +2124,98 @@ fn gocryptfs_push_ls_cat_pull() {
     ));
     assert!(err.contains("wrong gocryptfs password"), "{err}");
 }
+
+/// One exit code per class of failure, as `--help` lists them.
+#[test]
+fn exit_codes_tell_the_failure_class() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let code = |out: &Output| out.status.code();
+    let help = cli(&s, &["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "3    not found",
+        "4    key or decryption failure",
+        "6    partial",
+    ] {
+        assert!(text.contains(line), "--help lacks {line:?}: {text}");
+    }
+
+    // 2: usage (clap's own, and input we refuse).
+    assert_eq!(code(&cli(&s, &["cp"])), Some(2));
+    assert_eq!(code(&run(&s, &["cp", "a", "b"])), Some(2));
+    // 3: not found.
+    let out = run(
+        &s,
+        &["get", "s3://cli/no/such/key", d.join("x").to_str().unwrap()],
+    );
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    // 4: the wrong key.
+    let file = d.join("f.bin");
+    std::fs::write(&file, pattern(5000, 1)).unwrap();
+    ok(&run(
+        &s,
+        &["put", file.to_str().unwrap(), "s3://cli/tree/f.bin"],
+    ));
+    let b = testdata().join("keys/b");
+    let out = cli(
+        &s,
+        &[
+            "--force-path-style",
+            "--rsa-public-key",
+            b.join("public.pem").to_str().unwrap(),
+            "--rsa-private-key",
+            b.join("private.pem").to_str().unwrap(),
+            "get",
+            "s3://cli/tree/f.bin",
+            d.join("y").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    // 6: a tree where one object cannot be read (a plain object among encrypted ones).
+    rt().block_on(async {
+        s.client()
+            .await
+            .put_object()
+            .bucket("cli")
+            .key("tree/plain.bin")
+            .body(aws_sdk_s3::primitives::ByteStream::from(
+                b"not encrypted".to_vec(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    });
+    let out = run(
+        &s,
+        &[
+            "cp",
+            "-r",
+            "s3://cli/tree/",
+            d.join("tree").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 failed"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(d.join("tree/f.bin")).unwrap(),
+        pattern(5000, 1)
+    );
+    // 5: the store is unreachable (retries exhausted).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = run(
+        &s,
+        &[
+            "--endpoint-url",
+            &format!("http://127.0.0.1:{dead}"),
+            "get",
+            "s3://cli/tree/f.bin",
+            d.join("z").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+}

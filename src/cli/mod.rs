@@ -3,6 +3,7 @@
 //! `mod.rs` holds the arguments and the small commands; `transfer.rs` the file transfers
 //! (put, get, cp -r) and their progress bars.
 
+pub(crate) mod exit;
 mod gocryptfs;
 mod inspect;
 mod ls;
@@ -23,7 +24,7 @@ use zeroize::Zeroizing;
 
 /// Client-side encryption for S3-compatible storage, compatible with the OSS SDKs.
 #[derive(Debug, Parser)]
-#[command(name = "cryptobucket", version, about)]
+#[command(name = "cryptobucket", version, about, after_help = exit::HELP)]
 pub(crate) struct Cli {
     #[command(flatten)]
     global: Global,

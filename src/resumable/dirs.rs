@@ -48,13 +48,14 @@ impl DirTransferOutput {
         self.copied.iter().map(|c| c.2).sum()
     }
 
-    /// `Ok` if nothing failed, else the first failure (the count of the others in its
-    /// message).
+    /// `Ok` if nothing failed, else an [`ErrorKind::Partial`] error naming how many failed,
+    /// with the first failure as its source (retryable when every failure is).
     pub fn into_result(mut self) -> Result<Self> {
         if self.failed.is_empty() {
             return Ok(self);
         }
         let n = self.failed.len();
+        let retryable = self.failed.iter().all(|f| f.2.is_retryable());
         let (path, key, e) = self.failed.remove(0);
         let msg = format!(
             "{n} of {} files failed; first: {} <-> {key}: {}",
@@ -62,7 +63,9 @@ impl DirTransferOutput {
             path.display(),
             e.message()
         );
-        Err(Error::new(e.kind(), msg).with_source(e))
+        Err(Error::new(ErrorKind::Partial, msg)
+            .with_retryable(retryable)
+            .with_source(e))
     }
 }
 
