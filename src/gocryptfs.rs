@@ -86,6 +86,16 @@ fn hkdf(ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
     out
 }
 
+/// A random file id (never all zeros: gocryptfs reads that as a hole).
+fn new_file_id() -> Result<[u8; 16]> {
+    loop {
+        let id = random::<16>()?;
+        if id != [0; 16] {
+            return Ok(id);
+        }
+    }
+}
+
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
     aws_lc_rs::rand::fill(&mut b)
@@ -409,16 +419,13 @@ impl GocryptfsKeys {
 
     /// Encrypts block `n` of a file with id `file_id` (`plain` at most 4096 bytes).
     pub fn encrypt_block(&self, file_id: &[u8; 16], n: u64, plain: &[u8]) -> Result<Vec<u8>> {
-        let nonce = random::<16>()?;
-        let mut aad = n.to_be_bytes().to_vec();
-        aad.extend_from_slice(file_id);
-        let sealed = self
-            .content
-            .encrypt(&nonce, &aad, plain)
-            .map_err(|_| Error::invalid_input("block too large"))?;
+        if plain.is_empty() || plain.len() > BLOCK {
+            return Err(Error::invalid_input(
+                "a gocryptfs block holds 1 to 4096 bytes",
+            ));
+        }
         let mut out = Vec::with_capacity(plain.len() + BLOCK_OVERHEAD);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
+        self.encrypt_blocks_into(file_id, n, plain, &mut out)?;
         Ok(out)
     }
 
@@ -592,5 +599,15 @@ mod tests {
         }
         // Fresh nonces per block.
         assert_ne!(out[..16], out[BLOCK + BLOCK_OVERHEAD..][..16]);
+        // One block is the same operation; an empty or oversized one is refused.
+        let one = keys.encrypt_block(&id, 3, &plain[..100]).unwrap();
+        assert_eq!(
+            &keys.decrypt_block(&id, 3, &one, "f").unwrap()[..],
+            &plain[..100]
+        );
+        for bad in [&plain[..0], &plain[..BLOCK + 1]] {
+            let e = keys.encrypt_block(&id, 0, bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        }
     }
 }

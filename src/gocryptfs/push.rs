@@ -29,7 +29,7 @@ use super::push_state::PushState;
 use super::tree::TreeStats;
 use super::{
     BLOCK, BLOCK_OVERHEAD, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN,
-    MasterKey, long_name, random, stored_size,
+    MasterKey, long_name, new_file_id, random, stored_size,
 };
 use crate::checkpoint::LocalFile;
 use crate::cipher::ContentMaterial;
@@ -522,16 +522,6 @@ async fn put(handle: &SharedHandle, key: String, body: Bytes) -> Result<()> {
 }
 
 const FILE_ID_PARAM: &str = "gocryptfs-file-id";
-
-/// A random file id (never all zeros: gocryptfs reads that as a hole).
-fn new_file_id() -> Result<[u8; 16]> {
-    loop {
-        let id = random::<16>()?;
-        if id != [0; 16] {
-            return Ok(id);
-        }
-    }
-}
 
 fn parse_file_id(text: &str) -> Result<[u8; 16]> {
     let mut id = [0u8; 16];

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     BLOCK, BLOCK_OVERHEAD, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN,
-    LONGNAME_PREFIX, long_name, random,
+    LONGNAME_PREFIX, long_name, new_file_id, random,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -65,13 +65,7 @@ pub fn encrypt_stream(
             break;
         }
         if n == 0 {
-            // A file id that is never all zero.
-            file_id = loop {
-                let id = random::<16>()?;
-                if id != [0; 16] {
-                    break id;
-                }
-            };
+            file_id = new_file_id()?;
             let mut header = 2u16.to_be_bytes().to_vec();
             header.extend_from_slice(&file_id);
             dst.write_all(&header).map_err(|e| io("cannot write", e))?;

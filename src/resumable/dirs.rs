@@ -364,8 +364,14 @@ where
             other => report.emit(other.clone()),
         })
     };
-    let part = opts.config.part_size.resolve(None).unwrap_or(8 << 20);
-    let (small, large): (Vec<Item>, Vec<Item>) = todo.into_iter().partition(|i| i.size <= part);
+    // "Fits in one part" as the single-file transfers decide it (the part size for that size).
+    let fits = |i: &Item| {
+        opts.config
+            .part_size
+            .resolve(Some(i.size))
+            .is_ok_and(|part| i.size <= part)
+    };
+    let (small, large): (Vec<Item>, Vec<Item>) = todo.into_iter().partition(fits);
     let one_part = TransferConfig {
         concurrency: 1,
         ..opts.config
