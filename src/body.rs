@@ -24,6 +24,13 @@ pub(crate) const CHUNK: usize = 1 << 20;
 
 type Reader = Pin<Box<dyn AsyncRead + Send>>;
 
+/// The error type of a response body stream from any transport.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A response body from any transport: the S3 SDK's, reqwest's, object_store's.
+pub(crate) type BodyStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<Bytes, BoxError>> + Send + Sync>>;
+
 enum Source {
     Bytes(Bytes),
     /// A file, from a byte offset.
@@ -505,7 +512,7 @@ use tokio::io::AsyncReadExt as _;
 /// It checks the length: a body that ends before the announced length is an
 /// [`ErrorKind::Truncated`] error, never a short success.
 pub struct DecryptingStream {
-    inner: ByteStream,
+    inner: BodyStream,
     /// Checks the ciphertext chunk by chunk before anything of it is decrypted or returned.
     verifier: Option<ChunkVerifier>,
     /// Verified chunks not yet consumed.
@@ -533,6 +540,20 @@ impl std::fmt::Debug for DecryptingStream {
 
 impl DecryptingStream {
     pub(crate) fn new(inner: ByteStream, cipher: Option<CtrCipher>, skip: u64, len: u64) -> Self {
+        let stream = futures::stream::unfold(inner, |mut body| async move {
+            let item = body.next().await?;
+            Some((item.map_err(BoxError::from), body))
+        });
+        Self::from_stream(Box::pin(stream), cipher, skip, len)
+    }
+
+    /// As [`new`](Self::new), over any stream of response bytes (the codec's entry point).
+    pub(crate) fn from_stream(
+        inner: BodyStream,
+        cipher: Option<CtrCipher>,
+        skip: u64,
+        len: u64,
+    ) -> Self {
         Self {
             inner,
             verifier: None,
@@ -574,7 +595,7 @@ impl DecryptingStream {
                             self.emitted, self.remaining
                         ),
                     )
-                    .with_source(e))));
+                    .with_source(io::Error::other(e)))));
                 }
                 None => return Poll::Ready(None),
             };

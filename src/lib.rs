@@ -55,6 +55,7 @@ pub mod bucket;
 pub mod checkpoint;
 pub mod cipher;
 pub mod client;
+pub mod codec;
 pub mod engine;
 pub mod envelope;
 mod error;

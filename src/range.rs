@@ -41,6 +41,24 @@ impl ByteRange {
         format!("bytes={self}")
     }
 
+    /// This range grown to whole chunks of `chunk` bytes (a suffix by one chunk more, which
+    /// covers the chunk its first byte falls in), so the chunks it touches can be verified.
+    pub(crate) fn widened_to(self, chunk: u64) -> Self {
+        let c = chunk.max(1);
+        match self {
+            Self::Inclusive { first, last } => Self::Inclusive {
+                first: first / c * c,
+                last: (last / c)
+                    .saturating_add(1)
+                    .saturating_mul(c)
+                    .saturating_sub(1)
+                    .max(last),
+            },
+            Self::From(first) => Self::From(first / c * c),
+            Self::Suffix(n) => Self::Suffix(n.saturating_add(c)),
+        }
+    }
+
     /// The absolute `(start, length)` of this range in an object of `total` bytes, clamped to
     /// the end as HTTP does; [`ErrorKind::RangeNotSatisfiable`] when it selects nothing.
     pub fn resolve(&self, total: u64) -> Result<(u64, u64)> {

@@ -280,6 +280,61 @@ async fn oss2_style_multipart_object_reads_as_one_stream() {
     assert_eq!(&got[..], &data[PART - 10..=PART + 20]);
 }
 
+/// The codec example (`examples/presigned.rs`: plain reqwest with presigned URLs, only
+/// `cryptobucket::codec` for the crypto) run as users run it; oss2 decrypts what it stored.
+#[tokio::test]
+async fn oss2_reads_what_the_presigned_codec_example_writes() {
+    let peer = Peer::new().await;
+    let data = pattern(2_500_011, 91);
+    let input = peer.path("codec.in");
+    std::fs::write(&input, &data).unwrap();
+    // `cargo test` builds the examples next to the test binaries.
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(format!("presigned{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        exe.exists(),
+        "{} is missing: build the examples (`cargo test` does, or `cargo build --examples`)",
+        exe.display()
+    );
+    let out = Command::new(&exe)
+        .args([
+            "--endpoint-url",
+            &peer.server.endpoint,
+            "--bucket",
+            "interop",
+        ])
+        .args(["--key", "codec/example.bin", "--in"])
+        .arg(&input)
+        .arg("--private-key")
+        .arg(testdata().join("keys/a/private.pem"))
+        .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("through a presigned PUT"), "{stdout}");
+    let whole = peer.path("codec.out");
+    let slice = peer.path("codec.range");
+    let seen = peer.run(vec![
+        json!({"op": "decrypt", "key": "codec/example.bin", "out": whole}),
+        json!({"op": "decrypt", "key": "codec/example.bin", "out": slice, "range": [1001, 70_000]}),
+    ]);
+    assert_eq!(seen[0]["wrap_alg"], "RSA/NONE/PKCS1Padding");
+    assert!(std::fs::read(&whole).unwrap() == data);
+    assert!(std::fs::read(&slice).unwrap() == data[1001..=70_000]);
+}
+
 #[tokio::test]
 async fn oss2_reads_our_multipart_object() {
     let peer = Peer::new().await;

@@ -387,22 +387,9 @@ impl GetObjectFluentBuilder {
     }
 }
 
-/// `range` grown to whole chunks of [`DEFAULT_CHUNK_SIZE`] (a suffix by one chunk more, which
-/// covers the chunk its first byte falls in).
+/// `range` grown to whole chunks of [`DEFAULT_CHUNK_SIZE`].
 fn widen(range: ByteRange) -> ByteRange {
-    let c = u64::from(DEFAULT_CHUNK_SIZE);
-    match range {
-        ByteRange::Inclusive { first, last } => ByteRange::Inclusive {
-            first: first / c * c,
-            last: (last / c)
-                .saturating_add(1)
-                .saturating_mul(c)
-                .saturating_sub(1)
-                .max(last),
-        },
-        ByteRange::From(first) => ByteRange::From(first / c * c),
-        ByteRange::Suffix(n) => ByteRange::Suffix(n.saturating_add(c)),
-    }
+    range.widened_to(u64::from(DEFAULT_CHUNK_SIZE))
 }
 
 /// The version of an object a multi-request read is bound to: every response must show the
