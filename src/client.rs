@@ -55,6 +55,7 @@ pub struct ClientOptions {
     static_credentials: Option<(String, Zeroizing<String>)>,
     retry: Option<RetryConfig>,
     timeouts: Option<TimeoutConfig>,
+    profile: Option<String>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -73,6 +74,7 @@ impl std::fmt::Debug for ClientOptions {
             )
             .field("retry", &self.retry)
             .field("timeouts", &self.timeouts)
+            .field("profile", &self.profile)
             .finish()
     }
 }
@@ -120,6 +122,26 @@ impl ClientOptions {
         self
     }
 
+    /// A named profile of the shared AWS config and credentials files (`~/.aws/config`,
+    /// `~/.aws/credentials`, or `AWS_CONFIG_FILE` / `AWS_SHARED_CREDENTIALS_FILE`) for
+    /// credentials and region, instead of `AWS_PROFILE` or `default`. Credentials in the
+    /// environment (`AWS_ACCESS_KEY_ID`, ...) still come first, as in the AWS CLI.
+    ///
+    /// ```
+    /// let o = cryptobucket::ClientOptions::new().profile("backup");
+    /// assert!(format!("{o:?}").contains("backup"));
+    /// ```
+    pub fn profile(mut self, name: impl Into<String>) -> Self {
+        self.profile = Some(name.into());
+        self
+    }
+
+    /// Sets or clears the profile.
+    pub fn set_profile(mut self, name: Option<String>) -> Self {
+        self.profile = name;
+        self
+    }
+
     /// Fixed credentials instead of the AWS chain (tests, embedded servers).
     pub fn static_credentials(
         mut self,
@@ -152,6 +174,9 @@ impl ClientOptions {
     /// Loads the AWS configuration chain and builds the client.
     pub async fn build(self) -> aws_sdk_s3::Client {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(name) = &self.profile {
+            loader = loader.profile_name(name);
+        }
         if let Some((ak, sk)) = &self.static_credentials {
             loader = loader.credentials_provider(Credentials::new(
                 ak,

@@ -185,6 +185,26 @@ impl Reporter {
     }
 
     pub(crate) fn emit(&self, event: ProgressEvent) {
+        // The same events as tracing output, in the span of the transfer emitting them.
+        match &event {
+            ProgressEvent::Started {
+                resumed_bytes,
+                resumed_parts,
+            } if *resumed_bytes > 0 || *resumed_parts > 0 => {
+                tracing::info!(resumed_bytes, resumed_parts, "resuming")
+            }
+            ProgressEvent::PartDone { part_number, bytes } => {
+                tracing::debug!(part_number, bytes, "part done")
+            }
+            ProgressEvent::Retrying {
+                part_number,
+                attempt,
+                reason,
+            } => tracing::warn!(part_number, attempt, %reason, "retrying"),
+            ProgressEvent::Restarted { reason } => tracing::info!(%reason, "starting over"),
+            ProgressEvent::Warning { message } => tracing::warn!(%message),
+            _ => {}
+        }
         if let Some(l) = &self.listener {
             l.emit(self.total, self.done.load(Ordering::Relaxed), event);
         }
@@ -285,4 +305,41 @@ where
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Runs a transfer inside its tracing `span` until it ends or `cancel` is cancelled; a
+/// cancelled transfer's future is dropped (its guards abort or keep the multipart upload as
+/// its policy says, its checkpoint writer stores what it was handed) and
+/// [`ErrorKind::Cancelled`] is returned.
+pub(crate) async fn run_transfer<T>(
+    span: tracing::Span,
+    cancel: Option<&tokio_util::sync::CancellationToken>,
+    what: &str,
+    resumable: bool,
+    transfer: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    use tracing::Instrument as _;
+    let run = async {
+        let out = match cancel {
+            None => transfer.await,
+            Some(cancel) => tokio::select! {
+                biased;
+                () = cancel.cancelled() => Err(Error::new(
+                    ErrorKind::Cancelled,
+                    if resumable {
+                        format!("{what} was cancelled; its checkpoint is kept, the same call resumes it")
+                    } else {
+                        format!("{what} was cancelled")
+                    },
+                )),
+                r = transfer => r,
+            },
+        };
+        match &out {
+            Ok(_) => tracing::info!("done"),
+            Err(e) => tracing::warn!(error = %e, retryable = e.is_retryable(), "failed"),
+        }
+        out
+    };
+    run.instrument(span).await
 }

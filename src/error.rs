@@ -89,6 +89,10 @@ pub enum ErrorKind {
     /// Some items of a multi-object operation (a directory transfer) failed while others
     /// succeeded; the first failure is the [`source`](std::error::Error::source).
     Partial,
+    /// The caller cancelled the transfer through its
+    /// [`CancellationToken`](crate::CancellationToken); what the transfer keeps (checkpoint,
+    /// partial file, multipart upload) follows its options, as for any other failure.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -143,6 +147,7 @@ impl fmt::Display for ErrorKind {
             Self::UntrustedSigner => "integrity signer not trusted",
             Self::InvalidFormat => "invalid file format",
             Self::Partial => "partly failed",
+            Self::Cancelled => "cancelled",
         })
     }
 }
@@ -447,6 +452,16 @@ impl Error {
                 true,
             ),
             SdkError::TimeoutError(_) => (ErrorKind::Transport, "timed out".to_owned(), true),
+            SdkError::DispatchFailure(d) if mentions_credentials(&err) => {
+                let _ = d;
+                (
+                    ErrorKind::AccessDenied,
+                    "no usable credentials for the store (set AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY, choose a profile, or configure ~/.aws/credentials)"
+                        .to_owned(),
+                    false,
+                )
+            }
             SdkError::DispatchFailure(d) => {
                 let what = if d.is_timeout() {
                     "timed out connecting to the store"
@@ -474,6 +489,20 @@ impl Error {
         out.context.request_id = request_id;
         out
     }
+}
+
+/// True when `err` or one of its sources is about missing or unloadable credentials (the
+/// SDK reports those as a dispatch failure, which would otherwise read as a network error).
+fn mentions_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("credentials") || text.contains("identity") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl fmt::Debug for Error {

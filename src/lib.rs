@@ -99,6 +99,8 @@ pub use multipart::{MultipartUpload, PartSize};
 pub use progress::{Progress, ProgressEvent, ProgressListener};
 pub use range::ByteRange;
 pub use resumable::{DirTransferOutput, DownloadFileOutput, UploadFileOutput};
+/// Cancels long transfers (`cancellation_token` on their builders); tokio-util's token.
+pub use tokio_util::sync::CancellationToken;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

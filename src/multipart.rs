@@ -417,6 +417,7 @@ impl MultipartUpload {
         self.send_part(part_number, body, false).await
     }
 
+    #[tracing::instrument(level = "debug", name = "upload_part", skip_all, fields(key = %self.inner.key, part = part_number))]
     async fn send_part(
         &self,
         part_number: u32,
@@ -469,6 +470,7 @@ impl MultipartUpload {
         let e_tag = out
             .e_tag
             .ok_or_else(|| Error::invalid_response("UploadPart returned no ETag"))?;
+        tracing::debug!(bytes = len, "part stored");
         let integrity_tags = match &sink {
             Some(sink) => Some(sink.take().ok_or_else(|| {
                 Error::new(

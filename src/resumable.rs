@@ -28,6 +28,7 @@ pub(crate) struct TransferOptions {
     pub(crate) checkpoint_dir: Option<PathBuf>,
     pub(crate) resumable: bool,
     pub(crate) progress: Option<ProgressListener>,
+    pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl TransferOptions {
@@ -37,6 +38,7 @@ impl TransferOptions {
             checkpoint_dir: None,
             resumable: true,
             progress: None,
+            cancel: None,
         }
     }
 
@@ -104,6 +106,14 @@ macro_rules! transfer_option_setters {
         /// Progress callback.
         pub fn progress(mut self, listener: ProgressListener) -> Self {
             self.opts.progress = Some(listener);
+            self
+        }
+
+        /// Stops the transfer when `token` is cancelled: it ends promptly with
+        /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled), keeping what a failure
+        /// keeps (a resumable transfer its checkpoint, so the same call resumes it).
+        pub fn cancellation_token(mut self, token: crate::CancellationToken) -> Self {
+            self.opts.cancel = Some(token);
             self
         }
     };
@@ -180,9 +190,49 @@ async fn store_checkpoint(cp: &Checkpoint, path: &Path) -> Result<()> {
 /// that finish while a write is under way go into the next write together, so a fast transfer
 /// costs one fsync per batch, not per part. For downloads it first syncs the data file, so a
 /// checkpoint never claims bytes the disk might not hold after a power cut.
+///
+/// Dropped unfinished (the transfer's future was dropped or cancelled), it waits until the
+/// writer has stored what it was handed (bounded), so the transfer's lock, released after it,
+/// never lets a rerun start while the last checkpoint write is still under way.
 struct Checkpointer {
-    tx: Option<std::sync::mpsc::Sender<DonePart>>,
+    sink: PartSink,
     task: tokio::task::JoinHandle<Result<Checkpoint>>,
+    /// Disconnected when the writer thread has ended.
+    ended: std::sync::mpsc::Receiver<()>,
+}
+
+/// Where part tasks record finished parts: one shared sender, closed by the [`Checkpointer`]
+/// when the transfer ends or is dropped, so no task can keep the writer alive.
+#[derive(Clone)]
+struct PartSink(std::sync::Arc<std::sync::Mutex<Option<std::sync::mpsc::Sender<DonePart>>>>);
+
+impl PartSink {
+    fn send(&self, part: DonePart) -> Result<()> {
+        let tx = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            Some(tx) if tx.send(part).is_ok() => Ok(()),
+            _ => Err(Error::new(ErrorKind::Io, "the checkpoint writer stopped")),
+        }
+    }
+
+    /// Drops the sender; true when it was still open.
+    fn close(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        if self.sink.close() {
+            // The sink was the only sender (part tasks share it, never clone the sender), so
+            // the writer ends after the write under way. Bounded anyway.
+            let _ = self.ended.recv_timeout(std::time::Duration::from_secs(5));
+        }
+    }
 }
 
 impl Checkpointer {
@@ -196,7 +246,9 @@ impl Checkpointer {
         store: bool,
     ) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<DonePart>();
+        let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
         let task = tokio::task::spawn_blocking(move || {
+            let _ended = ended_tx;
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
@@ -213,27 +265,28 @@ impl Checkpointer {
             }
             Ok(cp)
         });
-        Self { tx: Some(tx), task }
+        Self {
+            sink: PartSink(std::sync::Arc::new(std::sync::Mutex::new(Some(tx)))),
+            task,
+            ended,
+        }
     }
 
     /// A handle that tasks use to record parts themselves (downloads record each range as its
     /// bytes land, in the middle of a longer GET).
-    fn sender(&self) -> Option<std::sync::mpsc::Sender<DonePart>> {
-        self.tx.clone()
+    fn sender(&self) -> PartSink {
+        self.sink.clone()
     }
 
     fn record(&self, part: DonePart) -> Result<()> {
-        match &self.tx {
-            Some(tx) if tx.send(part).is_ok() => Ok(()),
-            _ => Err(Error::new(ErrorKind::Io, "the checkpoint writer stopped")),
-        }
+        self.sink.send(part)
     }
 
     /// Waits until every recorded part is written; returns the final checkpoint, or the
     /// writer's error.
     async fn finish(mut self) -> Result<Checkpoint> {
-        drop(self.tx.take());
-        self.task
+        self.sink.close();
+        (&mut self.task)
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("checkpoint writer failed: {e}")))?
     }

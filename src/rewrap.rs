@@ -118,6 +118,7 @@ impl RewrapObjectFluentBuilder {
     }
 
     /// Re-wraps the object (or skips it if it is already under the target key).
+    #[tracing::instrument(name = "rewrap", skip_all, fields(key = ?self.key))]
     pub async fn send(self) -> Result<RewrapOutput> {
         let key = require_key(self.key)?;
         let to = self

@@ -2219,3 +2219,129 @@ fn exit_codes_tell_the_failure_class() {
     );
     assert_eq!(code(&out), Some(5), "{}", stderr(&out));
 }
+
+/// `--profile` takes credentials from the shared files; `-vv` logs operations and parts to
+/// stderr (never a secret); `--connect-timeout` bounds a connection that never happens.
+#[test]
+fn profile_logging_and_timeouts() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = support::testdata().join("keys/a/private.pem");
+    let key = key.to_str().unwrap();
+    let creds = d.join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[cbtest]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            support::server::ACCESS_KEY,
+            support::server::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let config = d.join("config");
+    std::fs::write(&config, "[profile cbtest]\nregion = us-east-1\n").unwrap();
+    let data = pattern(12 << 20, 5);
+    let input = d.join("in.bin");
+    std::fs::write(&input, &data).unwrap();
+    let run = |args: &[&str], extra: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cryptobucket"));
+        c.args(args)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_REGION")
+            .env_remove("CRYPTOBUCKET_LOG")
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", &s.endpoint)
+            .env("CRYPTOBUCKET_CHECKPOINT_DIR", checkpoint_dir())
+            .env_remove("CRYPTOBUCKET_KEYRING")
+            .env("XDG_CONFIG_HOME", "/nonexistent");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let put = ["--rsa-private-key", key, "put", input.to_str().unwrap()];
+    // The profile's credentials work; without the profile there are none.
+    let out = run(
+        &[
+            &["--profile", "cbtest", "-vv"],
+            &put[..],
+            &["s3://cli/p.bin", "--part-size", "5MiB"],
+        ]
+        .concat(),
+        &[],
+    );
+    ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("upload_file"), "{log}");
+    assert!(
+        log.contains("part done") && log.contains("upload_part"),
+        "{log}"
+    );
+    assert!(log.contains("key=\"p.bin\""), "{log}");
+    let pem = std::fs::read_to_string(support::testdata().join("keys/a/private.pem")).unwrap();
+    let pem_line = pem.lines().nth(3).unwrap();
+    for secret in [support::server::SECRET_KEY, pem_line] {
+        assert!(!log.contains(secret), "a secret in the log: {log}");
+    }
+    let e = fails(&run(&[&put[..], &["s3://cli/q.bin"]].concat(), &[]));
+    assert!(e.to_lowercase().contains("credential"), "{e}");
+    fails(&run(
+        &[&["--profile", "nosuch"], &put[..], &["s3://cli/q.bin"]].concat(),
+        &[],
+    ));
+    // Without -v nothing but the result goes to stderr; CRYPTOBUCKET_LOG sets the filter.
+    let dst = d.join("p.out");
+    let get = [
+        "--profile",
+        "cbtest",
+        "--rsa-private-key",
+        key,
+        "get",
+        "s3://cli/p.bin",
+        dst.to_str().unwrap(),
+        "--no-progress",
+    ];
+    let out = run(&get, &[]);
+    ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("download_file"));
+    assert!(std::fs::read(&dst).unwrap() == data);
+    let out = run(&get, &[("CRYPTOBUCKET_LOG", "cryptobucket=debug")]);
+    ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("download_file") && log.contains("get_ranges"),
+        "{log}"
+    );
+    fails(&run(&get, &[("CRYPTOBUCKET_LOG", "cryptobucket=loud")]));
+    // A store that never accepts the connection: the timeout ends it, as a transient failure.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Fill the backlog so new connections hang in SYN state (or are accepted but never
+    // answered): either way nothing comes back before the timeout.
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let out = run(
+        &[
+            "--profile",
+            "cbtest",
+            "--read-timeout",
+            "1",
+            "--connect-timeout",
+            "1",
+            "--endpoint-url",
+            &url,
+            "ls",
+            "s3://cli/",
+        ],
+        &[],
+    );
+    fails(&out);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    drop(silent);
+}

@@ -481,16 +481,6 @@ async fn put_object_multipart_retries_refused_parts() {
 async fn a_dropped_multipart_put_object_aborts_its_upload() {
     use tokio::io::AsyncWriteExt as _;
     let (server, cb) = bucket_with(Fault::None, keyring_a()).await;
-    let uploads = |root: &std::path::Path| {
-        std::fs::read_dir(root)
-            .unwrap()
-            .filter(|e| {
-                let name = e.as_ref().unwrap().file_name();
-                let name = name.to_string_lossy();
-                name.starts_with(".upload-") && name.ends_with(".json")
-            })
-            .count()
-    };
     // A stream that delivers one and a half parts, then stalls (a producer that hangs).
     let (mut writer, reader) = tokio::io::duplex(1 << 20);
     let feed = tokio::spawn(async move {
@@ -518,7 +508,7 @@ async fn a_dropped_multipart_put_object_aborts_its_upload() {
     // The future is dropped here, mid-upload.
     feed.abort();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while uploads(&server.root) > 0 {
+    while server.open_uploads() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the dropped upload was not aborted"

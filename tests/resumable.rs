@@ -1031,3 +1031,84 @@ async fn a_list_parts_marker_that_does_not_advance_is_an_error() {
     assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
     assert!(err.to_string().contains("ListParts"), "{err}");
 }
+
+/// A listener that cancels `token` once `after` parts or ranges are done.
+fn cancel_after(token: &cryptobucket::CancellationToken, after: usize) -> ProgressListener {
+    let (token, done) = (token.clone(), Arc::new(Mutex::new(0usize)));
+    ProgressListener::new(move |p| {
+        if let ProgressEvent::PartDone { .. } = p.event {
+            let mut n = done.lock().unwrap();
+            *n += 1;
+            if *n == after {
+                token.cancel();
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn cancelled_transfers_stop_keep_their_checkpoint_and_resume_at_once() {
+    let env = Env::new().await;
+    let data = pattern((8 * PART + 77) as usize, 31);
+    let src = env.write("src", &data);
+    let token = cryptobucket::CancellationToken::new();
+    let err = env
+        .upload("c", &src)
+        .progress(cancel_after(&token, 2))
+        .cancellation_token(token.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert!(err.to_string().contains("resumes"), "{err}");
+    let open_uploads = || env.server.open_uploads();
+    assert_eq!(
+        open_uploads(),
+        1,
+        "a resumable upload keeps its multipart upload"
+    );
+    assert_eq!(env.checkpoints().len(), 1);
+    // No pause: the checkpoint writer finished before the transfer's lock was released.
+    let out = env.upload("c", &src).send().await.unwrap();
+    assert!(out.resumed_bytes >= 2 * PART, "{out:?}");
+    assert!(out.bytes_sent <= 7 * PART, "{out:?}");
+    assert!(env.read("c").await == data);
+
+    let dst = env.path("c.out");
+    let token = cryptobucket::CancellationToken::new();
+    let err = env
+        .download("c", &dst)
+        .progress(cancel_after(&token, 3))
+        .cancellation_token(token)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert!(!dst.exists());
+    let out = env.download("c", &dst).send().await.unwrap();
+    assert!(out.resumed_bytes >= 3 * PART, "{out:?}");
+    assert!(std::fs::read(&dst).unwrap() == data);
+    assert!(env.checkpoints().is_empty());
+
+    // Not resumable: a cancelled upload aborts its multipart upload and keeps nothing.
+    let token = cryptobucket::CancellationToken::new();
+    let err = env
+        .upload("d", &src)
+        .resumable(false)
+        .progress(cancel_after(&token, 1))
+        .cancellation_token(token)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert!(!err.to_string().contains("resumes"), "{err}");
+    assert!(env.checkpoints().is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while open_uploads() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled upload was not aborted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -402,9 +402,6 @@ async fn stop_after_parts<T: std::fmt::Debug>(
             }
         } => {}
     }
-    // The checkpoint writer (a blocking thread) finishes the parts it was handed; a killed
-    // process would have stopped it, a dropped future lets it finish. Let it.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 }
 
 fn part_counter() -> (

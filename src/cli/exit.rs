@@ -22,6 +22,7 @@ Exit codes:
 pub(crate) fn code(e: &Error) -> u8 {
     match e.kind() {
         ErrorKind::Partial => 6,
+        ErrorKind::Cancelled => 130,
         ErrorKind::InvalidInput | ErrorKind::RangeNotSatisfiable => 2,
         ErrorKind::NotFound => 3,
         k if k.is_integrity_failure() => 4,

@@ -37,9 +37,25 @@ pub(crate) struct Global {
     /// S3 endpoint (MinIO, Garage, OSS's S3 endpoint, ...).
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
-    /// Region (else AWS_REGION, else us-east-1).
+    /// Region (else AWS_REGION, else the profile's, else us-east-1).
     #[arg(long, global = true)]
     region: Option<String>,
+    /// Named profile of the shared AWS config/credentials files for S3 credentials and
+    /// region (else AWS_PROFILE, else `default`); environment credentials still come first.
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// Seconds to wait for a connection to the store (default 10).
+    #[arg(long, global = true, value_name = "SECS")]
+    connect_timeout: Option<f64>,
+    /// Seconds to wait for the store's response headers after a request is sent (default:
+    /// none; this clock also runs while a part uploads, so allow for the largest part).
+    #[arg(long, global = true, value_name = "SECS")]
+    read_timeout: Option<f64>,
+    /// Log what happens to standard error: -v operations and retries, -vv parts and ranges
+    /// too. CRYPTOBUCKET_LOG (e.g. `cryptobucket=debug`) sets the filter directly. Never
+    /// logs keys, passwords or credentials.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Path-style addressing (http://host/bucket/key), needed by most self-hosted stores.
     #[arg(long, global = true)]
     force_path_style: bool,
@@ -382,9 +398,16 @@ impl Global {
     }
 
     pub(crate) async fn client(&self) -> aws_sdk_s3::Client {
+        let mut timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(secs(self.connect_timeout.unwrap_or(10.0)));
+        if let Some(t) = self.read_timeout {
+            timeouts = timeouts.read_timeout(secs(t));
+        }
         ClientOptions::new()
             .set_endpoint_url(self.endpoint_url.clone())
             .set_region(self.region.clone())
+            .set_profile(self.profile.clone())
+            .timeout_config(timeouts.build())
             .force_path_style(self.force_path_style)
             .checksum(if self.checksum == "when-supported" {
                 ChecksumPolicy::WhenSupported
@@ -396,7 +419,51 @@ impl Global {
     }
 }
 
+/// A duration from a number of seconds given on the command line (clamped to a sane range).
+fn secs(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(if s.is_finite() {
+        s.clamp(0.001, 86_400.0)
+    } else {
+        10.0
+    })
+}
+
+/// Sends `tracing` output to standard error: the filter from CRYPTOBUCKET_LOG, else by -v.
+fn init_logging(verbose: u8) -> Result<()> {
+    let filter = match std::env::var("CRYPTOBUCKET_LOG") {
+        Ok(spec) => spec
+            .parse::<tracing_subscriber::filter::Targets>()
+            .map_err(|e| {
+                cryptobucket::Error::new(
+                    cryptobucket::ErrorKind::InvalidInput,
+                    format!("CRYPTOBUCKET_LOG {spec:?}: {e}"),
+                )
+            })?,
+        Err(_) => {
+            let level = match verbose {
+                0 => return Ok(()),
+                1 => tracing::Level::INFO,
+                2 => tracing::Level::DEBUG,
+                _ => tracing::Level::TRACE,
+            };
+            tracing_subscriber::filter::Targets::new().with_target("cryptobucket", level)
+        }
+    };
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(filter)
+        .try_init();
+    Ok(())
+}
+
 pub(crate) async fn run(cli: Cli) -> Result<()> {
+    init_logging(cli.global.verbose)?;
     let g = &cli.global;
     match &cli.command {
         Command::Keygen {

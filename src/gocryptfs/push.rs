@@ -209,8 +209,32 @@ impl PushDirBuilder {
         self
     }
 
+    /// Stops the push when `token` is cancelled ([`ErrorKind::Cancelled`]); a resumable push
+    /// keeps its checkpoints, so the same call continues it.
+    pub fn cancellation_token(mut self, token: crate::CancellationToken) -> Self {
+        self.opts.cancel = Some(token);
+        self
+    }
+
     /// Pushes (or continues pushing) the tree.
     pub async fn send(self) -> Result<PushOutput> {
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        crate::engine::run_transfer(
+            tracing::info_span!(
+                "gocryptfs_push",
+                bucket = %self.handle.bucket(),
+                prefix = %self.prefix,
+                src = ?self.src
+            ),
+            cancel.as_ref(),
+            "the gocryptfs push",
+            resumable,
+            self.run(),
+        )
+        .await
+    }
+
+    async fn run(self) -> Result<PushOutput> {
         self.opts.validate()?;
         let handle = self.handle.clone();
         let src = absolute(&self.src)?;

@@ -144,6 +144,7 @@ impl GetObjectFluentBuilder {
     }
 
     /// Sends the GET; the returned body decrypts as it streams.
+    #[tracing::instrument(name = "get_object", skip_all, fields(bucket = %self.bucket.bucket(), key = ?self.key, range = ?self.range))]
     pub async fn send(mut self) -> Result<GetObjectOutput> {
         let key = require_key(self.key)?;
         let cb = &self.bucket;

@@ -137,6 +137,7 @@ impl PutObjectFluentBuilder {
 
     /// Encrypts and uploads: one PUT, or a multipart upload for bodies over the threshold and
     /// for streams longer than one part.
+    #[tracing::instrument(name = "put_object", skip_all, fields(bucket = %self.bucket.bucket(), key = ?self.key))]
     pub async fn send(self) -> Result<PutObjectOutput> {
         let key = require_key(self.key.clone())?;
         check_user_metadata(&self.metadata)?;

@@ -90,6 +90,7 @@ impl PlainUpload {
     }
 
     /// Sends part `n`, retried by the engine (`max` attempts); returns its ETag.
+    #[tracing::instrument(level = "debug", name = "upload_part", skip_all, fields(part = n, bytes = body.len()))]
     pub(crate) async fn upload_part(
         &self,
         n: u32,

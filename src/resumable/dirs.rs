@@ -170,6 +170,23 @@ impl UploadDirFluentBuilder {
 
     /// Uploads the tree (regular files; symlinks and special files are left out).
     pub async fn send(self) -> Result<DirTransferOutput> {
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        crate::engine::run_transfer(
+            tracing::info_span!(
+                "upload_dir",
+                bucket = %self.bucket.bucket(),
+                prefix = %self.prefix,
+                dir = ?self.dir
+            ),
+            cancel.as_ref(),
+            "the directory upload",
+            resumable,
+            self.run(),
+        )
+        .await
+    }
+
+    async fn run(self) -> Result<DirTransferOutput> {
         self.opts.validate()?;
         let dir = self
             .dir
@@ -249,6 +266,23 @@ impl DownloadDirFluentBuilder {
     /// written: one that would leave the directory (`..`, absolute, empty segments) stops the
     /// run.
     pub async fn send(self) -> Result<DirTransferOutput> {
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        crate::engine::run_transfer(
+            tracing::info_span!(
+                "download_dir",
+                bucket = %self.bucket.bucket(),
+                prefix = %self.prefix,
+                dir = ?self.dir
+            ),
+            cancel.as_ref(),
+            "the directory download",
+            resumable,
+            self.run(),
+        )
+        .await
+    }
+
+    async fn run(self) -> Result<DirTransferOutput> {
         self.opts.validate()?;
         let dir = self
             .dir

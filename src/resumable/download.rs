@@ -104,6 +104,23 @@ impl DownloadFileFluentBuilder {
     /// [`MAX_RESTARTS`] times, then fails with [`ErrorKind::Changed`]. A failed download that
     /// cannot be resumed (`resumable(false)`, or the object changed) leaves no partial file.
     pub async fn send(self) -> Result<DownloadFileOutput> {
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        crate::engine::run_transfer(
+            tracing::info_span!(
+                "download_file",
+                bucket = %self.bucket.bucket(),
+                key = self.key.as_deref().unwrap_or_default(),
+                path = ?self.path
+            ),
+            cancel.as_ref(),
+            "the download",
+            resumable,
+            self.run(),
+        )
+        .await
+    }
+
+    async fn run(self) -> Result<DownloadFileOutput> {
         let key = require_key(self.key.clone())?;
         let dest = absolute(self.path.as_deref().ok_or_else(|| {
             Error::invalid_input("the destination file is required (call .path(...))")
@@ -416,9 +433,7 @@ impl DownloadFileFluentBuilder {
             },
             resumable,
         );
-        let sink = writer
-            .sender()
-            .ok_or_else(|| Error::new(ErrorKind::Io, "the checkpoint writer stopped"))?;
+        let sink = writer.sender();
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let file = Arc::new(partial.handle()?);
         let jobs: Vec<_> = spans
@@ -486,7 +501,7 @@ struct Span {
     /// First range number (1-based) and how many.
     first: u32,
     units: u32,
-    sink: std::sync::mpsc::Sender<DonePart>,
+    sink: super::PartSink,
     report: Reporter,
     received: Arc<std::sync::atomic::AtomicU64>,
     max_attempts: u32,
@@ -496,6 +511,7 @@ impl Span {
     /// Fetches the span; after a retryable failure it continues from the first range not yet
     /// written. Each range gets `max_attempts` attempts: the stream that broke inside a range
     /// was that range's attempt.
+    #[tracing::instrument(level = "debug", name = "get_ranges", skip_all, fields(key = %self.key, first = self.first, count = self.units))]
     async fn fetch(self) -> Result<()> {
         let end = self.first + self.units;
         let mut next = self.first;
@@ -531,6 +547,7 @@ impl Span {
                 }
             }
         }
+        tracing::debug!("ranges written");
         Ok(())
     }
 
@@ -603,14 +620,12 @@ impl Span {
                 break;
             }
             let len = range_end - u64::from(*next - 1) * self.unit;
-            self.sink
-                .send(DonePart {
-                    part_number: *next,
-                    e_tag: None,
-                    size: len,
-                    tags: None,
-                })
-                .map_err(|_| Error::new(ErrorKind::Io, "the checkpoint writer stopped"))?;
+            self.sink.send(DonePart {
+                part_number: *next,
+                e_tag: None,
+                size: len,
+                tags: None,
+            })?;
             self.received
                 .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
             self.report.add(len);

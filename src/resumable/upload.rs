@@ -101,6 +101,23 @@ impl UploadFileFluentBuilder {
 
     /// Uploads (or resumes uploading) the file.
     pub async fn send(self) -> Result<UploadFileOutput> {
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        crate::engine::run_transfer(
+            tracing::info_span!(
+                "upload_file",
+                bucket = %self.bucket.bucket(),
+                key = self.key.as_deref().unwrap_or_default(),
+                path = ?self.path
+            ),
+            cancel.as_ref(),
+            "the upload",
+            resumable,
+            self.run(),
+        )
+        .await
+    }
+
+    async fn run(self) -> Result<UploadFileOutput> {
         let key = require_key(self.key.clone())?;
         let path = absolute(self.path.as_deref().ok_or_else(|| {
             Error::invalid_input("the file to upload is required (call .path(...))")

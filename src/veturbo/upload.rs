@@ -117,6 +117,23 @@ impl VeturboUploadBuilder {
 
     /// Uploads (or continues uploading) the file.
     pub async fn send(self) -> Result<VeturboUploadOutput> {
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        crate::engine::run_transfer(
+            tracing::info_span!(
+                "veturbo_upload",
+                bucket = %self.handle.bucket(),
+                key = self.key.as_deref().unwrap_or_default(),
+                path = ?self.path
+            ),
+            cancel.as_ref(),
+            "the veTurboIO upload",
+            resumable,
+            self.run(),
+        )
+        .await
+    }
+
+    async fn run(self) -> Result<VeturboUploadOutput> {
         let key = require_key(self.key.clone())?;
         let (vkey, header) = self.encryption.clone().ok_or_else(|| {
             Error::invalid_input("a veTurboIO upload needs its key (call .encryption(...))")

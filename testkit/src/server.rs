@@ -395,6 +395,19 @@ impl TestServer {
             .expect("stored part")
     }
 
+    /// Multipart uploads started and neither completed nor aborted (s3s-fs lacks
+    /// ListMultipartUploads; it keeps each open upload as `.upload-*.json` in its root).
+    pub fn open_uploads(&self) -> usize {
+        std::fs::read_dir(&self.root)
+            .expect("server root")
+            .filter(|e| {
+                let name = e.as_ref().expect("dir entry").file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
+    }
+
     /// Creates a bucket.
     pub async fn create_bucket(&self, name: &str) {
         self.client()
