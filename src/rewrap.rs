@@ -43,6 +43,7 @@ pub struct RewrapObjectFluentBuilder {
     to: Option<KeyEntry>,
     multipart_threshold: u64,
     reencrypt: bool,
+    dry_run: bool,
     config: TransferConfig,
 }
 
@@ -56,8 +57,11 @@ pub struct RewrapOutput {
     pub from: MatDesc,
     /// Its matdesc now.
     pub to: MatDesc,
-    /// ETag after the copy (unchanged when skipped).
+    /// ETag after the copy (unchanged when skipped or in a dry run).
     pub e_tag: Option<String>,
+    /// True in a [dry run](RewrapObjectFluentBuilder::dry_run): every check passed and the
+    /// object would have been written (unless `skipped`), but nothing was.
+    pub dry_run: bool,
 }
 
 impl RewrapObjectFluentBuilder {
@@ -69,6 +73,7 @@ impl RewrapObjectFluentBuilder {
             to: None,
             multipart_threshold: MAX_SINGLE_PUT,
             reencrypt: false,
+            dry_run: false,
         }
     }
 
@@ -107,6 +112,23 @@ impl RewrapObjectFluentBuilder {
     /// ```
     pub fn reencrypt(mut self, yes: bool) -> Self {
         self.reencrypt = yes;
+        self
+    }
+
+    /// Checks everything a rewrap checks (the object's metadata and integrity policy, the
+    /// current key unwraps it, the target key wraps and unwraps it back) and writes nothing;
+    /// the output says whether the object would be skipped. A re-encryption's dry run does
+    /// not read the body.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let target = bucket.keyring().by_name("prod-2025").cloned().expect("a key named prod-2025");
+    /// let plan = bucket.rewrap_object().key("m.bin").to(target).dry_run(true).send().await?;
+    /// assert!(plan.dry_run);
+    /// # Ok(()) }
+    /// ```
+    pub fn dry_run(mut self, yes: bool) -> Self {
+        self.dry_run = yes;
         self
     }
 
@@ -150,6 +172,29 @@ impl RewrapObjectFluentBuilder {
                     .with_object(bucket, &key)
             })?;
 
+        if self.reencrypt && self.dry_run {
+            // What a re-encryption needs before it reads a byte: policy and the current key.
+            let record = crate::integrity::IntegrityRecord::from_metadata(meta)
+                .map_err(|e| e.with_object(bucket, &key))?;
+            self.bucket
+                .integrity
+                .check(record.as_ref(), &env.wrap_alg)
+                .map_err(|e| e.with_object(bucket, &key))?;
+            self.bucket
+                .keyring()
+                .unwrap_committed(&env, record.as_ref())
+                .await
+                .map_err(|e| e.with_object(bucket, &key))?;
+            // The target key can make a content key (for KMS: one GenerateDataKey call).
+            to.provider().generate().await?;
+            return Ok(RewrapOutput {
+                skipped: false,
+                from: env.matdesc,
+                to: to.get_matdesc().clone(),
+                e_tag,
+                dry_run: true,
+            });
+        }
         if self.reencrypt {
             let e_tag = e_tag.ok_or_else(|| {
                 Error::invalid_response("the store gave no ETag; a re-encryption must pin one")
@@ -173,6 +218,7 @@ impl RewrapObjectFluentBuilder {
                 from: env.matdesc.clone(),
                 to: env.matdesc,
                 e_tag,
+                dry_run: self.dry_run,
             });
         }
         // A rewrap re-signs nothing and does not read the body, so it must not bless an object
@@ -205,6 +251,15 @@ impl RewrapObjectFluentBuilder {
                 ErrorKind::KeyUnwrap,
                 "the target key did not unwrap what it wrapped; nothing was written",
             ));
+        }
+        if self.dry_run {
+            return Ok(RewrapOutput {
+                skipped: false,
+                from: env.matdesc,
+                to: new_env.matdesc,
+                e_tag,
+                dry_run: true,
+            });
         }
         let mut new_meta: HashMap<String, String> = meta
             .iter()
@@ -253,6 +308,7 @@ impl RewrapObjectFluentBuilder {
             from: env.matdesc,
             to: new_env.matdesc,
             e_tag: new_tag,
+            dry_run: false,
         })
     }
 }
@@ -476,5 +532,6 @@ async fn reencrypt(
         from: env.matdesc,
         to: to.get_matdesc().clone(),
         e_tag: out.e_tag,
+        dry_run: false,
     })
 }

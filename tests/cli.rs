@@ -667,6 +667,48 @@ fn rewrap_a_prefix_to_a_named_key_then_drop_the_old_key() {
             ],
         )
     };
+    // A dry run lists the plan on stdout, writes nothing, and fails on what would fail.
+    let dry = |ring: &str, to: &str| {
+        cli(
+            &s,
+            &[
+                "--force-path-style",
+                "--keyring",
+                ring,
+                "rewrap",
+                "s3://cli/ckpt/",
+                "--to",
+                to,
+                "--dryrun",
+            ],
+        )
+    };
+    // The wrapped key as stored (a copy onto itself keeps the ETag, so that cannot tell).
+    let etag = |k: &str| {
+        rt().block_on(async {
+            let c = s.client().await;
+            let h = c.head_object().bucket("cli").key(k).send().await.unwrap();
+            h.metadata().unwrap()["client-side-encryption-key"].clone()
+        })
+    };
+    let before = etag("ckpt/1");
+    let out = dry(b, "new");
+    let plan = ok(&out);
+    assert_eq!(plan.lines().count(), 3, "{plan}");
+    assert!(
+        plan.lines()
+            .all(|l| l.starts_with("(dryrun) rewrap s3://cli/ckpt/") && l.contains("-> ")),
+        "{plan}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("(dryrun) would rewrap 3 objects"), "{err}");
+    assert_eq!(etag("ckpt/1"), before, "a dry run wrote");
+    // Without the current key the plan fails for every object, and says so.
+    let n = only_new.to_str().unwrap();
+    let out = dry(n, "new");
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert_eq!(etag("ckpt/1"), before);
+
     let out = rewrap(b, "new");
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -674,6 +716,7 @@ fn rewrap_a_prefix_to_a_named_key_then_drop_the_old_key() {
         err.contains("rewrapped 3 objects") && err.contains("0 already"),
         "{err}"
     );
+    assert_ne!(etag("ckpt/1"), before);
     let out = rewrap(b, "new");
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -683,7 +726,6 @@ fn rewrap_a_prefix_to_a_named_key_then_drop_the_old_key() {
     );
 
     // The old key is no longer needed under the prefix; outside it, it still is.
-    let n = only_new.to_str().unwrap();
     let out_file = dir.path().join("out");
     let o = out_file.to_str().unwrap();
     ok(&cli(

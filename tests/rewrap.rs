@@ -276,3 +276,71 @@ async fn reencrypt_rotates_the_content_key() {
         assert!(got.body.collect().await.unwrap()[..] == data[..], "{key}");
     }
 }
+
+/// `dry_run`: every check a rewrap or re-encryption makes, nothing written; a key that cannot
+/// unwrap the object fails the dry run as it would fail the real one.
+#[tokio::test]
+async fn dry_runs_check_everything_and_write_nothing() {
+    let ring = Keyring::builder()
+        .default_key(old())
+        .key(new_rsa())
+        .build()
+        .unwrap();
+    let (_server, cb) = bucket_with(Fault::None, ring).await;
+    let data = pattern(70_000, 3);
+    cb.put_object()
+        .key("m")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    let stored = raw_object(&cb, "m").await;
+    for reencrypt in [false, true] {
+        let out = cb
+            .rewrap_object()
+            .key("m")
+            .to(new_rsa())
+            .reencrypt(reencrypt)
+            .dry_run(true)
+            .send()
+            .await
+            .unwrap();
+        assert!(out.dry_run && !out.skipped, "{out:?}");
+        assert_eq!(&out.to, new_rsa().get_matdesc());
+        assert!(raw_object(&cb, "m").await == stored, "a dry run wrote");
+    }
+    // A keyring without the current key: the dry run fails like the rewrap would.
+    let only_new = CryptoBucket::new(
+        cb.client().clone(),
+        "bkt",
+        Keyring::builder().default_key(new_rsa()).build().unwrap(),
+    );
+    for reencrypt in [false, true] {
+        let err = only_new
+            .rewrap_object()
+            .key("m")
+            .to(new_rsa())
+            .reencrypt(reencrypt)
+            .dry_run(true)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoMatchingKey, "{err}");
+    }
+    // After the real rewrap, a dry run says it would be skipped.
+    cb.rewrap_object()
+        .key("m")
+        .to(new_rsa())
+        .send()
+        .await
+        .unwrap();
+    let out = cb
+        .rewrap_object()
+        .key("m")
+        .to(new_rsa())
+        .dry_run(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.dry_run && out.skipped);
+}

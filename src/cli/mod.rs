@@ -158,6 +158,10 @@ enum Command {
         /// Reads and writes every byte; a rerun re-encrypts every object again.
         #[arg(long)]
         reencrypt: bool,
+        /// Check every object (metadata, policy, the current key unwraps it, the target key
+        /// wraps it) and print what would be rewrapped; write nothing.
+        #[arg(long)]
+        dryrun: bool,
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -554,8 +558,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             target,
             to,
             reencrypt,
+            dryrun,
             no_progress,
-        } => rewrap::rewrap(g, target, to, *reencrypt, *no_progress).await,
+        } => rewrap::rewrap(g, target, to, *reencrypt, *dryrun, *no_progress).await,
         Command::Inspect { object, json } => inspect::inspect(g, object, *json).await,
         Command::Ls { target, recursive } => ls::ls(g, target, *recursive).await,
         Command::Gocryptfs(cmd) => gocryptfs::run(g, cmd).await,

@@ -15,6 +15,7 @@ pub(crate) async fn rewrap(
     target: &str,
     to: &str,
     reencrypt: bool,
+    dry_run: bool,
     no_progress: bool,
 ) -> Result<()> {
     if g.keyring_path().is_none() {
@@ -66,11 +67,26 @@ pub(crate) async fn rewrap(
             .key(key)
             .to(entry.clone())
             .reencrypt(reencrypt)
+            .dry_run(dry_run)
             .send()
             .await
         {
             Ok(out) if out.skipped => already += 1,
-            Ok(_) => done += 1,
+            Ok(out) => {
+                done += 1;
+                if dry_run {
+                    // The plan goes to stdout, one object per line, as `cp -r --dryrun` does.
+                    bar.suspend(|| {
+                        println!(
+                            "(dryrun) {} s3://{}/{key} ({} -> {})",
+                            if reencrypt { "reencrypt" } else { "rewrap" },
+                            cb.bucket(),
+                            out.from,
+                            out.to
+                        )
+                    });
+                }
+            }
             Err(e) if e.kind() == ErrorKind::NotEncrypted => {
                 plain += 1;
                 bar.suspend(|| eprintln!("s3://{}/{key}: not encrypted, left as is", cb.bucket()));
@@ -84,14 +100,27 @@ pub(crate) async fn rewrap(
     }
     bar.finish_and_clear();
     eprintln!(
-        "rewrapped {done} objects under s3://{}/{prefix} to {to}; {already} already under {to}; \
+        "{} {done} objects under s3://{}/{prefix} to {to}; {already} already under {to}; \
          {plain} not encrypted; {failed} failed",
+        match (dry_run, reencrypt) {
+            (true, true) => "(dryrun) would re-encrypt",
+            (true, false) => "(dryrun) would rewrap",
+            (false, true) => "rewrapped",
+            (false, false) => "rewrapped",
+        },
         cb.bucket()
     );
     if failed > 0 {
         return Err(Error::new(
-            ErrorKind::Service,
-            format!("{failed} objects could not be rewrapped (see above); rerun to retry them"),
+            ErrorKind::Partial,
+            format!(
+                "{failed} objects {} (see above); rerun to retry them",
+                if dry_run {
+                    "would fail to rewrap"
+                } else {
+                    "could not be rewrapped"
+                }
+            ),
         ));
     }
     Ok(())
