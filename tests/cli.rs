@@ -1307,6 +1307,16 @@ fn migrate_password_cbc_from_a_file_and_from_an_object() {
 /// Runs the CLI on a pseudo-terminal (`tests/interop/pty_run.py`), typing `answers` at its
 /// passphrase prompts.
 fn on_terminal(server: &TestServer, args: &[&str], answers: &[&str]) -> serde_json::Value {
+    on_terminal_with(server, args, answers, false)
+}
+
+/// [`on_terminal`], with standard output going to a pipe instead when `stdout_pipe`.
+fn on_terminal_with(
+    server: &TestServer,
+    args: &[&str],
+    answers: &[&str],
+    stdout_pipe: bool,
+) -> serde_json::Value {
     let mut argv = vec![env!("CARGO_BIN_EXE_cryptobucket")];
     argv.extend_from_slice(args);
     support::python_peer(
@@ -1314,6 +1324,7 @@ fn on_terminal(server: &TestServer, args: &[&str], answers: &[&str]) -> serde_js
         &serde_json::json!({
             "argv": argv,
             "answers": answers,
+            "stdout": if stdout_pipe { "pipe" } else { "terminal" },
             "env": {
                 "AWS_ACCESS_KEY_ID": support::server::ACCESS_KEY,
                 "AWS_SECRET_ACCESS_KEY": support::server::SECRET_KEY,
@@ -2386,4 +2397,97 @@ fn profile_logging_and_timeouts() {
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     drop(silent);
+}
+
+/// The progress bar on a real terminal: it draws, moves, and is cleared before the final
+/// line; with `-` as the destination, standard output carries the plaintext and nothing else
+/// while the bar draws on the terminal.
+#[test]
+fn progress_bar_draws_on_a_terminal_and_ends_cleanly() {
+    use sha2::Digest as _;
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let key = testdata().join("keys/a/private.pem");
+    let key = key.to_str().unwrap();
+    let data = pattern(40 << 20, 17);
+    let src = dir.path().join("big.bin");
+    std::fs::write(&src, &data).unwrap();
+    let r = on_terminal_with(
+        &s,
+        &[
+            "--rsa-private-key",
+            key,
+            "cp",
+            src.to_str().unwrap(),
+            "s3://cli/bar.bin",
+            "--part-size",
+            "5MiB",
+            "--concurrency",
+            "1",
+        ],
+        &[],
+        false,
+    );
+    assert_eq!(r["status"], 0, "{r}");
+    let shown = r["output"].as_str().unwrap();
+    // Frames: "[=====>    ] 20.00 MiB/40.00 MiB ..." redrawn in place.
+    let frames: Vec<&str> = shown
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("] ") && l.contains("MiB/40.00 MiB"))
+        .collect();
+    assert!(!frames.is_empty(), "no progress bar drawn: {shown:?}");
+    assert!(
+        frames.iter().any(|f| f.contains('=')),
+        "the bar never moved: {frames:?}"
+    );
+    // Ends cleanly: the bar is erased, the last line is the summary, the terminal is left on a
+    // new line.
+    let last_frame = shown.rfind("MiB/40.00 MiB").unwrap();
+    let tail = &shown[last_frame..];
+    assert!(
+        tail.contains("\x1b[2K"),
+        "the bar was not cleared: {tail:?}"
+    );
+    let last_line = strip_ansi(shown.trim_end().rsplit('\n').next().unwrap());
+    let last_line = last_line.rsplit('\r').next().unwrap();
+    assert!(
+        last_line.starts_with("uploaded"),
+        "{last_line:?} in {shown:?}"
+    );
+    assert!(shown.ends_with('\n'), "{shown:?}");
+
+    // `-` as the destination: stdout (a pipe) is exactly the plaintext.
+    let r = on_terminal_with(
+        &s,
+        &["--rsa-private-key", key, "cp", "s3://cli/bar.bin", "-"],
+        &[],
+        true,
+    );
+    assert_eq!(r["status"], 0, "{r}");
+    assert_eq!(r["stdout_len"], data.len() as u64, "{r}");
+    assert_eq!(
+        r["stdout_sha256"].as_str().unwrap(),
+        hex::encode(sha2::Sha256::digest(&data))
+    );
+    let shown = r["output"].as_str().unwrap();
+    assert!(shown.len() < 64 << 10, "plaintext reached the terminal");
+}
+
+/// `text` without ANSI control sequences (ESC [ parameters final-byte).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
