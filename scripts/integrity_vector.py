@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates testdata/integrity/vector.json from spec/integrity.md with Python `cryptography`
+"""Generates testdata/integrity/vector.json from docs/integrity.md with Python `cryptography`
 only (no cryptobucket code): the independent check of the integrity format.
 
     python scripts/integrity_vector.py > testdata/integrity/vector.json

@@ -269,6 +269,31 @@ mod tests {
         );
     }
 
+    /// The multipart vector of docs/oss-cse-format.md: three parts, each encrypted at its own
+    /// offset, equal to what oss2 produced.
+    #[test]
+    fn spec_multipart_vector() {
+        use sha2::Digest as _;
+        let m = spec_material();
+        let plain: Vec<u8> = (0..256_005u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&plain)),
+            "d469c503ce2b72494beab9b2ba56006ac2b4eb1afc6430578d4f95f72cbe5eac"
+        );
+        let mut ct = plain.clone();
+        for (n, part) in ct.chunks_mut(102_400).enumerate() {
+            m.cipher_at(n as u64 * 102_400).unwrap().apply(part);
+        }
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&ct)),
+            "9ec86daae8d98dd821148382f21b6b9a7001e75f84e95ed0b074a0226dc841f9"
+        );
+        assert_eq!(
+            hex::encode(&ct[102_400..102_416]),
+            "39a19f4a5f2886a9e0b27099d02133b4"
+        );
+    }
+
     #[test]
     fn chunking_never_changes_the_output() {
         let m = spec_material();

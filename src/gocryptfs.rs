@@ -1,4 +1,4 @@
-//! gocryptfs v2 directory trees without FUSE (`../shared/spec/seed-formats.md` §1): what
+//! gocryptfs v2 directory trees without FUSE (`docs/other-formats.md`): what
 //! Alibaba PAI-EAS mounts for encrypted models. Reads and writes the default feature set
 //! (`HKDF`, `GCMIV128`, `DirIV`, `EMENames`, `LongNames`, `Raw64`) and refuses any other flag
 //! by name.

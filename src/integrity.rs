@@ -3,7 +3,7 @@
 //! The OSS format is AES-CTR without a MAC. Objects this crate writes additionally carry an
 //! *integrity record* in their metadata and one 16-byte tag per chunk of ciphertext; the body
 //! and the OSS headers stay exactly as every OSS SDK writes and reads them. The bytes are
-//! specified in `spec/integrity.md`; in short:
+//! specified in `docs/integrity.md`; in short:
 //!
 //! * keys: `PRK = HKDF-Extract(salt = object id, IKM = CEK ‖ IV)` (SHA-256);
 //!   `tag key = HKDF-Expand(PRK, "cryptobucket/v1 tag key", 32)`;

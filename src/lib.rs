@@ -39,7 +39,7 @@
 //!
 //! Integrity: the OSS format itself has no MAC; every object this crate writes also carries
 //! integrity data (chunk tags, key commitment, optional writer signature; [`integrity`],
-//! `spec/integrity.md`), and every read verifies what it returns. Strict mode
+//! `docs/integrity.md`), and every read verifies what it returns. Strict mode
 //! ([`KeyringBuilder::strict`](keys::KeyringBuilder::strict)) refuses objects that cannot be
 //! verified. What this covers and what it cannot: SECURITY.md.
 

@@ -1,5 +1,5 @@
 //! Reading files of the "encrypt the model with a password" scripts people migrate from
-//! (`../shared/spec/seed-formats.md` §4): `IV (16 bytes) ‖ AES-256-CBC(key = SHA-256(UTF-8
+//! (`docs/other-formats.md`): `IV (16 bytes) ‖ AES-256-CBC(key = SHA-256(UTF-8
 //! password), IV, PKCS#7-padded plaintext)`. Unauthenticated, with an unsalted, unstretched
 //! password hash: this crate reads the format to migrate such files into its own objects, and
 //! never writes it.

@@ -1,4 +1,4 @@
-//! veTurboIO encrypted model files (Volcengine; `../shared/spec/seed-formats.md` §2): AES-CTR
+//! veTurboIO encrypted model files (Volcengine; `docs/other-formats.md`): AES-CTR
 //! over the whole plaintext file, no MAC, optionally behind a 256 KiB header that names the
 //! mode, the IV and the KMS-wrapped data key.
 //!

@@ -693,7 +693,7 @@ async fn strict_mode_refuses_objects_without_integrity_data() {
 }
 
 /// The committed test vector (checked against our code by a unit test) is what the independent
-/// Python implementation of spec/integrity.md produces.
+/// Python implementation of docs/integrity.md produces.
 #[test]
 fn committed_vector_is_what_python_cryptography_generates() {
     let root = support::repo_root();

@@ -1,6 +1,6 @@
 //! The integrity sidecar object (`KEY.cbtags`): written after its object, read by ranges.
 //!
-//! Layout (see `spec/integrity.md`): a 32-byte header (`CBTAGS01`, object id, chunk size,
+//! Layout (see `docs/integrity.md`): a 32-byte header (`CBTAGS01`, object id, chunk size,
 //! reserved) and then one 16-byte tag per chunk, tag `i` at byte `32 + 16·i`, so the tags of
 //! any byte range of the object are one small ranged GET.
 
