@@ -460,6 +460,48 @@ impl GocryptfsKeys {
         Ok(())
     }
 
+    /// Encrypts in place what [`encrypt_blocks_into`](Self::encrypt_blocks_into) appends:
+    /// `buf` holds `plain_len` plaintext bytes at its end and is exactly as long as
+    /// `out_at` + the stored blocks; the stored blocks are written from `out_at` on (each block
+    /// moved forward to its place, then sealed there), so no second buffer is needed and no
+    /// plaintext is left in `buf`.
+    pub(crate) fn encrypt_blocks_in_place(
+        &self,
+        file_id: &[u8; 16],
+        first: u64,
+        buf: &mut [u8],
+        out_at: usize,
+        plain_len: usize,
+    ) -> Result<()> {
+        let blocks = plain_len.div_ceil(BLOCK);
+        if buf.len() != out_at + plain_len + blocks * BLOCK_OVERHEAD {
+            return Err(Error::invalid_input(
+                "the buffer does not have room for exactly the stored blocks",
+            ));
+        }
+        let tail = buf.len() - plain_len;
+        let mut nonces = vec![0u8; blocks * 16];
+        aws_lc_rs::rand::fill(&mut nonces)
+            .map_err(|_| Error::invalid_key("the system random number generator failed"))?;
+        let mut aad = [0u8; 24];
+        aad[8..].copy_from_slice(file_id);
+        for (k, nonce) in nonces.chunks(16).enumerate() {
+            let src = tail + k * BLOCK;
+            let len = BLOCK.min(plain_len - k * BLOCK);
+            // Block k's stored form ends where block k+1's plaintext begins, at the latest.
+            let dst = out_at + k * (BLOCK + BLOCK_OVERHEAD);
+            buf.copy_within(src..src + len, dst + 16);
+            buf[dst..dst + 16].copy_from_slice(nonce);
+            aad[..8].copy_from_slice(&(first + k as u64).to_be_bytes());
+            let tag = self
+                .content
+                .seal_in_place(nonce_of(nonce), &aad, &mut buf[dst + 16..dst + 16 + len])
+                .map_err(|_| Error::invalid_input("block too large"))?;
+            buf[dst + 16 + len..dst + 32 + len].copy_from_slice(&tag);
+        }
+        Ok(())
+    }
+
     /// The key that seals push checkpoints (derived from the master key with our own HKDF
     /// label; gocryptfs never sees it).
     pub(crate) fn checkpoint_key(&self) -> &[u8; 32] {
@@ -608,6 +650,47 @@ mod tests {
         for bad in [&plain[..0], &plain[..BLOCK + 1]] {
             let e = keys.encrypt_block(&id, 0, bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        }
+    }
+
+    #[test]
+    fn blocks_encrypted_in_place_read_back_and_leave_no_plaintext() {
+        let keys = GocryptfsKeys::new(&MasterKey::from_hex(&"cd".repeat(32)).unwrap());
+        let id = [9u8; 16];
+        for (out_at, len) in [
+            (0usize, 1usize),
+            (18, BLOCK),
+            (0, 5 * BLOCK),
+            (18, 3 * BLOCK + 7),
+        ] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 253) as u8 | 1).collect();
+            let blocks = len.div_ceil(BLOCK);
+            let mut buf = vec![0u8; out_at + len + blocks * BLOCK_OVERHEAD];
+            let at = buf.len() - len;
+            buf[at..].copy_from_slice(&plain);
+            keys.encrypt_blocks_in_place(&id, 4, &mut buf, out_at, len)
+                .unwrap();
+            for (k, (stored, chunk)) in buf[out_at..]
+                .chunks(BLOCK + BLOCK_OVERHEAD)
+                .zip(plain.chunks(BLOCK))
+                .enumerate()
+            {
+                let back = keys.decrypt_block(&id, 4 + k as u64, stored, "f").unwrap();
+                assert_eq!(&back[..], chunk, "{out_at} {len} block {k}");
+            }
+            // No 16-byte run of the plaintext survives anywhere in the buffer.
+            for w in plain.chunks(16).filter(|w| w.len() == 16) {
+                assert!(
+                    !buf.windows(16).any(|b| b == w),
+                    "plaintext left in the buffer"
+                );
+            }
+            // A buffer of the wrong size is refused.
+            let mut short = vec![0u8; buf.len() - 1];
+            assert!(
+                keys.encrypt_blocks_in_place(&id, 0, &mut short, out_at, len)
+                    .is_err()
+            );
         }
     }
 }

@@ -229,7 +229,7 @@ impl PushDirBuilder {
             cancel.as_ref(),
             "the gocryptfs push",
             resumable,
-            self.run(),
+            Box::pin(self.run()),
         )
         .await
     }
@@ -616,6 +616,20 @@ impl StoredLayout for FileLayout {
         self.keys
             .encrypt_blocks_into(&self.file_id, first, source, &mut body)?;
         Ok(body)
+    }
+
+    fn encode_in_place(&self, n: u32, buf: &mut [u8]) -> Result<()> {
+        let (_, len) = self.source_range(n);
+        let out_at = if n == 1 {
+            buf[..2].copy_from_slice(&2u16.to_be_bytes());
+            buf[2..HEADER_LEN].copy_from_slice(&self.file_id);
+            HEADER_LEN
+        } else {
+            0
+        };
+        let first = u64::from(n - 1) * PART_BLOCKS;
+        self.keys
+            .encrypt_blocks_in_place(&self.file_id, first, buf, out_at, len as usize)
     }
 
     fn params(&self) -> BTreeMap<String, String> {

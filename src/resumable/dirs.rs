@@ -181,7 +181,7 @@ impl UploadDirFluentBuilder {
             cancel.as_ref(),
             "the directory upload",
             resumable,
-            self.run(),
+            Box::pin(self.run()),
         )
         .await
     }
@@ -277,7 +277,7 @@ impl DownloadDirFluentBuilder {
             cancel.as_ref(),
             "the directory download",
             resumable,
-            self.run(),
+            Box::pin(self.run()),
         )
         .await
     }

@@ -115,7 +115,7 @@ impl DownloadFileFluentBuilder {
             cancel.as_ref(),
             "the download",
             resumable,
-            self.run(),
+            Box::pin(self.run()),
         )
         .await
     }

@@ -41,6 +41,21 @@ pub(crate) trait StoredLayout: Send + Sync + 'static {
     fn source_range(&self, n: u32) -> (u64, u64);
     /// The stored bytes of part `n` from its source bytes.
     fn encode(&self, n: u32, source: &[u8]) -> Result<Vec<u8>>;
+    /// Part `n` encoded in place: `buf` is [`stored_len(n)`](Self::stored_len) bytes long
+    /// with the source bytes at its end; afterwards it holds the stored bytes and nothing of
+    /// the source. The default encodes into a new buffer and copies.
+    fn encode_in_place(&self, n: u32, buf: &mut [u8]) -> Result<()> {
+        let (_, len) = self.source_range(n);
+        let at = buf.len() - len as usize;
+        let stored = self.encode(n, &buf[at..])?;
+        if stored.len() != buf.len() {
+            return Err(Error::invalid_input(
+                "a part's stored size differs from its layout",
+            ));
+        }
+        buf.copy_from_slice(&stored);
+        Ok(())
+    }
     /// What a resume must reuse (public values: a file id, a header), kept in the checkpoint.
     fn params(&self) -> BTreeMap<String, String>;
     /// The key the checkpoint is sealed with, derived from the layout's secret, so that a
@@ -330,27 +345,46 @@ impl StoredUpload {
                 .map_err(|e| Error::io(format!("cannot open {}", self.local.path.display()), e))?,
         );
         let max = self.opts.config.max_attempts;
+        // Part buffers are reused: each part is read into the end of one and encoded in place
+        // (no second buffer, no fresh pages per part); a buffer goes back to the pool when the
+        // request no longer holds it. After encoding a buffer holds only stored bytes; one
+        // that failed half-way is wiped before it is dropped.
+        let pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
         let jobs = todo.into_iter().map(|n| {
             let (layout, file, report) = (layout.clone(), file.clone(), report.clone());
-            let upload = upload.clone();
+            let (upload, pool) = (upload.clone(), pool.clone());
             let path = self.local.path.clone();
             async move {
                 let (offset, len) = layout.source_range(n);
                 let encoder = layout.clone();
+                let stored_len = layout.stored_len(n) as usize;
+                let mut buf = pool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop()
+                    .unwrap_or_default();
                 let body = tokio::task::spawn_blocking(move || {
-                    let mut source = zeroize::Zeroizing::new(vec![0u8; len as usize]);
-                    read_exact_at(&file, &mut source, offset).map_err(|e| {
+                    buf.resize(stored_len, 0);
+                    let mut buf = zeroize::Zeroizing::new(buf);
+                    let at = stored_len - len as usize;
+                    read_exact_at(&file, &mut buf[at..], offset).map_err(|e| {
                         Error::io(
                             format!("cannot read {} (did it change?)", path.display()),
                             e,
                         )
                     })?;
-                    encoder.encode(n, &source).map(Bytes::from)
+                    encoder.encode_in_place(n, &mut buf)?;
+                    Ok::<_, Error>(Bytes::from(std::mem::take(&mut *buf)))
                 })
                 .await
                 .map_err(|e| Error::new(ErrorKind::Io, format!("encoder task failed: {e}")))??;
                 let size = body.len() as u64;
-                let e_tag = upload.upload_part(n, body, max, &report).await?;
+                let e_tag = upload.upload_part(n, body.clone(), max, &report).await?;
+                if let Ok(back) = body.try_into_mut() {
+                    pool.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Vec::from(back));
+                }
                 Ok((n, e_tag, size, len))
             }
         });

@@ -112,7 +112,7 @@ impl UploadFileFluentBuilder {
             cancel.as_ref(),
             "the upload",
             resumable,
-            self.run(),
+            Box::pin(self.run()),
         )
         .await
     }

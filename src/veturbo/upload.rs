@@ -128,7 +128,7 @@ impl VeturboUploadBuilder {
             cancel.as_ref(),
             "the veTurboIO upload",
             resumable,
-            self.run(),
+            Box::pin(self.run()),
         )
         .await
     }
