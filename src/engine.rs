@@ -343,3 +343,38 @@ pub(crate) async fn run_transfer<T>(
     };
     run.instrument(span).await
 }
+
+/// Aborts a multipart upload when dropped armed: the future that drove it was cancelled. The
+/// abort runs on the current tokio runtime in the background (best effort: without a runtime,
+/// or if it fails, the store's lifecycle rules must clean up).
+pub(crate) struct AbortOnDrop(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl AbortOnDrop {
+    /// A guard that runs `abort` if dropped before [`disarm`](Self::disarm); `None` gives a
+    /// guard that does nothing (the failed-upload policy keeps the upload).
+    pub(crate) fn new<F>(abort: Option<F>) -> Self
+    where
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        Self(abort.map(|f| {
+            Box::pin(async move {
+                let _ = f.await;
+            }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        }))
+    }
+
+    /// The driver finished (or handles the failure itself): nothing to do on drop.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(abort) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(abort);
+        }
+    }
+}

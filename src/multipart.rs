@@ -805,7 +805,7 @@ pub(crate) async fn put_multipart(
         None => create,
     };
     let upload = create.send().await?;
-    let mut guard = AbortOnDrop::new(&upload, config.failed_upload);
+    let mut guard = abort_on_drop(&upload, config.failed_upload);
     let outcome = match send_all_parts(&upload, body, config).await {
         Ok(parts) => upload.complete_if(parts, if_match).await,
         Err(e) => Err(e),
@@ -822,36 +822,15 @@ pub(crate) async fn put_multipart(
     }
 }
 
-/// Aborts a multipart upload when dropped armed: the future that drove it was cancelled.
-/// The abort runs on the current tokio runtime in the background (best effort: without a
-/// runtime, or if it fails, the store's lifecycle rules must clean up).
-pub(crate) struct AbortOnDrop {
-    upload: Option<MultipartUpload>,
-}
-
-impl AbortOnDrop {
-    pub(crate) fn new(upload: &MultipartUpload, policy: FailedUploadPolicy) -> Self {
-        Self {
-            upload: (policy == FailedUploadPolicy::Abort).then(|| upload.clone()),
-        }
-    }
-
-    /// The driver finished (or handles the failure itself): nothing to do on drop.
-    pub(crate) fn disarm(&mut self) {
-        self.upload = None;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(u) = self.upload.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
-                let _ = u.abort().await;
-            });
-        }
-    }
+/// A guard that aborts `upload` if the future driving it is dropped, when `policy` says so.
+pub(crate) fn abort_on_drop(
+    upload: &MultipartUpload,
+    policy: FailedUploadPolicy,
+) -> crate::engine::AbortOnDrop {
+    let upload = upload.clone();
+    crate::engine::AbortOnDrop::new(
+        (policy == FailedUploadPolicy::Abort).then_some(async move { upload.abort().await }),
+    )
 }
 
 /// One part's plaintext, re-readable for every attempt.

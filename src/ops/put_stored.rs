@@ -171,8 +171,9 @@ impl PlainUpload {
 
     /// A guard that aborts this upload in the background if dropped armed (the future that
     /// drove it was cancelled). `armed = false` gives a guard that does nothing.
-    pub(crate) fn abort_on_drop(&self, armed: bool) -> PlainAbortOnDrop {
-        PlainAbortOnDrop(armed.then(|| self.clone()))
+    pub(crate) fn abort_on_drop(&self, armed: bool) -> crate::engine::AbortOnDrop {
+        let upload = self.clone();
+        crate::engine::AbortOnDrop::new(armed.then_some(async move { upload.abort().await }))
     }
 
     fn error<E>(
@@ -187,28 +188,6 @@ impl PlainUpload {
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         crate::multipart::upload_error(op, &self.handle.bucket, &self.key, &self.upload_id, err)
-    }
-}
-
-/// See [`PlainUpload::abort_on_drop`].
-pub(crate) struct PlainAbortOnDrop(Option<PlainUpload>);
-
-impl PlainAbortOnDrop {
-    /// The driver finished (or handles the failure itself).
-    pub(crate) fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for PlainAbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(u) = self.0.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
-                let _ = u.abort().await;
-            });
-        }
     }
 }
 
@@ -233,7 +212,7 @@ pub(crate) async fn put_stream(
         return Ok(n);
     }
     let upload = PlainUpload::create(handle, key).await?;
-    let guard = upload.abort_on_drop(config.failed_upload == FailedUploadPolicy::Abort);
+    let mut guard = upload.abort_on_drop(config.failed_upload == FailedUploadPolicy::Abort);
     let report = Reporter::silent();
     let max = config.max_attempts;
     let parts = futures::stream::unfold(

@@ -233,7 +233,7 @@ impl StoredUpload {
             .sum();
         report.add(resumed_bytes);
         // Cancelled without a checkpoint to resume from: abort (as `upload_file` does).
-        let guard = upload.abort_on_drop(
+        let mut guard = upload.abort_on_drop(
             !self.opts.resumable && self.opts.config.failed_upload == FailedUploadPolicy::Abort,
         );
         let result = match self

@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{MAX_SINGLE_PUT, SharedHandle, require_key};
 use crate::integrity::{IntegrityRecord, TAG_LEN};
 use crate::multipart::{
-    AbortOnDrop, CompletedPart, CreateMultipartUploadFluentBuilder, MultipartUpload, PartSize,
+    CompletedPart, CreateMultipartUploadFluentBuilder, MultipartUpload, PartSize,
 };
 use crate::ops::head_object::HeadObjectFluentBuilder;
 use crate::ops::put_object::PutObjectFluentBuilder;
@@ -203,7 +203,7 @@ impl UploadFileFluentBuilder {
         });
         cp.parts = done;
         // Cancelled (the future dropped) without a checkpoint to resume from: abort.
-        let mut guard = AbortOnDrop::new(
+        let mut guard = crate::multipart::abort_on_drop(
             &upload,
             if self.opts.resumable {
                 FailedUploadPolicy::Retain
