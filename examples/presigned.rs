@@ -88,7 +88,7 @@ async fn main() -> Result<(), BoxError> {
         .presigned(presign.clone())
         .await?;
     let file = tokio::fs::File::open(&input).await?;
-    let body = enc.encrypt_stream(0, tokio_util::io::ReaderStream::new(file));
+    let body = enc.encrypt_stream(0, tokio_util::io::ReaderStream::new(file))?;
     let resp = request(&http, reqwest::Method::PUT, &put)
         .header(reqwest::header::CONTENT_LENGTH, size)
         .body(reqwest::Body::wrap_stream(body))

@@ -30,7 +30,7 @@
 //! let enc = Encryptor::new(&keyring).await?.content_length(plaintext.len() as u64);
 //! let metadata = enc.metadata();
 //! let body = futures::stream::iter([Ok::<_, std::io::Error>(plaintext.clone())]);
-//! let stored: Vec<bytes::Bytes> = enc.encrypt_stream(0, body).try_collect().await.unwrap();
+//! let stored: Vec<bytes::Bytes> = enc.encrypt_stream(0, body)?.try_collect().await.unwrap();
 //!
 //! // Download side: the metadata and the body (or a range of it) from the store.
 //! let dec = Decryptor::new(&keyring, &metadata).await?;
@@ -158,30 +158,26 @@ impl Encryptor {
     }
 
     /// Encrypts a plaintext stream that starts at `offset` of the object (0 for a whole body,
-    /// a part's offset for a part). Chunks keep their sizes; errors pass through.
+    /// a part's offset for a part). Chunks keep their sizes; errors pass through. Fails up
+    /// front only if the cipher cannot be set up (the crypto library refused the key).
     pub fn encrypt_stream<S, E>(
         &self,
         offset: u64,
         plaintext: S,
-    ) -> impl Stream<Item = std::result::Result<Bytes, E>> + Send + 'static + use<S, E>
+    ) -> Result<impl Stream<Item = std::result::Result<Bytes, E>> + Send + 'static + use<S, E>>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + 'static,
         E: Send + 'static,
     {
-        let mut cipher = self.material.cipher_at(offset);
-        plaintext.map(move |item| {
+        let mut cipher = self.material.cipher_at(offset)?;
+        Ok(plaintext.map(move |item| {
             let chunk = item?;
             let mut buf = chunk
                 .try_into_mut()
                 .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-            match &mut cipher {
-                Ok(c) => c.apply(&mut buf),
-                // cipher_at fails only for offsets past the CTR counter space (2^68 bytes);
-                // such a stream cannot be produced, but never emit plaintext if it were.
-                Err(_) => buf.iter_mut().for_each(|b| *b = 0),
-            }
+            cipher.apply(&mut buf);
             Ok(buf.freeze())
-        })
+        }))
     }
 }
 

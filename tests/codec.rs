@@ -33,6 +33,7 @@ async fn encrypt(
         .content_length(data.len() as u64);
     let out: Vec<Bytes> = enc
         .encrypt_stream(0, chunks(data, 65_537))
+        .unwrap()
         .try_collect()
         .await
         .unwrap();
