@@ -456,15 +456,25 @@ async fn veturbo_files_move_through_the_engine_like_the_reference() {
     let mut later = h.clone();
     later.file_timestamp += 3600;
     let before = parts_in();
+    // The rerun announces what it takes over in its `Started` event (the CLI prints it).
+    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = started.clone();
+    let announce = cryptobucket::progress::ProgressListener::new(move |p| {
+        if let cryptobucket::progress::ProgressEvent::Started { resumed_bytes, .. } = p.event {
+            seen.lock().unwrap().push(resumed_bytes);
+        }
+    });
     let out = upload_file(&cb, &plain_path)
         .key("vt/headered")
         .encryption(f.header_key.clone(), Some(later))
         .key_source(f.header_key.clone())
         .part_size(PartSize::Target(part))
         .checkpoint_dir(cps.path())
+        .progress(announce)
         .send()
         .await
         .unwrap();
+    assert_eq!(*started.lock().unwrap(), vec![out.resumed_bytes], "{out:?}");
     // Parts count once the checkpoint holds them (written behind the transfer, so the last
     // one reported may be missing).
     assert!(out.resumed_bytes >= part - HEADER_LEN, "{out:?}");

@@ -96,6 +96,8 @@ pub(crate) struct StoredUpload {
     cp_path: PathBuf,
     previous: Option<Checkpoint>,
     restarted: Option<String>,
+    /// Emit `Started` (with what was resumed) once that is known.
+    announce: bool,
     _lock: TransferLock,
 }
 
@@ -138,8 +140,16 @@ impl StoredUpload {
             cp_path,
             previous,
             restarted: None,
+            announce: false,
             _lock: lock,
         })
+    }
+
+    /// Makes [`run`](Self::run) announce `Started`, with the bytes and parts it takes over,
+    /// once it knows them (a single-file upload; a tree announces its own start).
+    pub(crate) fn announce_start(mut self) -> Self {
+        self.announce = true;
+        self
     }
 
     /// Drops the interrupted run's checkpoint and aborts its upload (the caller cannot
@@ -169,7 +179,8 @@ impl StoredUpload {
     }
 
     /// Uploads (or finishes uploading) the object. `report` gets the bytes of the source and
-    /// part and retry events; starting and finishing are the caller's to announce.
+    /// part and retry events; finishing (and, without [`announce_start`](Self::announce_start),
+    /// starting) is the caller's to announce.
     pub(crate) async fn run(
         mut self,
         layout: Arc<dyn StoredLayout>,
@@ -232,6 +243,12 @@ impl StoredUpload {
             .map(|p| layout.source_range(p.part_number).1)
             .sum();
         report.add(resumed_bytes);
+        if self.announce {
+            report.emit(ProgressEvent::Started {
+                resumed_bytes,
+                resumed_parts: cp.parts.len() as u32,
+            });
+        }
         // Cancelled without a checkpoint to resume from: abort (as `upload_file` does).
         let mut guard = upload.abort_on_drop(
             !self.opts.resumable && self.opts.config.failed_upload == FailedUploadPolicy::Abort,

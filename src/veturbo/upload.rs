@@ -152,11 +152,11 @@ impl VeturboUploadBuilder {
         let stored = super::body_offset(header.as_ref()) + size;
         let part_size = self.opts.config.part_size.resolve(Some(stored))?;
         let report = Reporter::new(self.opts.progress.clone(), size);
-        report.emit(ProgressEvent::Started {
-            resumed_bytes: 0,
-            resumed_parts: 0,
-        });
         if stored <= part_size {
+            report.emit(ProgressEvent::Started {
+                resumed_bytes: 0,
+                resumed_parts: 0,
+            });
             let layout = Layout::new(vkey, header.as_ref(), size, part_size)?;
             let plain = zeroize::Zeroizing::new(
                 tokio::fs::read(&self.path)
@@ -184,8 +184,10 @@ impl VeturboUploadBuilder {
                 header,
             });
         }
+        // `Started` comes from the upload once it knows what an interrupted run left.
         let mut upload =
-            StoredUpload::prepare(&self.handle, &key, &self.path, "upload-veturbo", &self.opts)?;
+            StoredUpload::prepare(&self.handle, &key, &self.path, "upload-veturbo", &self.opts)?
+                .announce_start();
         let fresh = Layout::new(vkey.clone(), header.as_ref(), size, part_size)?;
         let layout = match upload.recorded().cloned() {
             Some(recorded) if recorded != fresh.params() => {
