@@ -391,12 +391,7 @@ impl Decryptor {
             ));
         }
         let c = u64::from(record.chunk_size);
-        let first = start / c;
-        let last = if start + len == object_size {
-            object_size / c // the final chunk, empty when the size is a multiple of c
-        } else {
-            (start + len - 1) / c
-        };
+        let (first, last) = record.chunk_span(start, len, object_size);
         if body_start > first * c {
             return Err(body_after(body_start, first * c));
         }

@@ -366,6 +366,19 @@ impl IntegrityRecord {
         size / u64::from(self.chunk_size) + 1
     }
 
+    /// The chunks (first, last; inclusive) that the plaintext bytes `start..start + len` of an
+    /// object of `size` bytes touch. A range that reaches the end includes the final chunk,
+    /// which is empty when the size is a multiple of the chunk size.
+    pub(crate) fn chunk_span(&self, start: u64, len: u64, size: u64) -> (u64, u64) {
+        let c = u64::from(self.chunk_size);
+        let last = if start + len == size {
+            size / c
+        } else {
+            (start + len - 1) / c
+        };
+        (start / c, last)
+    }
+
     /// The object id, base64url (as in the metadata and in messages).
     pub fn object_id_text(&self) -> String {
         B64URL.encode(self.object_id)

@@ -47,6 +47,30 @@ pub struct RewrapObjectFluentBuilder {
     config: TransferConfig,
 }
 
+/// The object's content key, after the integrity policy (strict mode, signers) accepted its
+/// record and the key commitment matched: what a rewrap or re-encryption needs before it
+/// touches the object.
+async fn unwrap_checked(
+    handle: &SharedHandle,
+    meta: &HashMap<String, String>,
+    env: &Envelope,
+    key: &str,
+) -> Result<crate::cipher::ContentMaterial> {
+    let bucket = handle.bucket();
+    let record = crate::integrity::IntegrityRecord::from_metadata(meta)
+        .map_err(|e| e.with_object(bucket, key))?;
+    handle
+        .integrity
+        .check(record.as_ref(), &env.wrap_alg)
+        .map_err(|e| e.with_object(bucket, key))?;
+    let (material, _) = handle
+        .keyring()
+        .unwrap_committed(env, record.as_ref())
+        .await
+        .map_err(|e| e.with_object(bucket, key))?;
+    Ok(material)
+}
+
 /// What a rewrap did.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -174,17 +198,7 @@ impl RewrapObjectFluentBuilder {
 
         if self.reencrypt && self.dry_run {
             // What a re-encryption needs before it reads a byte: policy and the current key.
-            let record = crate::integrity::IntegrityRecord::from_metadata(meta)
-                .map_err(|e| e.with_object(bucket, &key))?;
-            self.bucket
-                .integrity
-                .check(record.as_ref(), &env.wrap_alg)
-                .map_err(|e| e.with_object(bucket, &key))?;
-            self.bucket
-                .keyring()
-                .unwrap_committed(&env, record.as_ref())
-                .await
-                .map_err(|e| e.with_object(bucket, &key))?;
+            unwrap_checked(&self.bucket, meta, &env, &key).await?;
             // The target key can make a content key (for KMS: one GenerateDataKey call).
             to.provider().generate().await?;
             return Ok(RewrapOutput {
@@ -223,18 +237,7 @@ impl RewrapObjectFluentBuilder {
         }
         // A rewrap re-signs nothing and does not read the body, so it must not bless an object
         // whose key does not match its integrity record (or that strict mode would refuse).
-        let record = crate::integrity::IntegrityRecord::from_metadata(meta)
-            .map_err(|e| e.with_object(bucket, &key))?;
-        self.bucket
-            .integrity
-            .check(record.as_ref(), &env.wrap_alg)
-            .map_err(|e| e.with_object(bucket, &key))?;
-        let (material, _) = self
-            .bucket
-            .keyring()
-            .unwrap_committed(&env, record.as_ref())
-            .await
-            .map_err(|e| e.with_object(bucket, &key))?;
+        let material = unwrap_checked(&self.bucket, meta, &env, &key).await?;
         let wrapped = to.provider().wrap(&material).await?;
         let new_env = Envelope {
             version: envelope::FormatVersion::V2,

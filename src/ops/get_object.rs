@@ -319,12 +319,7 @@ impl GetObjectFluentBuilder {
                 .map_err(|e| e.with_object(&inner.bucket, &key))?;
                 if let (Some(rec), Some(tag_key)) = (&record, tag_key) {
                     let c = u64::from(rec.chunk_size);
-                    let first = start / c;
-                    let last = if start + len == total {
-                        total / c // the final chunk, empty when the size is a multiple of c
-                    } else {
-                        (start + len - 1) / c
-                    };
+                    let (first, last) = rec.chunk_span(start, len, total);
                     let covered_end = ((last + 1) * c).min(total);
                     if body_start > first * c || body_start + body_len < covered_end {
                         return Err(Error::invalid_response(format!(
