@@ -7,7 +7,8 @@
 #   scripts/bench-download.sh [SIZE_MIB=1024] [STREAMS=4] [ROUNDS=3]
 #
 # Needs rclone (Debian's `rclone`, installed here when missing). Prints one line per run and a
-# summary: best and median MiB/s per tool. The numbers in BENCHMARKS.md come from this script.
+# summary: best and median MiB/s per tool. CB_PREFIX=eatmydata runs our download with fsync
+# turned into a no-op, to show what durability costs. The numbers in BENCHMARKS.md come from this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,6 +62,10 @@ start_server() {
 timed() { # NAME CMD... : runs CMD, prints and records MiB/s
   local name=$1; shift
   rm -f "$WORK/out"
+  # Every run starts with nothing dirty in the page cache: without this, whoever syncs pays
+  # for the writeback of the uploads (and ext4's ordered journal commits wait for it), and
+  # whoever does not leaves its own writeback to the next run.
+  sync
   local t0 t1
   t0=$(date +%s.%N)
   "$@"
@@ -72,7 +77,7 @@ timed() { # NAME CMD... : runs CMD, prints and records MiB/s
   echo "$name $rate" >> "$WORK/results"
 }
 
-run_cb()     { timed "cryptobucket-get" "$CB" "${CBA[@]}" get s3://bench/cb.bin "$WORK/out" \
+run_cb()     { timed "cryptobucket-get" ${CB_PREFIX:-} "$CB" "${CBA[@]}" get s3://bench/cb.bin "$WORK/out" \
                  --concurrency "$STREAMS" --no-progress --checkpoint-dir "$WORK/cp" 2>/dev/null; }
 run_plain()  { timed "rclone-plain" "${RC[@]}" copyto s3:bench/plain.bin "$WORK/out"; }
 run_crypt()  { timed "rclone-crypt" "${RC[@]}" copyto sc:crypt.bin "$WORK/out"; }
