@@ -19,9 +19,10 @@ use std::time::Instant;
 
 use cryptobucket::gocryptfs::{GocryptfsConf, GocryptfsKeys, push::push};
 use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
+use cryptobucket_testkit::baseline::{Multipart, multipart_upload};
 use cryptobucket_testkit::{make_file, parse_size, server};
 
-type BoxError = Box<dyn std::error::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
@@ -45,7 +46,12 @@ async fn plain_upload(
             }
             let rel = p.strip_prefix(dir)?.to_string_lossy().into_owned();
             if multipart && std::fs::metadata(&p)?.len() > 8 << 20 {
-                multipart_upload(client, &p, &format!("{prefix}{rel}")).await?;
+                let m = Multipart {
+                    part: 8 << 20,
+                    concurrency: 8,
+                    unsigned: true,
+                };
+                multipart_upload(client, "bench", &format!("{prefix}{rel}"), &p, m).await?;
                 continue;
             }
             client
@@ -60,74 +66,6 @@ async fn plain_upload(
                 .await?;
         }
     }
-    Ok(())
-}
-
-/// One plain multipart upload of `path`: 8 MiB parts read from the file, 8 in flight.
-async fn multipart_upload(
-    client: &aws_sdk_s3::Client,
-    path: &Path,
-    key: &str,
-) -> Result<(), BoxError> {
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    use futures::StreamExt as _;
-    const PART: u64 = 8 << 20;
-    let len = std::fs::metadata(path)?.len();
-    let up = client
-        .create_multipart_upload()
-        .bucket("bench")
-        .key(key)
-        .send()
-        .await?;
-    let id = up.upload_id().ok_or("no upload id")?.to_owned();
-    let parts: Vec<u64> = (0..len.div_ceil(PART)).collect();
-    let done: Vec<Result<CompletedPart, BoxError>> = futures::stream::iter(parts)
-        .map(|i| {
-            let id = id.clone();
-            async move {
-                let body = aws_sdk_s3::primitives::ByteStream::read_from()
-                    .path(path)
-                    .buffer_size(1 << 20)
-                    .offset(i * PART)
-                    .length(aws_sdk_s3::primitives::Length::Exact(
-                        PART.min(len - i * PART),
-                    ))
-                    .build()
-                    .await?;
-                let n = i as i32 + 1;
-                let r = client
-                    .upload_part()
-                    .bucket("bench")
-                    .key(key)
-                    .upload_id(&id)
-                    .part_number(n)
-                    .body(body)
-                    .customize()
-                    .disable_payload_signing()
-                    .send()
-                    .await?;
-                Ok(CompletedPart::builder()
-                    .part_number(n)
-                    .set_e_tag(r.e_tag().map(str::to_owned))
-                    .build())
-            }
-        })
-        .buffered(8)
-        .collect()
-        .await;
-    let done = done.into_iter().collect::<Result<Vec<_>, _>>()?;
-    client
-        .complete_multipart_upload()
-        .bucket("bench")
-        .key(key)
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await?;
     Ok(())
 }
 

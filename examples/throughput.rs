@@ -12,13 +12,12 @@
 //! cores with the client. Rounds alternate which side goes first; the best round of each side
 //! counts. The last line is `encrypted/plain throughput ratio: put X get Y`.
 
+use cryptobucket_testkit::baseline::{Multipart, multipart_upload};
 use cryptobucket_testkit::{make_file, parse_size, server};
 
 use std::path::Path;
 use std::time::Instant;
 
-use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use cryptobucket::{ClientOptions, CryptoBucket, Keyring, MatDesc, PartSize, RsaKeyPair};
 use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio::task::JoinSet;
@@ -58,85 +57,6 @@ fn opts() -> Result<Opts, BoxError> {
         }
     }
     Ok(o)
-}
-
-/// Plain multipart upload with the same part size and concurrency.
-async fn plain_put(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    path: &Path,
-    o: &Opts,
-) -> Result<(), BoxError> {
-    let id = client
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await?
-        .upload_id
-        .ok_or("no upload id")?;
-    let count = o.size.div_ceil(o.part).max(1);
-    let mut set = JoinSet::new();
-    let mut parts = Vec::new();
-    let mut next = 0u64;
-    loop {
-        while set.len() < o.concurrency && next < count {
-            let (client, bucket, key, id, path) = (
-                client.clone(),
-                bucket.to_owned(),
-                key.to_owned(),
-                id.clone(),
-                path.to_owned(),
-            );
-            let off = next * o.part;
-            let len = (o.size - off).min(o.part);
-            let n = next as i32 + 1;
-            set.spawn(async move {
-                let body = ByteStream::read_from()
-                    .path(&path)
-                    .offset(off)
-                    .length(Length::Exact(len))
-                    .build()
-                    .await?;
-                let out = client
-                    .upload_part()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(id)
-                    .part_number(n)
-                    .content_length(len as i64)
-                    .body(body)
-                    .send()
-                    .await?;
-                Ok::<_, BoxError>(
-                    CompletedPart::builder()
-                        .part_number(n)
-                        .set_e_tag(out.e_tag)
-                        .build(),
-                )
-            });
-            next += 1;
-        }
-        match set.join_next().await {
-            Some(r) => parts.push(r??),
-            None => break,
-        }
-    }
-    parts.sort_by_key(|p| p.part_number);
-    client
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await?;
-    Ok(())
 }
 
 /// Plain parallel ranged download into a preallocated file.
@@ -251,7 +171,14 @@ async fn main() -> Result<(), BoxError> {
             let dst = work.path().join(if enc { "enc.out" } else { "plain.out" });
             let t = Instant::now();
             match (get, enc) {
-                (false, false) => plain_put(&client, &o.bucket, "plain", &src, &o).await?,
+                (false, false) => {
+                    let m = Multipart {
+                        part: o.part,
+                        concurrency: o.concurrency,
+                        unsigned: false,
+                    };
+                    multipart_upload(&client, &o.bucket, "plain", &src, m).await?
+                }
                 (false, true) => {
                     cb.upload_file()
                         .key("enc")

@@ -4,6 +4,7 @@
 //! small helpers. A workspace member, so nothing is included by `#[path]`.
 
 pub mod aliyun_kms;
+pub mod baseline;
 pub mod garage;
 pub mod local_http;
 pub mod moto;

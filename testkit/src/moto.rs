@@ -1,4 +1,4 @@
-//! A real AWS-KMS-protocol server for the tests: `moto_server` (moto[server] 5.1.22 from the
+//! A real AWS-KMS-protocol server for the tests: `moto_server` (`moto[server]` 5.1.22 from the
 //! test venv that `scripts/test.sh` creates) on a free loopback port, stopped on drop. Like the
 //! oss2 tests, these fail, never skip, when the venv is missing.
 
