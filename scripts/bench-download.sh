@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Side-by-side download benchmark: `cryptobucket get` (encrypted, checkpointed) against rclone's
-# multi-thread download from a plain S3 remote and from a crypt remote, on the same in-process
-# s3s-fs server (examples/s3_server.rs, release build), the same number of parallel streams,
-# a fresh server data dir per round, rounds alternating the order of the three.
+# Side-by-side download benchmark: `cryptobucket get` (encrypted, checkpointed, durable) against
+# rclone's multi-thread download from a plain S3 remote and from a crypt remote, the latter also
+# followed by `sync FILE` (the same durability as ours: the file is on disk when the command
+# ends), on the same in-process s3s-fs server (examples/s3_server.rs, release build), the same
+# number of parallel streams, a fresh server data dir per round, rounds rotating the order.
 #
 #   scripts/bench-download.sh [SIZE_MIB=1024] [STREAMS=4] [ROUNDS=3]
 #
-# Needs rclone (Debian's `rclone`, installed here when missing). Prints one line per run and a
-# summary: best and median MiB/s per tool. CB_PREFIX=eatmydata runs our download with fsync
+# Needs rclone (Debian's `rclone`, installed here when missing). Prints one line per run (MiB/s
+# and the client's CPU seconds) and a summary: best and median MiB/s per tool.
+# CB_PREFIX=eatmydata runs our download with fsync
 # turned into a no-op, to show what durability costs. The numbers in BENCHMARKS.md come from this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +18,8 @@ SIZE_MIB="${1:-1024}"
 STREAMS="${2:-4}"
 ROUNDS="${3:-3}"
 
-if ! command -v rclone >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq rclone >/dev/null
+if ! command -v rclone >/dev/null 2>&1 || [ ! -x /usr/bin/time ]; then
+  apt-get update -qq && apt-get install -y -qq rclone time >/dev/null
 fi
 cargo build --release --quiet --example s3_server --bin cryptobucket
 CB="$PWD/target/release/cryptobucket"
@@ -68,12 +70,13 @@ timed() { # NAME CMD... : runs CMD, prints and records MiB/s
   sync
   local t0 t1
   t0=$(date +%s.%N)
-  "$@"
+  /usr/bin/time -f '%U %S' -o "$WORK/cpu" "$@"
   t1=$(date +%s.%N)
   cmp -s "$WORK/src" "$WORK/out" || { echo "$name: downloaded file differs" >&2; exit 1; }
-  local rate
+  local rate cpu
   rate=$(echo "$SIZE_MIB / ($t1 - $t0)" | bc -l)
-  printf '%-22s %8.1f MiB/s\n' "$name" "$rate"
+  cpu=$(awk '{printf "%.2f", $1 + $2}' "$WORK/cpu")
+  printf '%-22s %8.1f MiB/s  client CPU %s s\n' "$name" "$rate" "$cpu"
   echo "$name $rate" >> "$WORK/results"
 }
 
@@ -81,6 +84,8 @@ run_cb()     { timed "cryptobucket-get" ${CB_PREFIX:-} "$CB" "${CBA[@]}" get s3:
                  --concurrency "$STREAMS" --no-progress --checkpoint-dir "$WORK/cp" 2>/dev/null; }
 run_plain()  { timed "rclone-plain" "${RC[@]}" copyto s3:bench/plain.bin "$WORK/out"; }
 run_crypt()  { timed "rclone-crypt" "${RC[@]}" copyto sc:crypt.bin "$WORK/out"; }
+run_crypt_sync() { timed "rclone-crypt+sync" sh -c '"$@" && sync "$0"' "$WORK/out" \
+                     "${RC[@]}" copyto sc:crypt.bin "$WORK/out"; }
 
 echo "download of ${SIZE_MIB} MiB, ${STREAMS} parallel streams, ${ROUNDS} rounds ($(rclone version | head -1))"
 for round in $(seq "$ROUNDS"); do
@@ -88,15 +93,16 @@ for round in $(seq "$ROUNDS"); do
   "$CB" "${CBA[@]}" put "$WORK/src" s3://bench/cb.bin --no-progress --checkpoint-dir "$WORK/cp" 2>/dev/null
   "${RC[@]}" copyto "$WORK/src" s3:bench/plain.bin
   "${RC[@]}" copyto "$WORK/src" sc:crypt.bin
-  case $((round % 3)) in
-    1) run_cb; run_plain; run_crypt ;;
-    2) run_plain; run_crypt; run_cb ;;
-    0) run_crypt; run_cb; run_plain ;;
+  case $((round % 4)) in
+    1) run_cb; run_plain; run_crypt; run_crypt_sync ;;
+    2) run_plain; run_crypt; run_crypt_sync; run_cb ;;
+    3) run_crypt; run_crypt_sync; run_cb; run_plain ;;
+    0) run_crypt_sync; run_cb; run_plain; run_crypt ;;
   esac
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 done
 echo "summary (best / median MiB/s):"
-for name in cryptobucket-get rclone-plain rclone-crypt; do
+for name in cryptobucket-get rclone-plain rclone-crypt rclone-crypt+sync; do
   grep "^$name " "$WORK/results" | awk '{print $2}' | sort -n | awk -v n="$name" '
     { v[NR] = $1 } END { printf "  %-20s %8.1f / %8.1f\n", n, v[NR], v[int((NR + 1) / 2)] }'
 done

@@ -224,6 +224,62 @@ async fn small_and_empty_files() {
     assert!(env.checkpoints().is_empty());
 }
 
+/// A download of one range writes no checkpoint (a range is recorded only once whole, and
+/// then the file is published, so there is never anything to resume); one of two ranges has
+/// its checkpoint from the first recorded range on. Either way nothing stays behind.
+#[tokio::test]
+async fn only_downloads_of_several_ranges_write_a_checkpoint() {
+    let env = Env::new().await;
+    for (name, len, checkpointed) in [
+        ("one", PART as usize, false),
+        ("two", PART as usize + 1, true),
+    ] {
+        let data = pattern(len, 31);
+        env.upload(name, &env.write(name, &data))
+            .send()
+            .await
+            .unwrap();
+        // At every recorded range: is there a checkpoint file?
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, dir) = (seen.clone(), env.cp_dir());
+        let listener = ProgressListener::new(move |p| {
+            if let ProgressEvent::PartDone { .. } = p.event {
+                let any = std::fs::read_dir(&dir).is_ok_and(|d| {
+                    d.map(|e| e.unwrap().path())
+                        .any(|p| p.extension().is_some_and(|x| x == "json"))
+                });
+                s.lock().unwrap().push(any);
+            }
+        });
+        let dst = env.path(&format!("{name}.out"));
+        env.download(name, &dst)
+            .progress(listener)
+            .send()
+            .await
+            .unwrap();
+        assert!(std::fs::read(&dst).unwrap() == data, "{name}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), len.div_ceil(PART as usize), "{name}: {seen:?}");
+        assert!(seen.iter().all(|&c| c == checkpointed), "{name}: {seen:?}");
+        assert!(env.checkpoints().is_empty(), "{name}");
+        assert!(partial_files(env.dir.path()).is_empty(), "{name}");
+    }
+    // A one-range download that breaks off leaves neither a checkpoint nor decrypted bytes.
+    let dst = env.path("broken.out");
+    env.server.stats.limit_get_bytes(PART as i64 / 2);
+    let err = env
+        .download("one", &dst)
+        .max_attempts(1)
+        .send()
+        .await
+        .unwrap_err();
+    env.server.stats.limit_get_bytes(i64::MAX);
+    assert!(err.is_retryable(), "{err}");
+    assert!(!dst.exists());
+    assert!(env.checkpoints().is_empty());
+    assert!(partial_files(env.dir.path()).is_empty());
+}
+
 #[tokio::test]
 async fn interrupted_upload_resumes_without_resending_and_checkpoint_holds_no_key() {
     let env = Env::new().await;

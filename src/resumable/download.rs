@@ -302,10 +302,15 @@ impl DownloadFileFluentBuilder {
                 }
             }
         }
-        let (cp, partial) = match resumed {
-            Some(r) => r,
+        let (cp, partial, checkpointed) = match resumed {
+            Some((cp, partial)) => (cp, partial, true),
             None => {
                 let part_size = self.opts.config.part_size.resolve(Some(size))?;
+                // An object of one range gets no checkpoint: a range is recorded only once it
+                // is whole, and then the file is published, so a checkpoint could never hold
+                // anything to resume. (Saves a checkpoint file, its syncs and its removal per
+                // small file.)
+                let checkpointed = self.opts.resumable && size > part_size;
                 let partial = PartialFile::create(dest, size)?;
                 let mut cp = Checkpoint::new(
                     self.kind(),
@@ -325,14 +330,14 @@ impl DownloadFileFluentBuilder {
                 cp.temp_identity = Some(partial.identity().clone());
                 cp.part_size = part_size;
                 cp.envelope = envelope_meta.clone();
-                if self.opts.resumable {
+                if checkpointed {
                     cp.seal(&binding_key)?;
                     if let Err(e) = store_checkpoint(&cp, cp_path).await {
                         partial.discard();
                         return Err(e);
                     }
                 }
-                (cp, partial)
+                (cp, partial, checkpointed)
             }
         };
         match self
@@ -345,6 +350,7 @@ impl DownloadFileFluentBuilder {
                 format,
                 size,
                 binding_key,
+                checkpointed,
                 &report,
             )
             .await
@@ -352,7 +358,7 @@ impl DownloadFileFluentBuilder {
             Ok((received, resumed_bytes)) => {
                 // Every byte is in place and synced: publish it under its name.
                 partial.publish(dest, size)?;
-                if self.opts.resumable {
+                if checkpointed {
                     remove_finished_checkpoint(cp_path, &report);
                 }
                 report.emit(ProgressEvent::Finished);
@@ -366,14 +372,14 @@ impl DownloadFileFluentBuilder {
                 })
             }
             Err(e) => {
-                // Nothing to resume from (not resumable, the object changed, or it failed
+                // Nothing to resume from (no checkpoint, the object changed, or it failed
                 // verification): no decrypted byte stays on disk.
-                if !self.opts.resumable
+                if !checkpointed
                     || e.kind() == ErrorKind::Changed
                     || e.kind().is_integrity_failure()
                 {
                     partial.discard();
-                    if self.opts.resumable {
+                    if checkpointed {
                         let _ = Checkpoint::remove(cp_path);
                     }
                 }
@@ -383,6 +389,7 @@ impl DownloadFileFluentBuilder {
     }
 
     /// Fetches the ranges the checkpoint does not hold; returns (bytes fetched, bytes resumed).
+    /// `checkpointed`: record the ranges in the checkpoint file (syncing the data first).
     ///
     /// The checkpoint unit (`cp.part_size`, a "range") and the request are separate: the
     /// missing ranges are grouped into about `concurrency` contiguous spans, each fetched with
@@ -400,6 +407,7 @@ impl DownloadFileFluentBuilder {
         format: Format,
         size: u64,
         binding_key: ContentMaterial,
+        checkpointed: bool,
         report: &Reporter,
     ) -> Result<(u64, u64)> {
         let unit = cp.part_size;
@@ -421,17 +429,16 @@ impl DownloadFileFluentBuilder {
         let missing: Vec<u32> = (1..=count).filter(|n| !done.contains(n)).collect();
         let spans = spans(&missing, self.opts.config.concurrency, unit);
 
-        let resumable = self.opts.resumable;
         let writer = Checkpointer::start(
             cp.clone(),
             cp_path.to_owned(),
             binding_key,
-            if resumable {
+            if checkpointed {
                 Some(partial.handle()?)
             } else {
                 None
             },
-            resumable,
+            checkpointed,
         );
         let sink = writer.sender();
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
