@@ -327,7 +327,7 @@ pub(crate) async fn run_transfer<T>(
                 () = cancel.cancelled() => Err(Error::new(
                     ErrorKind::Cancelled,
                     if resumable {
-                        format!("{what} was cancelled; its checkpoint is kept, the same call resumes it")
+                        format!("{what} was cancelled; what its checkpoint holds is kept, the same call resumes it")
                     } else {
                         format!("{what} was cancelled")
                     },

@@ -11,7 +11,9 @@
 //! inode, length and trailer all still match, so a partial file of another transfer, a
 //! replaced file or a planted symlink is never taken over. Every write goes through the one
 //! open handle; the file is synced and renamed into place only when complete, and removed when
-//! the transfer fails without a checkpoint to resume from.
+//! the transfer fails without a checkpoint to resume from, or is cancelled or dropped before a
+//! checkpoint names the file (a dropped [`PartialFile`] removes its file unless
+//! [`PartialFile::keep`] was called).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,16 @@ pub(crate) struct PartialFile {
     path: PathBuf,
     file: File,
     identity: FileIdentity,
+    /// Leave the file on disk when dropped (a checkpoint names it, or it was published).
+    kept: bool,
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            Self::remove_if_same(&self.path, &self.identity);
+        }
+    }
 }
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -85,6 +97,7 @@ impl PartialFile {
             path,
             file,
             identity: FileIdentity { dev, ino, nonce },
+            kept: false,
         };
         let trailer = trailer(&this.identity.nonce);
         let written = this
@@ -139,6 +152,7 @@ impl PartialFile {
             path: path.to_owned(),
             file,
             identity: identity.clone(),
+            kept: true,
         }))
     }
 
@@ -151,6 +165,14 @@ impl PartialFile {
         {
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    /// Leaves the file on disk when this value is dropped without being published: call it
+    /// once a checkpoint names the file. (A new partial file is removed when dropped, so a
+    /// cancelled or dropped transfer that could not resume leaves no decrypted bytes behind; a
+    /// reopened one is kept, as its checkpoint names it.)
+    pub(crate) fn keep(&mut self) {
+        self.kept = true;
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -170,7 +192,7 @@ impl PartialFile {
 
     /// Cuts the identity trailer off (the file is then `size` bytes), syncs the data and
     /// renames the file to `dest`, after checking that the name still leads to this file.
-    pub(crate) fn publish(self, dest: &Path, size: u64) -> Result<()> {
+    pub(crate) fn publish(mut self, dest: &Path, size: u64) -> Result<()> {
         let io = |what: &str, e| Error::io(format!("cannot {what} {}", self.path.display()), e);
         self.file.set_len(size).map_err(|e| io("finish", e))?;
         self.file.sync_all().map_err(|e| io("sync", e))?;
@@ -185,13 +207,14 @@ impl PartialFile {
             ));
         }
         std::fs::rename(&self.path, dest).map_err(|e| io("rename", e))?;
+        self.kept = true; // it is `dest` now
         sync_dir(dest.parent().unwrap_or(Path::new(".")));
         Ok(())
     }
 
-    /// Removes the file (a failed transfer that will not be resumed).
-    pub(crate) fn discard(self) {
-        Self::remove_if_same(&self.path, &self.identity);
+    /// Removes the file (a failed transfer that will not be resumed), even if kept.
+    pub(crate) fn discard(mut self) {
+        self.kept = false;
     }
 
     /// Writes a new file `dest` of exactly `size` bytes through a partial file: `fill` gets a

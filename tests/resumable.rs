@@ -1168,3 +1168,50 @@ async fn cancelled_transfers_stop_keep_their_checkpoint_and_resume_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A cancelled download that has nothing to resume from (not resumable, or an object of one
+/// range, which gets no checkpoint) leaves no partial file with decrypted bytes behind.
+#[tokio::test]
+async fn cancelled_downloads_without_a_checkpoint_leave_no_partial_file() {
+    let env = Env::new().await;
+    let small = pattern(1000, 41);
+    let large = pattern((4 * PART) as usize, 42);
+    env.upload("small", &env.write("small", &small))
+        .send()
+        .await
+        .unwrap();
+    env.upload("large", &env.write("large", &large))
+        .send()
+        .await
+        .unwrap();
+    for (key, resumable, after) in [("small", true, None), ("large", false, Some(1))] {
+        let token = cryptobucket::CancellationToken::new();
+        let (t, seen) = (token.clone(), Arc::new(Mutex::new(0usize)));
+        // Cancel once the download has started (`after` None) or after `after` ranges.
+        let listener = ProgressListener::new(move |p| match (&p.event, after) {
+            (ProgressEvent::Started { .. }, None) => t.cancel(),
+            (ProgressEvent::PartDone { .. }, Some(n)) => {
+                let mut done = seen.lock().unwrap();
+                *done += 1;
+                if *done == n {
+                    t.cancel();
+                }
+            }
+            _ => {}
+        });
+        let dst = env.path(&format!("{key}.out"));
+        let err = env
+            .download(key, &dst)
+            .concurrency(1)
+            .resumable(resumable)
+            .progress(listener)
+            .cancellation_token(token)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled, "{key}: {err}");
+        assert!(!dst.exists(), "{key}");
+        assert!(env.checkpoints().is_empty(), "{key}");
+        assert!(partial_files(env.dir.path()).is_empty(), "{key}");
+    }
+}

@@ -311,7 +311,7 @@ impl DownloadFileFluentBuilder {
                 // anything to resume. (Saves a checkpoint file, its syncs and its removal per
                 // small file.)
                 let checkpointed = self.opts.resumable && size > part_size;
-                let partial = PartialFile::create(dest, size)?;
+                let mut partial = PartialFile::create(dest, size)?;
                 let mut cp = Checkpoint::new(
                     self.kind(),
                     bucket.bucket(),
@@ -332,10 +332,9 @@ impl DownloadFileFluentBuilder {
                 cp.envelope = envelope_meta.clone();
                 if checkpointed {
                     cp.seal(&binding_key)?;
-                    if let Err(e) = store_checkpoint(&cp, cp_path).await {
-                        partial.discard();
-                        return Err(e);
-                    }
+                    // Dropped before the checkpoint is stored: the file goes with it.
+                    store_checkpoint(&cp, cp_path).await?;
+                    partial.keep();
                 }
                 (cp, partial, checkpointed)
             }
