@@ -86,6 +86,21 @@ fn hkdf(ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
     out
 }
 
+/// The header of a stored file: the format version (2, big-endian) and the file id.
+fn file_header(file_id: &[u8; 16]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..2].copy_from_slice(&2u16.to_be_bytes());
+    h[2..].copy_from_slice(file_id);
+    h
+}
+
+/// The file id in a stored file's header; `None` unless `header` is a whole version-2 header
+/// with a non-zero id.
+fn parse_file_header(header: &[u8]) -> Option<[u8; 16]> {
+    let id: [u8; 16] = header.get(2..HEADER_LEN)?.try_into().ok()?;
+    (header.len() == HEADER_LEN && header[..2] == 2u16.to_be_bytes() && id != [0; 16]).then_some(id)
+}
+
 /// A random file id (never all zeros: gocryptfs reads that as a hole).
 fn new_file_id() -> Result<[u8; 16]> {
     loop {
@@ -620,6 +635,26 @@ pub fn plain_size(stored: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_headers_round_trip_and_bad_ones_are_refused() {
+        let id = [7u8; 16];
+        let h = file_header(&id);
+        assert_eq!(h[..2], [0, 2]);
+        assert_eq!(parse_file_header(&h), Some(id));
+        assert_eq!(parse_file_header(&h[..17]), None, "short");
+        let mut v1 = h;
+        v1[1] = 1;
+        assert_eq!(parse_file_header(&v1), None, "version 1");
+        assert_eq!(
+            parse_file_header(&file_header(&[0; 16])),
+            None,
+            "all-zero id"
+        );
+        let mut long = h.to_vec();
+        long.push(0);
+        assert_eq!(parse_file_header(&long), None, "not a header alone");
+    }
 
     #[test]
     fn blocks_encrypted_in_bulk_read_back_block_by_block() {

@@ -29,7 +29,7 @@ use super::push_state::PushState;
 use super::tree::TreeStats;
 use super::{
     BLOCK, BLOCK_OVERHEAD, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN,
-    MasterKey, long_name, new_file_id, random, stored_size,
+    MasterKey, file_header, long_name, new_file_id, random, stored_size,
 };
 use crate::checkpoint::LocalFile;
 use crate::cipher::ContentMaterial;
@@ -534,8 +534,7 @@ fn encrypt_small(keys: &GocryptfsKeys, path: &Path) -> Result<Bytes> {
     let mut stored = Vec::with_capacity(stored_size(plain.len() as u64) as usize);
     if !plain.is_empty() {
         let id = new_file_id()?;
-        stored.extend_from_slice(&2u16.to_be_bytes());
-        stored.extend_from_slice(&id);
+        stored.extend_from_slice(&file_header(&id));
         keys.encrypt_blocks_into(&id, 0, &plain, &mut stored)?;
     }
     Ok(Bytes::from(stored))
@@ -609,8 +608,7 @@ impl StoredLayout for FileLayout {
     fn encode(&self, n: u32, source: &[u8]) -> Result<Vec<u8>> {
         let mut body = Vec::with_capacity(self.stored_len(n) as usize);
         if n == 1 {
-            body.extend_from_slice(&2u16.to_be_bytes());
-            body.extend_from_slice(&self.file_id);
+            body.extend_from_slice(&file_header(&self.file_id));
         }
         let first = u64::from(n - 1) * PART_BLOCKS;
         self.keys
@@ -621,8 +619,7 @@ impl StoredLayout for FileLayout {
     fn encode_in_place(&self, n: u32, buf: &mut [u8]) -> Result<()> {
         let (_, len) = self.source_range(n);
         let out_at = if n == 1 {
-            buf[..2].copy_from_slice(&2u16.to_be_bytes());
-            buf[2..HEADER_LEN].copy_from_slice(&self.file_id);
+            buf[..HEADER_LEN].copy_from_slice(&file_header(&self.file_id));
             HEADER_LEN
         } else {
             0

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use super::tree::TreeStats;
 use super::{
     BLOCK, BLOCK_OVERHEAD, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN,
-    LONGNAME_PREFIX, MasterKey, long_name, plain_size,
+    LONGNAME_PREFIX, MasterKey, long_name, parse_file_header, plain_size,
 };
 use crate::engine::{Reporter, with_retries};
 use crate::error::{Error, ErrorKind, Result};
@@ -283,15 +283,13 @@ impl GocryptfsRemote {
     /// The file id from the stored header.
     async fn file_id(&self, key: &str, pin: &Pin) -> Result<[u8; 16]> {
         let header = self.get_range(key, pin, 0, HEADER_LEN as u64).await?;
-        if header.len() != HEADER_LEN || header[..2] != 2u16.to_be_bytes() || header[2..] == [0; 16]
-        {
-            return Err(Error::new(
+        parse_file_header(&header).ok_or_else(|| {
+            Error::new(
                 ErrorKind::TagMismatch,
                 format!("{key}: bad gocryptfs header"),
             )
-            .with_object(&self.handle.bucket, key));
-        }
-        Ok(header[2..].try_into().expect("16 bytes"))
+            .with_object(&self.handle.bucket, key)
+        })
     }
 
     /// Plaintext `offset .. offset + len` (within `size`) from the blocks that cover it.

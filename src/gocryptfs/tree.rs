@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     BLOCK, BLOCK_OVERHEAD, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN,
-    LONGNAME_PREFIX, long_name, new_file_id, random,
+    LONGNAME_PREFIX, file_header, long_name, new_file_id, parse_file_header, random,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -66,9 +66,8 @@ pub fn encrypt_stream(
         }
         if n == 0 {
             file_id = new_file_id()?;
-            let mut header = 2u16.to_be_bytes().to_vec();
-            header.extend_from_slice(&file_id);
-            dst.write_all(&header).map_err(|e| io("cannot write", e))?;
+            dst.write_all(&file_header(&file_id))
+                .map_err(|e| io("cannot write", e))?;
         }
         let sealed = keys.encrypt_block(&file_id, n, &block[..got])?;
         dst.write_all(&sealed).map_err(|e| io("cannot write", e))?;
@@ -108,19 +107,14 @@ pub fn decrypt_stream(
     if got == 0 {
         return Ok(0);
     }
-    if got < HEADER_LEN || header[..2] != 2u16.to_be_bytes() {
+    let Some(file_id) = parse_file_header(&header[..got]) else {
         return Err(Error::new(
             ErrorKind::TagMismatch,
-            format!("{what}: not a gocryptfs v2 file (bad or short header)"),
+            format!(
+                "{what}: not a gocryptfs v2 file (bad or short header, or an all-zero file id)"
+            ),
         ));
-    }
-    let file_id: [u8; 16] = header[2..].try_into().expect("16 bytes");
-    if file_id == [0; 16] {
-        return Err(Error::new(
-            ErrorKind::TagMismatch,
-            format!("{what}: all-zero file id"),
-        ));
-    }
+    };
     let mut block = vec![0u8; BLOCK + BLOCK_OVERHEAD];
     let mut n = 0u64;
     let mut total = 0u64;
