@@ -294,6 +294,12 @@ fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
 /// releases the lock when the process ends, however it ends, and a run that ends normally
 /// removes the file. (A run that locked a file another run removed meanwhile sees that the
 /// name no longer leads to its file and tries again, so two runs never both hold "the" lock.)
+///
+/// A lock file that outlived its run belongs to a run that was killed. A download writing a
+/// partial file no checkpoint names (an object of one range) records that file in its lock
+/// file ([`record_partial`](Self::record_partial)), so the next run of the same transfer
+/// removes it ([`remove_orphan`](Self::remove_orphan)) instead of leaving decrypted bytes
+/// behind for good.
 #[derive(Debug)]
 pub(crate) struct TransferLock {
     path: PathBuf,
@@ -342,6 +348,42 @@ impl TransferLock {
             format!("the lock file {} keeps changing", path.display()),
         ))
     }
+
+    /// Records `partial` in the lock file: this run writes it without a checkpoint naming it.
+    /// Best effort (a lock file that cannot be written only loses the clean-up after a kill).
+    pub(crate) fn record_partial(&self, partial: &PartialFile) {
+        let record = OrphanRecord {
+            path: partial.path.clone(),
+            identity: partial.identity.clone(),
+        };
+        if let Ok(text) = serde_json::to_vec(&record) {
+            let _ = self.file.set_len(0);
+            let _ = write_at(&self.file, &text, 0);
+        }
+    }
+
+    /// Removes the partial file that a killed earlier run of this transfer recorded in the
+    /// lock file, if the name still leads to that very file, and clears the record.
+    pub(crate) fn remove_orphan(&self) {
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len == 0 || len > 64 << 10 {
+            return;
+        }
+        let mut text = vec![0u8; len as usize];
+        if read_at(&self.file, &mut text, 0).is_ok()
+            && let Ok(record) = serde_json::from_slice::<OrphanRecord>(&text)
+        {
+            PartialFile::remove_if_same(&record.path, &record.identity);
+        }
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// What a lock file records of a partial file its run writes without a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct OrphanRecord {
+    path: PathBuf,
+    identity: FileIdentity,
 }
 
 impl Drop for TransferLock {

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::TestServer;
+use support::{TestServer, partial_files};
 
 const PART: u64 = 8 * 1024 * 1024;
 const CONCURRENCY: u64 = 4;
@@ -127,6 +127,16 @@ impl Rig {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// Runs `args` to the end (with the transfer flags) and asserts that it succeeded.
+    fn run_ok(&self, args: &[&str]) {
+        let out = self.spawn(args).wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The CLI with keys, endpoint and credentials, and `args`.
@@ -255,15 +265,7 @@ fn upload_and_download_survive_repeated_sigkill() {
     );
     // Read back through the plain path (one streaming GET) and hash.
     let check = rig.dir.path().join("check.bin");
-    let out = rig
-        .spawn(&["get", "s3://crash/model.bin", check.to_str().unwrap()])
-        .wait_with_output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.run_ok(&["get", "s3://crash/model.bin", check.to_str().unwrap()]);
     assert!(
         sha256_file(&check) == digest,
         "uploaded object differs from the source"
@@ -298,6 +300,47 @@ fn upload_and_download_survive_repeated_sigkill() {
         sha256_file(&dst) == digest,
         "downloaded file differs from the source"
     );
+}
+
+/// A download of one range writes no checkpoint. Killed with SIGKILL while its partial file
+/// (decrypted bytes, once written) exists, it cannot clean up; the next run of the same
+/// command removes that file (recorded in the transfer's lock file) and finishes.
+#[test]
+fn a_killed_one_range_download_is_cleaned_up_by_the_next_run() {
+    let rig = Rig::new();
+    let src = rig.dir.path().join("small.bin");
+    let digest = make_file(&src, PART);
+    rig.run_ok(&["put", src.to_str().unwrap(), "s3://crash/small.bin"]);
+    // Every GET now answers 503 SlowDown: the download sits in its retries, partial file open.
+    rig.server.stats.limit(i64::MAX, 0);
+    let dst = rig.dir.path().join("small.out");
+    let d = dst.to_str().unwrap();
+    let mut child = rig.spawn(&["get", "s3://crash/small.bin", d]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partial_files(rig.dir.path()).is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        assert!(Instant::now() < deadline, "no partial file appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(partial_files(rig.dir.path()).len(), 1);
+    assert_eq!(rig.checkpointed(), 0, "one range, no checkpoint");
+    assert!(!dst.exists());
+
+    rig.server.stats.limit(i64::MAX, i64::MAX);
+    rig.run_ok(&["get", "s3://crash/small.bin", d]);
+    assert!(sha256_file(&dst) == digest);
+    assert!(
+        partial_files(rig.dir.path()).is_empty(),
+        "the killed run's partial file is left: {:?}",
+        partial_files(rig.dir.path())
+    );
+    let left: Vec<_> = std::fs::read_dir(&rig.checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

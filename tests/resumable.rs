@@ -10,7 +10,7 @@ use base64::Engine as _;
 use cryptobucket::{
     CryptoBucket, ErrorKind, Keyring, MatDesc, PartSize, ProgressEvent, ProgressListener,
 };
-use support::{Fault, bucket_with, keyring_a, pattern, rsa};
+use support::{Fault, bucket_with, keyring_a, partial_files, pattern, rsa};
 
 const PART: u64 = 5 * 1024 * 1024;
 
@@ -728,19 +728,6 @@ async fn download_of_a_truncated_object_is_refused_before_writing() {
         env.checkpoints().is_empty(),
         "nothing started, nothing to resume"
     );
-}
-
-/// Hidden partial files (`.NAME.cryptobucket-NONCE.partial`) in the test directory.
-fn partial_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains("cryptobucket") && n.ends_with(".partial"))
-        })
-        .collect()
 }
 
 /// Defect: the partial file was named after the destination only and trusted by its size, so

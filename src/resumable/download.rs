@@ -136,15 +136,20 @@ impl DownloadFileFluentBuilder {
             .opts
             .checkpoint_path(self.kind(), self.bucket.bucket(), &key, &dest);
         // One run of this transfer at a time: a second one would share the checkpoint.
-        let _lock = if self.opts.resumable {
-            Some(TransferLock::acquire(&cp_path, "download")?)
+        let lock = if self.opts.resumable {
+            let lock = TransferLock::acquire(&cp_path, "download")?;
+            lock.remove_orphan();
+            Some(lock)
         } else {
             None
         };
         let mut restarted = None;
         let mut round = 0;
         loop {
-            match self.attempt(&key, &dest, &cp_path, restarted.clone()).await {
+            match self
+                .attempt(&key, &dest, &cp_path, lock.as_ref(), restarted.clone())
+                .await
+            {
                 Err(e) if e.kind() == ErrorKind::Changed && round < MAX_RESTARTS => {
                     round += 1;
                     let reason = format!(
@@ -249,12 +254,14 @@ impl DownloadFileFluentBuilder {
     }
 
     /// One pass: pin the object, take over or create the partial file, fetch what is missing,
-    /// publish.
+    /// publish. `lock`: the transfer's lock (resumable runs), where a partial file without a
+    /// checkpoint is recorded.
     async fn attempt(
         &self,
         key: &str,
         dest: &Path,
         cp_path: &Path,
+        lock: Option<&TransferLock>,
         mut restarted: Option<String>,
     ) -> Result<DownloadFileOutput> {
         let bucket = &self.bucket;
@@ -335,6 +342,9 @@ impl DownloadFileFluentBuilder {
                     // Dropped before the checkpoint is stored: the file goes with it.
                     store_checkpoint(&cp, cp_path).await?;
                     partial.keep();
+                } else if let Some(lock) = lock {
+                    // No checkpoint names it: if this run is killed, the next one removes it.
+                    lock.record_partial(&partial);
                 }
                 (cp, partial, checkpointed)
             }

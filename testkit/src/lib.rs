@@ -13,11 +13,24 @@ pub mod server;
 pub mod volc_kms;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
 
 pub use server::{Fault, TestServer};
+
+/// Hidden partial download files (`.NAME.cryptobucket-NONCE.partial`) in `dir`.
+pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains("cryptobucket") && n.ends_with(".partial"))
+        })
+        .collect()
+}
 
 /// The repository's root directory (this crate lives in `testkit/` below it).
 pub fn repo_root() -> PathBuf {
