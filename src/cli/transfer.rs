@@ -341,40 +341,35 @@ pub(crate) async fn copy_tree(
     let remote = |s: &str| s.starts_with("s3://");
     let (label, verb) = (format!("{src} -> {dest}"), "copy");
     let (bar, listener) = progress(&label, verb, args);
+    // The same options for either direction (the two builders share their setters).
+    macro_rules! with_options {
+        ($builder:expr) => {{
+            let b = $builder
+                .skip_identical(skip_identical)
+                .dry_run(dryrun)
+                .part_size(args.part_size())
+                .concurrency(args.concurrency)
+                .progress(listener);
+            match &args.checkpoint_dir {
+                Some(d) => b.checkpoint_dir(d),
+                None => b,
+            }
+        }};
+    }
     let out = match (remote(src), remote(dest)) {
         (false, true) => {
             let (bucket, prefix) = parse_s3_prefix(dest)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
-            let mut b = cb
-                .upload_dir()
-                .path(src)
-                .prefix(prefix)
-                .skip_identical(skip_identical)
-                .dry_run(dryrun)
-                .part_size(args.part_size())
-                .concurrency(args.concurrency)
-                .progress(listener);
-            if let Some(d) = &args.checkpoint_dir {
-                b = b.checkpoint_dir(d);
-            }
-            b.send().await
+            with_options!(cb.upload_dir().path(src).prefix(prefix))
+                .send()
+                .await
         }
         (true, false) => {
             let (bucket, prefix) = parse_s3_prefix(src)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
-            let mut b = cb
-                .download_dir()
-                .prefix(prefix)
-                .path(dest)
-                .skip_identical(skip_identical)
-                .dry_run(dryrun)
-                .part_size(args.part_size())
-                .concurrency(args.concurrency)
-                .progress(listener);
-            if let Some(d) = &args.checkpoint_dir {
-                b = b.checkpoint_dir(d);
-            }
-            b.send().await
+            with_options!(cb.download_dir().prefix(prefix).path(dest))
+                .send()
+                .await
         }
         _ => Err(Error::new(
             ErrorKind::InvalidInput,
