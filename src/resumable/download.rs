@@ -101,8 +101,9 @@ impl DownloadFileFluentBuilder {
     /// renames it into place. Every range must come from the version the download pinned
     /// (same ETag, size and wrapped key, whether or not the store honours `If-Match`); if the
     /// object changes, the download starts over from the new version, at most
-    /// [`MAX_RESTARTS`] times, then fails with [`ErrorKind::Changed`]. A failed download that
-    /// cannot be resumed (`resumable(false)`, or the object changed) leaves no partial file.
+    /// [`MAX_RESTARTS`] times, then fails with [`ErrorKind::Changed`]. A failed, cancelled or
+    /// dropped download that cannot be resumed (`resumable(false)`, the object changed, or an
+    /// object of one range, which gets no checkpoint) leaves no partial file.
     pub async fn send(self) -> Result<DownloadFileOutput> {
         let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
         crate::engine::run_transfer(
