@@ -73,7 +73,10 @@ impl PartialFile {
     /// Creates a new partial file for `dest` of `size` bytes (allocated, so a full disk fails
     /// now rather than midway), with the identity trailer after them:
     /// `.NAME.cryptobucket-NONCE.partial` in `dest`'s directory.
-    pub(crate) fn create(dest: &Path, size: u64) -> Result<Self> {
+    ///
+    /// `lock`: the transfer's lock, where the file's name is recorded before the file exists,
+    /// so that the next run removes it if this one is killed before a checkpoint names it.
+    pub(crate) fn create(dest: &Path, size: u64, lock: Option<&TransferLock>) -> Result<Self> {
         let name = dest.file_name().ok_or_else(|| {
             Error::invalid_input(format!("{} is not a file name", dest.display()))
         })?;
@@ -82,6 +85,9 @@ impl PartialFile {
         temp_name.push(name);
         temp_name.push(format!(".cryptobucket-{nonce}.partial"));
         let path = dest.with_file_name(temp_name);
+        if let Some(lock) = lock {
+            lock.record_partial(&path);
+        }
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create_new(true);
         #[cfg(unix)]
@@ -227,7 +233,7 @@ impl PartialFile {
     {
         let dest = std::path::absolute(dest)
             .map_err(|e| Error::io(format!("cannot resolve {}", dest.display()), e))?;
-        let partial = Self::create(&dest, size)?;
+        let partial = Self::create(&dest, size, None)?;
         let written = match partial.handle() {
             Ok(file) => fill(file).await.and_then(|n| {
                 if n == size {
@@ -295,11 +301,12 @@ fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
 /// removes the file. (A run that locked a file another run removed meanwhile sees that the
 /// name no longer leads to its file and tries again, so two runs never both hold "the" lock.)
 ///
-/// A lock file that outlived its run belongs to a run that was killed. A download writing a
-/// partial file no checkpoint names (an object of one range) records that file in its lock
-/// file ([`record_partial`](Self::record_partial)), so the next run of the same transfer
-/// removes it ([`remove_orphan`](Self::remove_orphan)) instead of leaving decrypted bytes
-/// behind for good.
+/// A lock file that outlived its run belongs to a run that was killed. A download records the
+/// name of its partial file in its lock file before creating it
+/// ([`record_partial`](Self::record_partial)) and clears the record once a checkpoint names
+/// the file; the next run of the same transfer removes a recorded file
+/// ([`remove_orphan`](Self::remove_orphan)), so a run killed before it had a checkpoint (or
+/// one of one range, which never gets one) does not leave decrypted bytes behind for good.
 #[derive(Debug)]
 pub(crate) struct TransferLock {
     path: PathBuf,
@@ -349,21 +356,25 @@ impl TransferLock {
         ))
     }
 
-    /// Records `partial` in the lock file: this run writes it without a checkpoint naming it.
-    /// Best effort (a lock file that cannot be written only loses the clean-up after a kill).
-    pub(crate) fn record_partial(&self, partial: &PartialFile) {
-        let record = OrphanRecord {
-            path: partial.path.clone(),
-            identity: partial.identity.clone(),
-        };
-        if let Ok(text) = serde_json::to_vec(&record) {
+    /// Records `path`, a partial file this run is about to create, in the lock file. Best
+    /// effort (a lock file that cannot be written only loses the clean-up after a kill).
+    pub(crate) fn record_partial(&self, path: &Path) {
+        if let Ok(text) = serde_json::to_vec(&OrphanRecord {
+            path: path.to_owned(),
+        }) {
             let _ = self.file.set_len(0);
             let _ = write_at(&self.file, &text, 0);
         }
     }
 
+    /// Clears the record: a checkpoint names the partial file now.
+    pub(crate) fn clear_record(&self) {
+        let _ = self.file.set_len(0);
+    }
+
     /// Removes the partial file that a killed earlier run of this transfer recorded in the
-    /// lock file, if the name still leads to that very file, and clears the record.
+    /// lock file, and clears the record. Only a regular file (never a symlink) whose name has
+    /// the partial-file form is removed (an edited lock file can name no other kind of file).
     pub(crate) fn remove_orphan(&self) {
         let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
         if len == 0 || len > 64 << 10 {
@@ -372,18 +383,25 @@ impl TransferLock {
         let mut text = vec![0u8; len as usize];
         if read_at(&self.file, &mut text, 0).is_ok()
             && let Ok(record) = serde_json::from_slice::<OrphanRecord>(&text)
+            && record
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| {
+                    n.starts_with('.') && n.contains(".cryptobucket-") && n.ends_with(".partial")
+                })
+            && std::fs::symlink_metadata(&record.path).is_ok_and(|m| m.is_file())
         {
-            PartialFile::remove_if_same(&record.path, &record.identity);
+            let _ = std::fs::remove_file(&record.path);
         }
-        let _ = self.file.set_len(0);
+        self.clear_record();
     }
 }
 
-/// What a lock file records of a partial file its run writes without a checkpoint.
+/// What a lock file records: the partial file its run creates.
 #[derive(Serialize, Deserialize)]
 struct OrphanRecord {
     path: PathBuf,
-    identity: FileIdentity,
 }
 
 impl Drop for TransferLock {

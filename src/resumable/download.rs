@@ -319,7 +319,9 @@ impl DownloadFileFluentBuilder {
                 // anything to resume. (Saves a checkpoint file, its syncs and its removal per
                 // small file.)
                 let checkpointed = self.opts.resumable && size > part_size;
-                let mut partial = PartialFile::create(dest, size)?;
+                // Recorded in the lock before it exists: if this run is killed before a
+                // checkpoint names it, the next run removes it.
+                let mut partial = PartialFile::create(dest, size, lock)?;
                 let mut cp = Checkpoint::new(
                     self.kind(),
                     bucket.bucket(),
@@ -343,9 +345,9 @@ impl DownloadFileFluentBuilder {
                     // Dropped before the checkpoint is stored: the file goes with it.
                     store_checkpoint(&cp, cp_path).await?;
                     partial.keep();
-                } else if let Some(lock) = lock {
-                    // No checkpoint names it: if this run is killed, the next one removes it.
-                    lock.record_partial(&partial);
+                    if let Some(lock) = lock {
+                        lock.clear_record();
+                    }
                 }
                 (cp, partial, checkpointed)
             }
