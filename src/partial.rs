@@ -83,7 +83,7 @@ impl PartialFile {
         let nonce = random_hex(8)?;
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
-        temp_name.push(format!(".cryptobucket-{nonce}.partial"));
+        temp_name.push(format!("{PARTIAL_INFIX}{nonce}{PARTIAL_SUFFIX}"));
         let path = dest.with_file_name(temp_name);
         if let Some(lock) = lock {
             lock.record_partial(&path);
@@ -124,10 +124,12 @@ impl PartialFile {
     /// device, inode and nonce, a regular file, not a symlink, `size` bytes). `Ok(None)`: it is
     /// gone or not the same file; the caller starts over.
     pub(crate) fn reopen(path: &Path, identity: &FileIdentity, size: u64) -> Result<Option<Self>> {
-        let named_by_nonce = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(&format!(".cryptobucket-{}.partial", identity.nonce)));
+        let named_by_nonce = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.ends_with(&format!(
+                "{PARTIAL_INFIX}{}{PARTIAL_SUFFIX}",
+                identity.nonce
+            ))
+        });
         if !named_by_nonce {
             return Ok(None);
         }
@@ -260,6 +262,10 @@ impl PartialFile {
     }
 }
 
+/// A partial file's name: `.` + the destination's name + this + the nonce + [`PARTIAL_SUFFIX`].
+const PARTIAL_INFIX: &str = ".cryptobucket-";
+const PARTIAL_SUFFIX: &str = ".partial";
+
 /// The identity trailer written after the data of a partial file.
 fn trailer(nonce: &str) -> String {
     format!("\ncryptobucket partial file {nonce}\n")
@@ -372,10 +378,11 @@ impl TransferLock {
         let _ = self.file.set_len(0);
     }
 
-    /// Removes the partial file that a killed earlier run of this transfer recorded in the
-    /// lock file, and clears the record. Only a regular file (never a symlink) whose name has
-    /// the partial-file form is removed (an edited lock file can name no other kind of file).
-    pub(crate) fn remove_orphan(&self) {
+    /// Removes the partial file that a killed earlier run of this transfer (to `dest`)
+    /// recorded in the lock file, and clears the record. Only a regular file (never a symlink)
+    /// with the name of a partial file of `dest`, beside it, is removed (an edited lock file
+    /// can name nothing else).
+    pub(crate) fn remove_orphan(&self, dest: &Path) {
         let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
         if len == 0 || len > 64 << 10 {
             return;
@@ -383,19 +390,31 @@ impl TransferLock {
         let mut text = vec![0u8; len as usize];
         if read_at(&self.file, &mut text, 0).is_ok()
             && let Ok(record) = serde_json::from_slice::<OrphanRecord>(&text)
-            && record
-                .path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| {
-                    n.starts_with('.') && n.contains(".cryptobucket-") && n.ends_with(".partial")
-                })
+            && is_partial_of(&record.path, dest)
             && std::fs::symlink_metadata(&record.path).is_ok_and(|m| m.is_file())
         {
             let _ = std::fs::remove_file(&record.path);
         }
         self.clear_record();
     }
+}
+
+/// Whether `path` has the name of a partial file of `dest` (`.NAME.cryptobucket-NONCE.partial`
+/// in `dest`'s directory).
+fn is_partial_of(path: &Path, dest: &Path) -> bool {
+    let (Some(name), Some(dest_name)) = (
+        path.file_name().and_then(|n| n.to_str()),
+        dest.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return false;
+    };
+    path.parent() == dest.parent()
+        && name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_prefix(dest_name))
+            .and_then(|n| n.strip_prefix(PARTIAL_INFIX))
+            .and_then(|n| n.strip_suffix(PARTIAL_SUFFIX))
+            .is_some_and(|nonce| !nonce.is_empty() && nonce.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// What a lock file records: the partial file its run creates.
@@ -430,5 +449,27 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_partial_files_of_the_destination_count_as_its_partial_files() {
+        let dest = Path::new("/d/model.bin");
+        let ok = Path::new("/d/.model.bin.cryptobucket-0123abcd89ef4567.partial");
+        assert!(is_partial_of(ok, dest));
+        for other in [
+            "/e/.model.bin.cryptobucket-0123abcd89ef4567.partial", // another directory
+            "/d/.other.bin.cryptobucket-0123abcd89ef4567.partial", // another destination
+            "/d/.model.bin.cryptobucket-.partial",                 // no nonce
+            "/d/.model.bin.cryptobucket-../x.partial",             // not a nonce
+            "/d/model.bin",
+            "/d/.model.bin.cryptobucket-0123abcd89ef4567.partial.old",
+        ] {
+            assert!(!is_partial_of(Path::new(other), dest), "{other}");
+        }
     }
 }

@@ -43,13 +43,7 @@ impl Env {
     }
 
     fn checkpoints(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(self.cp_dir()) {
-            Ok(d) => d
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        checkpoints_in(&self.cp_dir())
     }
 
     fn write(&self, name: &str, data: &[u8]) -> PathBuf {
@@ -85,6 +79,17 @@ impl Env {
     async fn read(&self, key: &str) -> Vec<u8> {
         let got = self.cb.get_object().key(key).send().await.unwrap();
         got.body.collect().await.unwrap().to_vec()
+    }
+}
+
+/// The checkpoint files in `dir` (none if it does not exist).
+fn checkpoints_in(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -244,11 +249,7 @@ async fn only_downloads_of_several_ranges_write_a_checkpoint() {
         let (s, dir) = (seen.clone(), env.cp_dir());
         let listener = ProgressListener::new(move |p| {
             if let ProgressEvent::PartDone { .. } = p.event {
-                let any = std::fs::read_dir(&dir).is_ok_and(|d| {
-                    d.map(|e| e.unwrap().path())
-                        .any(|p| p.extension().is_some_and(|x| x == "json"))
-                });
-                s.lock().unwrap().push(any);
+                s.lock().unwrap().push(!checkpoints_in(&dir).is_empty());
             }
         });
         let dst = env.path(&format!("{name}.out"));
@@ -1173,19 +1174,18 @@ async fn cancelled_downloads_without_a_checkpoint_leave_no_partial_file() {
         .unwrap();
     for (key, resumable, after) in [("small", true, None), ("large", false, Some(1))] {
         let token = cryptobucket::CancellationToken::new();
-        let (t, seen) = (token.clone(), Arc::new(Mutex::new(0usize)));
         // Cancel once the download has started (`after` None) or after `after` ranges.
-        let listener = ProgressListener::new(move |p| match (&p.event, after) {
-            (ProgressEvent::Started { .. }, None) => t.cancel(),
-            (ProgressEvent::PartDone { .. }, Some(n)) => {
-                let mut done = seen.lock().unwrap();
-                *done += 1;
-                if *done == n {
-                    t.cancel();
-                }
+        let listener = match after {
+            Some(n) => cancel_after(&token, n),
+            None => {
+                let t = token.clone();
+                ProgressListener::new(move |p| {
+                    if let ProgressEvent::Started { .. } = p.event {
+                        t.cancel();
+                    }
+                })
             }
-            _ => {}
-        });
+        };
         let dst = env.path(&format!("{key}.out"));
         let err = env
             .download(key, &dst)

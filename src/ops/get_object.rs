@@ -60,8 +60,8 @@ pub struct GetObjectOutput {
 impl GetObjectOutput {
     /// Writes the plaintext to the file `dest`: into a partial file of its own beside it (mode
     /// 0600, created exclusively), synced, then renamed into place; on any failure, or if this
-    /// future is dropped, the partial file is removed and `dest` is untouched. Returns the bytes written. For whole objects
-    /// of any size prefer [`CryptoBucket::download_file`](crate::CryptoBucket::download_file) (parallel, resumable).
+    /// future is dropped, the partial file is removed and `dest` is untouched. Returns the
+    /// bytes written. For whole objects of any size prefer [`CryptoBucket::download_file`](crate::CryptoBucket::download_file) (parallel, resumable).
     ///
     /// ```no_run
     /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {

@@ -139,7 +139,7 @@ impl DownloadFileFluentBuilder {
         // One run of this transfer at a time: a second one would share the checkpoint.
         let lock = if self.opts.resumable {
             let lock = TransferLock::acquire(&cp_path, "download")?;
-            lock.remove_orphan();
+            lock.remove_orphan(&dest);
             Some(lock)
         } else {
             None
