@@ -4,6 +4,7 @@
 use cryptobucket_testkit as support;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -200,6 +201,50 @@ async fn upload_and_download_file_round_trip_with_progress() {
         .filter(|n| n.contains("partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A download learns the object from a GET of its first range, not a HEAD: an object of one
+/// range comes with one request, and the first response of a larger one is its first range
+/// (no byte fetched twice).
+#[tokio::test]
+async fn downloads_learn_the_object_from_their_first_get() {
+    let env = Env::new().await;
+    let stats = &env.server.stats;
+    let count = || {
+        (
+            stats.heads_in.load(Ordering::SeqCst),
+            stats.gets_in.load(Ordering::SeqCst),
+            stats.bytes_out.load(Ordering::SeqCst),
+        )
+    };
+    for (name, len, concurrency, gets) in [
+        // One GET (the integrity tags of up to 4 MiB sit in the metadata).
+        ("small", 1000usize, 4, 1),
+        // The object's GET, and one for its tags in the integrity sidecar.
+        ("one-range", PART as usize, 4, 2),
+        // The first range's GET, then one GET for the other two ranges: each with its tags.
+        ("three-ranges", 3 * PART as usize - 5, 1, 4),
+    ] {
+        let data = pattern(len, 31);
+        let src = env.write(name, &data);
+        env.upload(name, &src).send().await.unwrap();
+        let before = count();
+        let dst = env.path(&format!("{name}.out"));
+        env.download(name, &dst)
+            .concurrency(concurrency)
+            .send()
+            .await
+            .unwrap();
+        let after = count();
+        assert!(std::fs::read(&dst).unwrap() == data, "{name}");
+        assert_eq!(after.0 - before.0, 0, "{name}: no HEAD");
+        assert_eq!(after.1 - before.1, gets, "{name}: GETs");
+        let sent = after.2 - before.2;
+        assert!(
+            sent >= len as u64 && sent < len as u64 + 4096,
+            "{name}: {sent} bytes sent for {len}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -584,7 +629,8 @@ async fn failed_downloads_leave_no_file() {
     assert!(!dst.exists());
     // Nor a hidden partial file (the earlier check could not see it).
     assert!(partial_files(env.dir.path()).is_empty());
-    // A resumable one keeps its partial file and checkpoint for the next run.
+    // A resumable one that fails before it learns the object (the first GET's integrity tags
+    // are cut off too) has nothing to resume from, so it leaves nothing either.
     let err = env
         .download("x", &dst)
         .max_attempts(1)
@@ -595,6 +641,20 @@ async fn failed_downloads_leave_no_file() {
         matches!(err.kind(), ErrorKind::Truncated | ErrorKind::Transport),
         "{err}"
     );
+    assert!(partial_files(env.dir.path()).is_empty());
+    assert!(env.checkpoints().is_empty());
+    // Once whole ranges are in, a failed resumable one keeps its partial file and checkpoint.
+    let env = Env::new().await;
+    let src = env.write("src", &data);
+    env.upload("x", &src).send().await.unwrap();
+    let dst = env.path("dst");
+    env.server.stats.limit_get_bytes(PART as i64 + 100);
+    env.download("x", &dst)
+        .concurrency(1)
+        .max_attempts(1)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(partial_files(env.dir.path()).len(), 1);
     assert_eq!(env.checkpoints().len(), 1);
 
@@ -926,24 +986,51 @@ async fn an_object_overwritten_mid_download_restarts_and_never_mixes() {
 }
 
 /// Defect: a HEAD without Content-Length was taken as size 0, so any object "downloaded" as an
-/// empty file.
+/// empty file. (A download learns a non-empty object from its first GET, which carries the
+/// length; it asks a HEAD when there is no first byte to GET, or when it resumes.)
 #[tokio::test]
 async fn a_head_without_content_length_is_an_invalid_response() {
     let env = Env::with(Fault::HeadWithoutLength).await;
+    let data = pattern(3 * PART as usize, 27);
     env.cb
         .put_object()
         .key("h")
-        .body(pattern(10_000, 27))
+        .body(data.clone())
         .send()
         .await
         .unwrap();
+    env.cb
+        .put_object()
+        .key("e")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    let err = env.cb.head_object().key("h").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    // An empty object: its HEAD must not pass for size 0 either.
+    let dst = env.path("e.out");
+    let err = env.download("e", &dst).send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
+    assert!(err.to_string().contains("Content-Length"), "{err}");
+    assert!(!dst.exists());
+    // A resumed download pins with a HEAD: the interrupted run's file is kept, nothing is
+    // published, and the error names the missing length.
     let dst = env.path("h.out");
+    env.server.stats.limit_get_bytes(PART as i64 + 100);
+    env.download("h", &dst)
+        .concurrency(1)
+        .max_attempts(1)
+        .send()
+        .await
+        .unwrap_err();
+    env.server.stats.limit_get_bytes(i64::MAX);
+    assert_eq!(env.checkpoints().len(), 1);
     let err = env.download("h", &dst).send().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
     assert!(err.to_string().contains("Content-Length"), "{err}");
     assert!(!dst.exists());
-    let err = env.cb.head_object().key("h").send().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    assert_eq!(env.checkpoints().len(), 1);
 }
 
 /// A 206 without Content-Range is accepted only when the body length proves what it is.

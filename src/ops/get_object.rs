@@ -29,6 +29,8 @@ pub struct GetObjectFluentBuilder {
     /// All integrity tags of the pinned object, fetched once by a reader (else each ranged
     /// read fetches its own from the sidecar).
     tags: Option<std::sync::Arc<Vec<[u8; crate::integrity::TAG_LEN]>>>,
+    /// Attempts of the GET itself, when the caller retries it as part of a larger transfer.
+    attempts: Option<u32>,
 }
 
 /// What a GET returns: the plaintext stream and what is known about it.
@@ -55,6 +57,9 @@ pub struct GetObjectOutput {
     /// Whether the body is verified as it streams ([`IntegrityState::Absent`]: the object has
     /// no integrity data, and strict mode is off).
     pub integrity: IntegrityState,
+    /// The unwrapped content key (`None` for a plain object): a download that learns the
+    /// object from its first GET reads the other ranges with it, without a second unwrap.
+    pub(crate) material: Option<ContentMaterial>,
 }
 
 impl GetObjectOutput {
@@ -89,7 +94,14 @@ impl GetObjectFluentBuilder {
             pin: None,
             stored: None,
             tags: None,
+            attempts: None,
         }
+    }
+
+    /// Sends the GET once: the caller's transfer retries it (and reports the retries).
+    pub(crate) fn single_attempt(mut self) -> Self {
+        self.attempts = Some(1);
+        self
     }
 
     /// Verifies with these tags (every chunk's, of the pinned version) instead of fetching
@@ -151,10 +163,10 @@ impl GetObjectFluentBuilder {
         let inner = &**cb;
         // The engine's one retry layer: a pinned read is retried by the transfer that pinned
         // it (it knows where to continue); a plain GET here, up to the configured attempts.
-        let max = if self.pin.is_some() {
-            1
-        } else {
-            inner.transfer.max_attempts
+        let max = match (self.attempts, &self.pin) {
+            (Some(n), _) => n,
+            (None, Some(_)) => 1,
+            (None, None) => inner.transfer.max_attempts,
         };
         // Ranges are widened to whole integrity chunks (1 MiB; every chunk size this crate
         // writes divides it), so the chunks a range touches can be verified.
@@ -301,6 +313,7 @@ impl GetObjectFluentBuilder {
 
         let mut verifier = None;
         let mut state = IntegrityState::Absent;
+        let mut unwrapped = None;
         let cipher = match &envelope {
             Some(env) => {
                 check_recorded_size(&key, env, total)?;
@@ -359,7 +372,9 @@ impl GetObjectFluentBuilder {
                         state = IntegrityState::Verified;
                     }
                 }
-                Some(material.cipher_at(start)?)
+                let cipher = material.cipher_at(start)?;
+                unwrapped = Some(material);
+                Some(cipher)
             }
             None => stored.flatten(),
         };
@@ -372,6 +387,7 @@ impl GetObjectFluentBuilder {
             metadata: user_metadata(resp.metadata()),
             envelope,
             integrity: state,
+            material: unwrapped,
             body: {
                 let body = DecryptingStream::new(resp.body, cipher, skip, len);
                 match verifier {
@@ -442,18 +458,42 @@ impl Pin {
         key: &str,
         head: &crate::ops::head_object::HeadObjectOutput,
     ) -> Result<Self> {
-        let e_tag = head
-            .e_tag
-            .clone()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::invalid_response("the server gave no ETag, which multi-request reads pin")
-                    .with_object(&handle.bucket, key)
-            })?;
+        Self::new(
+            &handle.bucket,
+            key,
+            head.e_tag.as_deref(),
+            head.object_size,
+            head.envelope.as_ref(),
+        )
+    }
+
+    /// The pin of the version a GET response came from (it must carry an ETag): a download
+    /// that reads its first range before it knows the object pins the rest to it.
+    pub(crate) fn of_response(bucket: &str, key: &str, out: &GetObjectOutput) -> Result<Self> {
+        Self::new(
+            bucket,
+            key,
+            out.e_tag.as_deref(),
+            out.object_size,
+            out.envelope.as_ref(),
+        )
+    }
+
+    fn new(
+        bucket: &str,
+        key: &str,
+        e_tag: Option<&str>,
+        size: u64,
+        envelope: Option<&Envelope>,
+    ) -> Result<Self> {
+        let e_tag = e_tag.filter(|t| !t.is_empty()).ok_or_else(|| {
+            Error::invalid_response("the server gave no ETag, which multi-request reads pin")
+                .with_object(bucket, key)
+        })?;
         Ok(Self {
-            e_tag,
-            size: head.object_size,
-            wrapped_key: head.envelope.as_ref().map(|e| e.wrapped_key.text.clone()),
+            e_tag: e_tag.to_owned(),
+            size,
+            wrapped_key: envelope.map(|e| e.wrapped_key.text.clone()),
         })
     }
 

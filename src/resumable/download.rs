@@ -12,11 +12,12 @@ use super::{
 };
 use crate::checkpoint::{Checkpoint, DonePart, LocalFile};
 use crate::cipher::ContentMaterial;
-use crate::engine::{Reporter, TransferConfig, backoff, run_bounded, worth_retrying};
+use crate::engine::{Reporter, TransferConfig, backoff, run_bounded, with_retries, worth_retrying};
+use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{SharedHandle, require_key};
 use crate::multipart::PartSize;
-use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
+use crate::ops::get_object::{GetObjectFluentBuilder, GetObjectOutput, Pin};
 use crate::partial::{PartialFile, TransferLock};
 use crate::progress::{ProgressEvent, ProgressListener};
 use crate::range::ByteRange;
@@ -199,12 +200,11 @@ impl DownloadFileFluentBuilder {
         }
     }
 
-    /// Pins the object and gets what decodes it: (pin, format, plaintext size, what the
-    /// checkpoint records of its encryption, the key the checkpoint is bound to).
-    async fn pin(
-        &self,
-        key: &str,
-    ) -> Result<(Pin, Format, u64, BTreeMap<String, String>, ContentMaterial)> {
+    /// Pins the object and gets what decodes it. An envelope object is learnt from a GET of
+    /// its first range rather than a HEAD (unless a checkpoint may already hold that range):
+    /// the response carries the metadata, ETag and size, so an object of one range downloads
+    /// with this one request, and a larger one saves the HEAD's round trip.
+    async fn pin(&self, key: &str, first_range: Option<u64>) -> Result<Pinned> {
         let bucket = &self.bucket;
         if let Some(source) = &self.veturbo {
             let reader = crate::reader::ObjectReaderBuilder::new(bucket.clone())
@@ -224,33 +224,53 @@ impl DownloadFileFluentBuilder {
             }
             recorded.insert("veturbo-mode".to_owned(), vkey.mode().as_str().to_owned());
             let binding = vkey.checkpoint_binding();
-            return Ok((
-                reader.pin().clone(),
-                reader.format().clone(),
-                reader.size(),
+            return Ok(Pinned {
+                pin: reader.pin().clone(),
+                format: reader.format().clone(),
+                size: reader.size(),
                 recorded,
                 binding,
-            ));
+                opened: None,
+            });
+        }
+        if let Some(len) = first_range {
+            // Retried here, its retries reported (before the size is known), as a range is.
+            let report = Reporter::new(self.opts.progress.clone(), 0);
+            let first = with_retries(self.opts.config.max_attempts, 1, &report, || {
+                GetObjectFluentBuilder::new(bucket.clone())
+                    .key(key)
+                    .range(ByteRange::Inclusive {
+                        first: 0,
+                        last: len - 1,
+                    })
+                    .single_attempt()
+                    .send()
+            })
+            .await;
+            match first {
+                Ok(out) => {
+                    let pin = Pin::of_response(bucket.bucket(), key, &out)?;
+                    let (material, envelope) = (out.material.clone(), out.envelope.clone());
+                    return Ok(Pinned::envelope(
+                        pin,
+                        material,
+                        envelope.as_ref(),
+                        Some(out),
+                    ));
+                }
+                // An empty object has no first byte: learn it from a HEAD.
+                Err(e) if e.kind() == ErrorKind::RangeNotSatisfiable => {}
+                Err(e) => return Err(e),
+            }
         }
         // The HEAD is retried by the engine: a store that is briefly unavailable (503, a node
         // failing over) should not fail a download before it starts.
         let (pin, material, head) = Pin::object(bucket, key).await?;
-        // Checkpoints of plain objects are bound to an all-zero key (nothing secret to bind).
-        let binding_key = material
-            .clone()
-            .unwrap_or_else(|| ContentMaterial::from_parts([0; 32], [0; 16]));
-        let envelope_meta: BTreeMap<String, String> = head
-            .envelope
-            .as_ref()
-            .map(|e| e.to_metadata().into_iter().collect())
-            .unwrap_or_default();
-        let size = pin.size;
-        Ok((
+        Ok(Pinned::envelope(
             pin,
-            Format::Envelope(material),
-            size,
-            envelope_meta,
-            binding_key,
+            material,
+            head.envelope.as_ref(),
+            None,
         ))
     }
 
@@ -266,7 +286,19 @@ impl DownloadFileFluentBuilder {
         mut restarted: Option<String>,
     ) -> Result<DownloadFileOutput> {
         let bucket = &self.bucket;
-        let (pin, format, size, envelope_meta, binding_key) = self.pin(key).await?;
+        // The first range is read with the pinning request, unless a checkpoint may hold it.
+        let first_range = match self.opts.resumable && cp_path.exists() {
+            true => None,
+            false => Some(self.opts.config.part_size.resolve(Some(0))?),
+        };
+        let Pinned {
+            pin,
+            format,
+            size,
+            recorded: envelope_meta,
+            binding: binding_key,
+            opened,
+        } = self.pin(key, first_range).await?;
         let e_tag = pin.e_tag.clone();
         let report = Reporter::new(self.opts.progress.clone(), size);
 
@@ -363,6 +395,7 @@ impl DownloadFileFluentBuilder {
                 size,
                 binding_key,
                 checkpointed,
+                opened,
                 &report,
             )
             .await
@@ -420,6 +453,7 @@ impl DownloadFileFluentBuilder {
         size: u64,
         binding_key: ContentMaterial,
         checkpointed: bool,
+        opened: Option<GetObjectOutput>,
         report: &Reporter,
     ) -> Result<(u64, u64)> {
         let unit = cp.part_size;
@@ -440,6 +474,9 @@ impl DownloadFileFluentBuilder {
         let done: std::collections::HashSet<u32> = cp.parts.iter().map(|p| p.part_number).collect();
         let missing: Vec<u32> = (1..=count).filter(|n| !done.contains(n)).collect();
         let spans = spans(&missing, self.opts.config.concurrency, unit);
+        // The pinning GET's response serves range 1 if it is exactly that range and missing.
+        let first_range = size.min(unit).checked_sub(1).map(|last| (0, last));
+        let mut opened = opened.filter(|o| o.range == first_range && !done.contains(&1));
 
         let writer = Checkpointer::start(
             cp.clone(),
@@ -472,6 +509,7 @@ impl DownloadFileFluentBuilder {
                     report: report.clone(),
                     received: received.clone(),
                     max_attempts: self.opts.config.max_attempts,
+                    opened: if first == 1 { opened.take() } else { None },
                 }
                 .fetch()
             })
@@ -506,6 +544,45 @@ fn spans(missing: &[u32], concurrency: usize, unit: u64) -> Vec<(u32, u32)> {
     out
 }
 
+/// What a download learnt about the object before fetching it.
+struct Pinned {
+    pin: Pin,
+    format: Format,
+    /// Plaintext size.
+    size: u64,
+    /// What the checkpoint records of the object's encryption.
+    recorded: BTreeMap<String, String>,
+    /// The key the checkpoint is bound to.
+    binding: ContentMaterial,
+    /// The pinning GET's response, its body not read yet: the object's first range.
+    opened: Option<GetObjectOutput>,
+}
+
+impl Pinned {
+    fn envelope(
+        pin: Pin,
+        material: Option<ContentMaterial>,
+        envelope: Option<&Envelope>,
+        opened: Option<GetObjectOutput>,
+    ) -> Self {
+        // Checkpoints of plain objects are bound to an all-zero key (nothing secret to bind).
+        let binding = material
+            .clone()
+            .unwrap_or_else(|| ContentMaterial::from_parts([0; 32], [0; 16]));
+        let recorded = envelope
+            .map(|e| e.to_metadata().into_iter().collect())
+            .unwrap_or_default();
+        Self {
+            size: pin.size,
+            pin,
+            format: Format::Envelope(material),
+            recorded,
+            binding,
+            opened,
+        }
+    }
+}
+
 /// One GET's worth of consecutive ranges of a download.
 struct Span {
     bucket: SharedHandle,
@@ -524,6 +601,8 @@ struct Span {
     report: Reporter,
     received: Arc<std::sync::atomic::AtomicU64>,
     max_attempts: u32,
+    /// A response already open on the span's first range (the pinning GET's).
+    opened: Option<GetObjectOutput>,
 }
 
 impl Span {
@@ -531,16 +610,25 @@ impl Span {
     /// written. Each range gets `max_attempts` attempts: the stream that broke inside a range
     /// was that range's attempt.
     #[tracing::instrument(level = "debug", name = "get_ranges", skip_all, fields(key = %self.key, first = self.first, count = self.units))]
-    async fn fetch(self) -> Result<()> {
+    async fn fetch(mut self) -> Result<()> {
         let end = self.first + self.units;
         let mut next = self.first;
         let mut attempt = 1;
         while next < end {
             let before = next;
+            // The response already open covers the first range only; then one GET for the rest.
+            let (response, stop) = match self.opened.take() {
+                Some(out) => (Ok(out), next + 1),
+                None => (self.request(next, end).await, end),
+            };
+            let outcome = match response {
+                Ok(out) => self.write_body(out, &mut next, stop).await,
+                Err(e) => Err(e),
+            };
             // A response that ends cleanly short of its ranges is a truncated one (the next
             // attempt asks again), never a reason to ask forever.
-            let outcome = match self.stream(&mut next, end).await {
-                Ok(()) if next < end => Err(Error::new(
+            let outcome = match outcome {
+                Ok(()) if next < stop => Err(Error::new(
                     ErrorKind::Truncated,
                     format!("the response ended before range {next} was complete"),
                 )
@@ -570,9 +658,9 @@ impl Span {
         Ok(())
     }
 
-    /// One GET of ranges `*next..end`; advances `*next` past every range written and recorded.
-    async fn stream(&self, next: &mut u32, end: u32) -> Result<()> {
-        let start = u64::from(*next - 1) * self.unit;
+    /// One GET of ranges `next..end`.
+    async fn request(&self, next: u32, end: u32) -> Result<GetObjectOutput> {
+        let start = u64::from(next - 1) * self.unit;
         let stop = (u64::from(end - 1) * self.unit).min(self.size);
         let get = GetObjectFluentBuilder::new(self.bucket.clone()).key(&self.key);
         let get = match &self.format {
@@ -590,13 +678,18 @@ impl Span {
                 .pinned(self.pin.clone(), None)
                 .stored(Some(key.cipher_at(start)?)),
         };
-        let out = get.send().await?;
+        get.send().await
+    }
+
+    /// Writes the body of `out`, a response on ranges `*next..end`; advances `*next` past
+    /// every range written and recorded.
+    async fn write_body(&self, out: GetObjectOutput, next: &mut u32, end: u32) -> Result<()> {
         // Decrypted chunks are gathered to about 1 MiB and written with positioned writes on
         // the blocking pool; a range is recorded once all of its bytes are written.
         let mut body = out.body;
         let mut pending: Vec<bytes::Bytes> = Vec::new();
         let mut pending_len = 0usize;
-        let mut at = start;
+        let mut at = u64::from(*next - 1) * self.unit;
         loop {
             // A body that breaks off: what arrived is genuine plaintext of the pinned version,
             // so it is written and its whole ranges recorded before the error is returned

@@ -53,6 +53,8 @@ pub struct Stats {
     pub bytes_out: Arc<AtomicU64>,
     /// GetObject requests received.
     pub gets_in: AtomicU64,
+    /// HeadObject requests received.
+    pub heads_in: AtomicU64,
     /// UploadPart requests still answered normally; later ones get 503 SlowDown.
     pub part_budget: AtomicI64,
     /// GetObject requests still answered normally; later ones get 503 SlowDown.
@@ -78,14 +80,14 @@ impl Stats {
         }
     }
 
-    /// From now on, answer only `parts` more UploadParts and `gets` more GetObjects normally
-    /// (`i64::MAX`: no limit), like a store that starts throttling or going away mid-transfer.
     /// From now on, send only `bytes` more bytes of GetObject bodies (`i64::MAX`: no limit),
     /// like a link that goes down in the middle of a download.
     pub fn limit_get_bytes(&self, bytes: i64) {
         self.get_byte_budget.store(bytes, Ordering::SeqCst);
     }
 
+    /// From now on, answer only `parts` more UploadParts and `gets` more GetObjects normally
+    /// (`i64::MAX`: no limit), like a store that starts throttling or going away mid-transfer.
     pub fn limit(&self, parts: i64, gets: i64) {
         self.part_budget.store(parts, Ordering::SeqCst);
         self.get_budget.store(gets, Ordering::SeqCst);
@@ -264,6 +266,7 @@ macro_rules! faulty_impl {
             }
 
             async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+                self.stats.heads_in.fetch_add(1, Ordering::Relaxed);
                 let mut resp = self.fs.head_object(req).await?;
                 if self.fault == Fault::HeadWithoutLength {
                     resp.output.content_length = None;
