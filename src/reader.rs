@@ -27,12 +27,16 @@ use crate::engine::{Reporter, with_retries};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{SharedHandle, require_key};
 use crate::integrity::TAG_LEN;
-use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
+use crate::ops::get_object::{GetObjectFluentBuilder, GetObjectOutput, Pin};
 use crate::range::ByteRange;
 use crate::veturbo::{self, VeturboHeader, VeturboKey, VeturboKeySource};
 
 /// Largest single GET a reader issues; longer ranges are split and fetched in parallel.
 const MAX_PIECE: u64 = 8 << 20;
+
+/// Plaintext bytes the GET that opens a reader brings along from the start of the object (one
+/// integrity chunk; a safetensors header usually fits).
+pub(crate) const OPEN_READ: u64 = 1 << 20;
 
 /// Builder of an [`ObjectReader`]; see [`CryptoBucket::reader`](crate::CryptoBucket::reader).
 #[derive(Debug)]
@@ -64,6 +68,9 @@ pub struct ObjectReader {
     veturbo_header: Option<VeturboHeader>,
     /// Every integrity tag of the object (sidecar objects), fetched once at open.
     tags: Option<Arc<Vec<[u8; TAG_LEN]>>>,
+    /// The object's first plaintext bytes (up to [`OPEN_READ`]), verified, from the GET that
+    /// opened the reader; reads within them need no request.
+    prefix: Bytes,
 }
 
 impl ObjectReaderBuilder {
@@ -94,28 +101,40 @@ impl ObjectReaderBuilder {
         self
     }
 
-    /// Pins the object and gets its key: one HEAD (and one GET of all its integrity tags when
-    /// they live in a sidecar; for veTurboIO, one read of its header).
+    /// Pins the object and gets its key: one GET of its first MiB (kept: reads within it need
+    /// no request), with one GET of all its integrity tags when they live in a sidecar; a
+    /// HEAD for an empty object. For veTurboIO, a HEAD and one read of its header.
     pub async fn open(self) -> Result<ObjectReader> {
         let key = require_key(self.key)?;
         let handle = self.handle;
         match self.veturbo {
             None => {
-                let (pin, material, head) = Pin::object(&handle, &key).await?;
-                // Objects with a sidecar: all their tags in one small GET now (16 bytes per
-                // MiB), instead of one more GET per range later.
-                let tags = match (&head.integrity, &material) {
-                    (Some(rec), Some(_)) if rec.inline_tags.is_none() => Some(Arc::new(
-                        crate::ops::sidecar::fetch(
-                            &handle,
-                            &key,
-                            rec,
-                            0,
-                            rec.chunk_count(pin.size),
-                        )
-                        .await?,
-                    )),
-                    _ => None,
+                let max = handle.transfer.max_attempts;
+                let first = with_retries(max, 0, &Reporter::silent(), || async {
+                    let out = GetObjectFluentBuilder::new(handle.clone())
+                        .key(&key)
+                        .range(ByteRange::Inclusive {
+                            first: 0,
+                            last: OPEN_READ - 1,
+                        })
+                        .single_attempt()
+                        .all_tags()
+                        .send()
+                        .await?;
+                    let pin = Pin::of_response(&handle.bucket, &key, &out)?;
+                    let (material, tags) = (out.material.clone(), out.all_tags.clone());
+                    let len = out.content_length;
+                    Ok((pin, material, tags, whole_body(out, len).await?))
+                })
+                .await;
+                let (pin, material, tags, prefix) = match first {
+                    Ok(opened) => opened,
+                    // An empty object has no first byte: learn it from a HEAD.
+                    Err(e) if e.kind() == ErrorKind::RangeNotSatisfiable => {
+                        let (pin, material, _) = Pin::object(&handle, &key).await?;
+                        (pin, material, None, Bytes::new())
+                    }
+                    Err(e) => return Err(e),
                 };
                 Ok(ObjectReader {
                     tags,
@@ -125,6 +144,7 @@ impl ObjectReaderBuilder {
                     pin,
                     format: Format::Envelope(material),
                     veturbo_header: None,
+                    prefix,
                 })
             }
             Some(source) => {
@@ -148,6 +168,7 @@ impl ObjectReaderBuilder {
                     pin,
                     format: Format::Envelope(None),
                     veturbo_header: None,
+                    prefix: Bytes::new(),
                 };
                 let first = match reader.pin.size {
                     0 => Bytes::new(),
@@ -228,6 +249,9 @@ impl ObjectReader {
             )));
         }
         let len = len.min(self.size - offset);
+        if offset + len <= self.prefix.len() as u64 {
+            return Ok(self.prefix.slice(offset as usize..(offset + len) as usize));
+        }
         let max = self.handle.transfer.max_attempts;
         with_retries(max, 0, &Reporter::silent(), || {
             self.fetch_plain(offset, len)
@@ -297,9 +321,17 @@ impl ObjectReader {
     /// ```
     pub fn stream(&self) -> impl futures::Stream<Item = Result<Bytes>> + Send + '_ {
         let size = self.size;
-        let starts = (0..size.div_ceil(MAX_PIECE)).map(|i| i * MAX_PIECE);
-        futures::stream::iter(starts)
-            .map(move |at| self.read(at, MAX_PIECE.min(size - at)))
+        // The bytes read at open first, then pieces ending on multiples of MAX_PIECE.
+        let held = self.prefix.len() as u64;
+        let starts = (held > 0)
+            .then_some(0)
+            .into_iter()
+            .chain((0..size.div_ceil(MAX_PIECE)).map(move |i| (i * MAX_PIECE).max(held)))
+            .filter(move |&at| at < size)
+            .collect::<Vec<_>>();
+        let ends: Vec<u64> = starts.iter().skip(1).copied().chain([size]).collect();
+        futures::stream::iter(starts.into_iter().zip(ends))
+            .map(move |(at, end)| self.read(at, end - at))
             .buffered(self.concurrency())
     }
 
@@ -372,7 +404,11 @@ impl ObjectReader {
 }
 
 async fn collect(get: GetObjectFluentBuilder, len: u64) -> Result<Bytes> {
-    let out = get.send().await?;
+    whole_body(get.send().await?, len).await
+}
+
+/// The body of `out`, which must be `len` bytes.
+async fn whole_body(out: GetObjectOutput, len: u64) -> Result<Bytes> {
     let bytes = out.body.collect().await?;
     if bytes.len() as u64 != len {
         return Err(Error::new(

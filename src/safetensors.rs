@@ -31,8 +31,9 @@ use crate::reader::ObjectReader;
 
 /// The largest header accepted (the safetensors library's own limit is 100 MB).
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
-/// Bytes read from the start of the object to find the header (one GET covers most headers).
-const FIRST_READ: u64 = 1 << 20;
+/// Bytes read from the start of the object to find the header (one GET covers most headers;
+/// the reader of an envelope object already holds them).
+const FIRST_READ: u64 = crate::reader::OPEN_READ;
 /// Selected tensors closer than this are fetched in one GET.
 const MERGE_GAP: u64 = 64 << 10;
 /// Largest run of neighbouring tensors fetched as one range.
@@ -98,7 +99,8 @@ fn dtype_bits(dtype: &str) -> Option<u64> {
 
 impl SafetensorsIndex {
     /// Reads and checks the header of the file `reader` opens: one ranged read of its first
-    /// MiB, and a second only for headers longer than that.
+    /// MiB (none for this crate's objects, whose reader brought that MiB along when it
+    /// opened), and a second only for headers longer than that.
     pub async fn read(reader: &ObjectReader) -> Result<Self> {
         let size = reader.size();
         if size < 8 {

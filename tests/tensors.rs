@@ -72,6 +72,67 @@ async fn server_bucket() -> (TestServer, CryptoBucket) {
     (server, cb)
 }
 
+/// A reader opens with one GET (its first MiB, kept), plus one of all integrity tags for an
+/// object that keeps them in a sidecar: no HEAD. Reads inside that first MiB send nothing;
+/// reads and the whole stream past it return the same bytes as the object.
+#[tokio::test]
+async fn a_reader_opens_with_one_get_and_keeps_its_first_mib() {
+    let (server, cb) = server_bucket().await;
+    let count = || {
+        (
+            server.stats.heads_in.load(Ordering::SeqCst),
+            server.stats.gets_in.load(Ordering::SeqCst),
+        )
+    };
+    // Tags of up to 4 MiB sit in the metadata; larger objects keep them in a sidecar.
+    for (len, gets) in [(1000usize, 1), (3 << 20, 1), ((9 << 20) + 5, 2)] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        cb.put_object()
+            .key("r")
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        let before = count();
+        let reader = cb.reader().key("r").open().await.unwrap();
+        let opened = count();
+        assert_eq!(opened.0 - before.0, 0, "{len}: no HEAD");
+        assert_eq!(opened.1 - before.1, gets, "{len}: GETs to open");
+        assert_eq!(reader.size(), len as u64);
+        let inside = reader.read(3, 500).await.unwrap();
+        assert!(inside[..] == data[3..503]);
+        assert_eq!(
+            count(),
+            opened,
+            "{len}: a read inside the first MiB sends nothing"
+        );
+        let tail = reader.read(len as u64 - 10, 100).await.unwrap();
+        assert!(tail[..] == data[len - 10..]);
+        let mut all = Vec::new();
+        let mut pieces = std::pin::pin!(reader.stream());
+        while let Some(p) = futures::TryStreamExt::try_next(&mut pieces).await.unwrap() {
+            all.extend_from_slice(&p);
+        }
+        assert!(all == data, "{len}: the stream");
+    }
+    // An empty object (nothing to GET a range of) opens too.
+    cb.put_object()
+        .key("e")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    let reader = cb.reader().key("e").open().await.unwrap();
+    assert_eq!(reader.size(), 0);
+    let mut pieces = std::pin::pin!(reader.stream());
+    assert!(
+        futures::TryStreamExt::try_next(&mut pieces)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// Uploads the three encodings of the model: ours, veTurboIO with header, veTurboIO with env
 /// key (the last two stored as the peer made them).
 async fn upload_all(f: &Fixture, cb: &CryptoBucket) {
@@ -120,9 +181,10 @@ async fn tensors_by_name_from_every_format_equal_numpys() {
     assert_eq!(h.file_timestamp, 1_732_406_400);
     assert!(readers[2].veturbo_header().is_none());
 
-    // Listing takes one ranged GET of the header (the reader of our 10 MiB object fetched all
-    // its integrity tags when it opened, in one GET of the sidecar).
-    for (reader, gets) in readers.iter().zip([1, 1, 1]) {
+    // Listing takes one ranged GET of the header, none for our object: the GET that opened
+    // its reader brought the first MiB along (and all its integrity tags, in one GET of the
+    // sidecar).
+    for (reader, gets) in readers.iter().zip([0, 1, 1]) {
         assert_eq!(
             reader.size(),
             f.made["size"].as_u64().unwrap(),
@@ -348,15 +410,19 @@ async fn hostile_headers_changed_objects_and_strict_mode() {
     assert_eq!(e.kind(), ErrorKind::TagMismatch, "{e}");
 
     // The object is replaced after the reader opened it: reads refuse the new version (the
-    // in-process store ignores If-Match; the pin catches it).
+    // in-process store ignores If-Match; the pin catches it). The first MiB, which came with
+    // the GET that opened the reader, stays the pinned version's.
     let reader = cb.reader().key("ours.safetensors").open().await.unwrap();
+    let start = reader.read(0, 100).await.unwrap();
     cb.put_object()
         .key("ours.safetensors")
         .body(PutBody::from_bytes(vec![0u8; reader.size() as usize]))
         .send()
         .await
         .unwrap();
-    let e = reader.read(0, 100).await.unwrap_err();
+    assert_eq!(reader.read(0, 100).await.unwrap(), start);
+    assert!(start.iter().any(|&b| b != 0));
+    let e = reader.read(2 << 20, 100).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
     let vt = cb
         .reader()

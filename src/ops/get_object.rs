@@ -31,6 +31,8 @@ pub struct GetObjectFluentBuilder {
     tags: Option<std::sync::Arc<Vec<[u8; crate::integrity::TAG_LEN]>>>,
     /// Attempts of the GET itself, when the caller retries it as part of a larger transfer.
     attempts: Option<u32>,
+    /// Fetch every integrity tag of a sidecar object, not only the range's (and return them).
+    all_tags: bool,
 }
 
 /// What a GET returns: the plaintext stream and what is known about it.
@@ -60,6 +62,8 @@ pub struct GetObjectOutput {
     /// The unwrapped content key (`None` for a plain object): a download that learns the
     /// object from its first GET reads the other ranges with it, without a second unwrap.
     pub(crate) material: Option<ContentMaterial>,
+    /// Every integrity tag of a sidecar object, when asked for with `all_tags`.
+    pub(crate) all_tags: Option<std::sync::Arc<Vec<[u8; crate::integrity::TAG_LEN]>>>,
 }
 
 impl GetObjectOutput {
@@ -95,7 +99,15 @@ impl GetObjectFluentBuilder {
             stored: None,
             tags: None,
             attempts: None,
+            all_tags: false,
         }
+    }
+
+    /// Fetches all of a sidecar object's integrity tags with the range's and returns them in
+    /// the output, for a reader that goes on reading the same version.
+    pub(crate) fn all_tags(mut self) -> Self {
+        self.all_tags = true;
+        self
     }
 
     /// Sends the GET once: the caller's transfer retries it (and reports the retries).
@@ -314,6 +326,7 @@ impl GetObjectFluentBuilder {
         let mut verifier = None;
         let mut state = IntegrityState::Absent;
         let mut unwrapped = None;
+        let mut every_tag = None;
         let cipher = match &envelope {
             Some(env) => {
                 check_recorded_size(&key, env, total)?;
@@ -358,6 +371,23 @@ impl GetObjectFluentBuilder {
                             }
                             all[first as usize..=last as usize].to_vec()
                         }
+                        None if self.all_tags => {
+                            let count = rec.chunk_count(total);
+                            let all =
+                                crate::ops::sidecar::fetch(inner, &key, rec, 0, count).await?;
+                            let range = all
+                                .get(first as usize..=last as usize)
+                                .map(<[_]>::to_vec)
+                                .ok_or_else(|| {
+                                    Error::invalid_response(format!(
+                                        "the integrity sidecar holds {} tags, not {count}",
+                                        all.len()
+                                    ))
+                                    .with_object(&inner.bucket, &key)
+                                })?;
+                            every_tag = Some(std::sync::Arc::new(all));
+                            range
+                        }
                         None => {
                             crate::ops::sidecar::fetch(inner, &key, rec, first, last - first + 1)
                                 .await?
@@ -388,6 +418,7 @@ impl GetObjectFluentBuilder {
             envelope,
             integrity: state,
             material: unwrapped,
+            all_tags: every_tag,
             body: {
                 let body = DecryptingStream::new(resp.body, cipher, skip, len);
                 match verifier {
