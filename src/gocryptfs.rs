@@ -23,6 +23,7 @@
 //! assert_eq!(keys.decrypt_name(&[7; 16], &stored).unwrap(), "model.safetensors");
 //! ```
 
+pub(crate) mod blocks;
 mod eme;
 mod gcm;
 pub mod push;

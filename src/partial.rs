@@ -80,11 +80,11 @@ impl PartialFile {
         let name = dest.file_name().ok_or_else(|| {
             Error::invalid_input(format!("{} is not a file name", dest.display()))
         })?;
-        let nonce = random_hex(8)?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!("{PARTIAL_INFIX}{nonce}{PARTIAL_SUFFIX}"));
-        let path = dest.with_file_name(temp_name);
+        let nonce = random_hex(NONCE_BYTES)?;
+        let path = dest.with_file_name(format!(
+            ".{}{PARTIAL_INFIX}{nonce}{PARTIAL_SUFFIX}",
+            partial_stem(name)
+        ));
         if let Some(lock) = lock {
             lock.record_partial(&path);
         }
@@ -262,9 +262,28 @@ impl PartialFile {
     }
 }
 
-/// A partial file's name: `.` + the destination's name + this + the nonce + [`PARTIAL_SUFFIX`].
+/// A partial file's name: `.` + [`partial_stem`] of the destination's name + this + the
+/// nonce + [`PARTIAL_SUFFIX`].
 const PARTIAL_INFIX: &str = ".cryptobucket-";
 const PARTIAL_SUFFIX: &str = ".partial";
+/// Random bytes of a partial file's nonce (written in hex).
+const NONCE_BYTES: usize = 8;
+/// The longest file name most file systems take (ext4, XFS, btrfs, APFS, NTFS: 255 bytes).
+const NAME_MAX: usize = 255;
+
+/// The destination's name as it appears in its partial files' names: cut (at a character
+/// boundary) so that the partial file's name stays within [`NAME_MAX`] bytes, since a
+/// destination may itself have a name of up to 255 bytes. (Names that are not UTF-8 appear
+/// with replacement characters; the nonce keeps partial file names apart.)
+fn partial_stem(name: &std::ffi::OsStr) -> String {
+    let room = NAME_MAX - 1 - PARTIAL_INFIX.len() - 2 * NONCE_BYTES - PARTIAL_SUFFIX.len();
+    let name = name.to_string_lossy();
+    let mut end = name.len().min(room);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}
 
 /// The identity trailer written after the data of a partial file.
 fn trailer(nonce: &str) -> String {
@@ -404,14 +423,14 @@ impl TransferLock {
 fn is_partial_of(path: &Path, dest: &Path) -> bool {
     let (Some(name), Some(dest_name)) = (
         path.file_name().and_then(|n| n.to_str()),
-        dest.file_name().and_then(|n| n.to_str()),
+        dest.file_name().map(partial_stem),
     ) else {
         return false;
     };
     path.parent() == dest.parent()
         && name
             .strip_prefix('.')
-            .and_then(|n| n.strip_prefix(dest_name))
+            .and_then(|n| n.strip_prefix(dest_name.as_str()))
             .and_then(|n| n.strip_prefix(PARTIAL_INFIX))
             .and_then(|n| n.strip_suffix(PARTIAL_SUFFIX))
             .is_some_and(|nonce| !nonce.is_empty() && nonce.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -470,6 +489,22 @@ mod tests {
             "/d/.model.bin.cryptobucket-0123abcd89ef4567.partial.old",
         ] {
             assert!(!is_partial_of(Path::new(other), dest), "{other}");
+        }
+    }
+
+    #[test]
+    fn partial_files_of_long_names_fit_in_a_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        // 255 bytes (the longest name); 253 bytes whose cut falls inside a 2-byte character.
+        for name in ["n".repeat(255), format!("x{}🦀", "é".repeat(124))] {
+            let dest = dir.path().join(&name);
+            let partial = PartialFile::create(&dest, 10, None).unwrap();
+            let file_name = partial.path().file_name().unwrap().len();
+            assert!(file_name <= NAME_MAX, "{file_name}");
+            assert!(is_partial_of(partial.path(), &dest));
+            assert!(!is_partial_of(partial.path(), &dir.path().join("n")));
+            partial.publish(&dest, 10).unwrap();
+            assert_eq!(std::fs::metadata(&dest).unwrap().len(), 10);
         }
     }
 }

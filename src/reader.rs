@@ -27,7 +27,7 @@ use crate::engine::{Reporter, with_retries};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{SharedHandle, require_key};
 use crate::integrity::TAG_LEN;
-use crate::ops::get_object::{GetObjectFluentBuilder, GetObjectOutput, Pin};
+use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
 use crate::range::ByteRange;
 use crate::veturbo::{self, VeturboHeader, VeturboKey, VeturboKeySource};
 
@@ -123,8 +123,7 @@ impl ObjectReaderBuilder {
                         .await?;
                     let pin = Pin::of_response(&handle.bucket, &key, &out)?;
                     let (material, tags) = (out.material.clone(), out.all_tags.clone());
-                    let len = out.content_length;
-                    Ok((pin, material, tags, whole_body(out, len).await?))
+                    Ok((pin, material, tags, out.collect_exact().await?))
                 })
                 .await;
                 let (pin, material, tags, prefix) = match first {
@@ -404,18 +403,12 @@ impl ObjectReader {
 }
 
 async fn collect(get: GetObjectFluentBuilder, len: u64) -> Result<Bytes> {
-    whole_body(get.send().await?, len).await
-}
-
-/// The body of `out`, which must be `len` bytes.
-async fn whole_body(out: GetObjectOutput, len: u64) -> Result<Bytes> {
-    let bytes = out.body.collect().await?;
-    if bytes.len() as u64 != len {
-        return Err(Error::new(
-            ErrorKind::Truncated,
-            format!("received {} of {len} bytes", bytes.len()),
-        )
-        .with_retryable(true));
+    let out = get.send().await?;
+    if out.content_length != len {
+        return Err(Error::invalid_response(format!(
+            "asked for {len} bytes, the response has {}",
+            out.content_length
+        )));
     }
-    Ok(bytes)
+    out.collect_exact().await
 }

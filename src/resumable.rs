@@ -126,6 +126,7 @@ pub(crate) mod stored;
 mod upload;
 
 pub use dirs::{DirTransferOutput, DownloadDirFluentBuilder, UploadDirFluentBuilder};
+pub(crate) use dirs::{Item, run_tree};
 pub use download::{DownloadFileFluentBuilder, DownloadFileOutput, MAX_RESTARTS};
 pub use upload::{UploadFileFluentBuilder, UploadFileOutput};
 

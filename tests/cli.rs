@@ -2166,6 +2166,10 @@ fn gocryptfs_push_ls_cat_pull() {
             out.to_str().unwrap(),
             "--password-file",
             p,
+            "--part-size",
+            "5MiB",
+            "--concurrency",
+            "2",
         ],
     ));
     assert!(std::fs::read(out.join("shards/0.bin")).unwrap() == big);

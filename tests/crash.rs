@@ -490,7 +490,11 @@ fn gocryptfs_push_survives_sigkill() {
         let tree = GocryptfsRemote::open(&cb, "eas/", Unlock::password("crash test password"))
             .await
             .unwrap();
-        tree.pull(&out).await.unwrap();
+        tree.pull(&out)
+            .checkpoint_dir(out.with_file_name("pull-checkpoints"))
+            .send()
+            .await
+            .unwrap();
     });
     assert!(sha256_file(&out.join("shard-0.bin")) == digest);
     assert_eq!(

@@ -334,7 +334,11 @@ async fn gocryptfs_long_names_on_garage() {
         .map(|e| e.name)
         .collect();
     assert!(names.contains(&"n".repeat(175)) && names.contains(&"l".repeat(255)));
-    tree.pull(&out).await.unwrap();
+    tree.pull(&out)
+        .checkpoint_dir(out.with_file_name("pull-checkpoints"))
+        .send()
+        .await
+        .unwrap();
     for rel in [
         "n".repeat(175),
         "l".repeat(255),

@@ -424,7 +424,7 @@ async fn trees_in_a_bucket_read_without_mounting() {
     let e = tree.read("layers/missing.bin", 0, 1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     // The whole tree, pulled.
-    tree.pull(&out).await.unwrap();
+    pull_all(&tree, &out).await;
     assert_same(&src, &out);
 
     // The raw master key unlocks too; a wrong password does not.
@@ -517,8 +517,97 @@ async fn pushed_trees_mount_with_gocryptfs() {
     let tree = GocryptfsRemote::open(&cb, "eas/pushed", Unlock::password(PASSWORD))
         .await
         .unwrap();
-    tree.pull(&out).await.unwrap();
+    pull_all(&tree, &out).await;
     assert_same(&src, &out);
+}
+
+/// A pull goes through the resumable download path: interrupted (the link breaks inside the
+/// large file), it keeps that file's verified ranges and the rerun fetches only the rest; a
+/// tampered block fails its file with the error naming it, and leaves nothing of it behind.
+#[tokio::test]
+async fn interrupted_pulls_resume_and_tampered_blocks_fail_their_file() {
+    use cryptobucket::PartSize;
+    use cryptobucket::gocryptfs::push::push_dir;
+    use cryptobucket::gocryptfs::remote::{GocryptfsRemote, Unlock};
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out, cps) = (
+        tmp.path().join("src"),
+        tmp.path().join("out"),
+        tmp.path().join("cps"),
+    );
+    make_source_with(&src, 40 << 20, false);
+    let (server, cb) = cryptobucket_testkit::bucket_with(
+        cryptobucket_testkit::Fault::None,
+        cryptobucket_testkit::keyring_a(),
+    )
+    .await;
+    let (conf, master) = GocryptfsConf::create(PASSWORD, 10).unwrap();
+    push_dir(&cb, &src, "eas/m/", &conf, &master).await.unwrap();
+    let tree = GocryptfsRemote::open(&cb, "eas/m", Unlock::password(PASSWORD))
+        .await
+        .unwrap();
+    let pull = |dst: &Path| {
+        tree.pull(dst)
+            .checkpoint_dir(&cps)
+            .part_size(PartSize::Target(5 << 20))
+            .concurrency(1)
+            .max_attempts(1)
+    };
+    let sent = || server.stats.bytes_out.load(Ordering::SeqCst);
+
+    // The link breaks about 15 MiB into the tree: the small files are in, the large one is not.
+    server.stats.limit_get_bytes(15 << 20);
+    let e = pull(&out).send().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Partial, "{e}");
+    assert!(e.to_string().contains("1 of 12 files failed"), "{e}");
+    assert!(!out.join("big.bin").exists());
+    assert_eq!(cryptobucket_testkit::checkpoints_in(&cps).len(), 1);
+    server.stats.limit_get_bytes(i64::MAX);
+    let before = sent();
+    let stats = pull(&out).send().await.unwrap();
+    // make_source_with: the seven weights, "x", the 255-byte name, the non-ASCII one, big.bin.
+    let small = 1 + 4095 + 4096 + 4097 + 8192 + 12289 + 100_000 + 13 + 26 + 5000;
+    assert_eq!((stats.files, stats.bytes), (12, (40 << 20) + small));
+    let again = sent() - before;
+    assert!(
+        again < 31 << 20,
+        "the rerun fetched {again} bytes: the first two 5 MiB ranges were kept"
+    );
+    assert_same(&src, &out);
+    assert!(cryptobucket_testkit::checkpoints_in(&cps).is_empty());
+
+    // One flipped bit in the stored large file: that file fails, by name; the others arrive.
+    let big = tree
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "big.bin")
+        .unwrap();
+    let (mut body, meta) = cryptobucket_testkit::raw_object(&cb, &big.stored).await;
+    body[20 << 20] ^= 1;
+    cryptobucket_testkit::put_raw(&cb, &big.stored, body, meta).await;
+    let tree = GocryptfsRemote::open(&cb, "eas/m", Unlock::password(PASSWORD))
+        .await
+        .unwrap();
+    let out2 = tmp.path().join("out2");
+    let e = tree
+        .pull(&out2)
+        .checkpoint_dir(&cps)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Partial, "{e}");
+    let source = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<cryptobucket::Error>())
+        .unwrap();
+    assert_eq!(source.kind(), ErrorKind::TagMismatch, "{source}");
+    assert!(source.to_string().contains(&big.stored), "{source}");
+    assert!(!out2.join("big.bin").exists());
+    assert!(cryptobucket_testkit::partial_files(&out2).is_empty());
+    assert!(cryptobucket_testkit::checkpoints_in(&cps).is_empty());
+    assert!(std::fs::read(out2.join("x")).unwrap() == b"one-byte name");
 }
 
 /// A push stopped in the middle (its future dropped, as Ctrl-C or a lost connection would) is
@@ -643,6 +732,15 @@ async fn interrupted_pushes_resume_and_mount_with_gocryptfs() {
     );
     let m = Mount::new(&raw, &mnt, &passfile);
     assert_same(&src, &m.0);
+}
+
+/// Pulls the whole tree into `out` (checkpoints beside it).
+async fn pull_all(tree: &cryptobucket::gocryptfs::remote::GocryptfsRemote, out: &Path) {
+    tree.pull(out)
+        .checkpoint_dir(out.with_file_name("pull-checkpoints"))
+        .send()
+        .await
+        .unwrap();
 }
 
 /// Every object under `prefix`, fetched as stored, into `dir` (what a gocryptfs mount of the

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use cryptobucket::{
     CryptoBucket, ErrorKind, Keyring, MatDesc, PartSize, ProgressEvent, ProgressListener,
 };
-use support::{Fault, bucket_with, keyring_a, partial_files, pattern, rsa};
+use support::{Fault, bucket_with, checkpoints_in, keyring_a, partial_files, pattern, rsa};
 
 const PART: u64 = 5 * 1024 * 1024;
 
@@ -84,16 +84,6 @@ impl Env {
 }
 
 /// The checkpoint files in `dir` (none if it does not exist).
-fn checkpoints_in(dir: &Path) -> Vec<PathBuf> {
-    match std::fs::read_dir(dir) {
-        Ok(d) => d
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// Records every progress event.
 fn recorder() -> (ProgressListener, Arc<Mutex<Vec<cryptobucket::Progress>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -10,7 +10,7 @@ use cryptobucket::{Error, ErrorKind, Result};
 use tokio::io::AsyncWriteExt as _;
 use zeroize::Zeroizing;
 
-use super::transfer::{parse_s3_prefix, progress_bar};
+use super::transfer::{TransferArgs, parse_s3_prefix, progress_bar};
 use super::{Global, prompt};
 
 #[derive(Debug, Args)]
@@ -52,12 +52,15 @@ pub(crate) enum Gocryptfs {
         #[command(flatten)]
         secret: Secret,
     },
-    /// Decrypt the whole tree at s3://BUCKET/PREFIX/ into the local directory DIR.
+    /// Decrypt the whole tree at s3://BUCKET/PREFIX/ into the local directory DIR (a rerun
+    /// after a failure or a kill resumes the unfinished files).
     Pull {
         /// The tree, s3://BUCKET/PREFIX/.
         src: String,
         /// Local directory to create or fill.
         dir: PathBuf,
+        #[command(flatten)]
+        transfer: TransferArgs,
         #[command(flatten)]
         secret: Secret,
     },
@@ -165,9 +168,25 @@ pub(crate) async fn run(g: &Global, cmd: &Gocryptfs) -> Result<()> {
             );
             Ok(())
         }
-        Gocryptfs::Pull { src, dir, secret } => {
+        Gocryptfs::Pull {
+            src,
+            dir,
+            transfer,
+            secret,
+        } => {
             let tree = open(g, src, secret).await?;
-            let stats = tree.pull(dir).await?;
+            let (bar, listener) = progress_bar(src, "pull", transfer.no_progress);
+            let mut job = tree
+                .pull(dir)
+                .part_size(transfer.part_size())
+                .concurrency(transfer.concurrency)
+                .progress(listener);
+            if let Some(d) = &transfer.checkpoint_dir {
+                job = job.checkpoint_dir(d);
+            }
+            let stats = job.send().await;
+            bar.finish_and_clear();
+            let stats = stats?;
             eprintln!(
                 "pulled {src} into {}: {} files, {} directories, {} bytes (every block verified)",
                 dir.display(),

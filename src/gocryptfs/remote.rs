@@ -14,23 +14,28 @@
 //! # let _ = header; Ok(()) }
 //! ```
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::TryStreamExt as _;
 use zeroize::Zeroizing;
 
+use super::blocks::stored_span;
 use super::tree::TreeStats;
 use super::{
     BLOCK, BLOCK_OVERHEAD, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN,
     LONGNAME_PREFIX, MasterKey, long_name, parse_file_header, plain_size,
 };
-use crate::engine::{Reporter, with_retries};
+use crate::engine::{Reporter, TransferConfig, with_retries};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::SharedHandle;
 use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
 use crate::ops::head_object::HeadObjectFluentBuilder;
+use crate::parts::PartSize;
+use crate::progress::ProgressListener;
 use crate::range::ByteRange;
+use crate::resumable::{Item, TransferOptions, run_tree};
 
 /// How to unlock a tree.
 #[derive(Debug)]
@@ -85,11 +90,8 @@ impl RemoteFile {
 pub struct GocryptfsRemote {
     handle: SharedHandle,
     prefix: String,
-    keys: GocryptfsKeys,
+    keys: Arc<GocryptfsKeys>,
 }
-
-/// Bytes of stored blocks fetched per GET when reading whole files.
-const PIECE_BLOCKS: u64 = 2032; // 8 MiB of stored blocks
 
 impl GocryptfsRemote {
     /// Reads `PREFIX/gocryptfs.conf` and unlocks the tree.
@@ -110,7 +112,7 @@ impl GocryptfsRemote {
             Unlock::MasterKey(k) => k,
         };
         Ok(Self {
-            keys: GocryptfsKeys::new(&master),
+            keys: Arc::new(GocryptfsKeys::new(&master)),
             handle,
             prefix,
         })
@@ -242,11 +244,7 @@ impl GocryptfsRemote {
     }
 
     async fn resolve(&self, e: RemoteEntry) -> Result<RemoteFile> {
-        let pin = self.pin(&e.stored).await?;
-        let file_id = match e.size {
-            0 => [0; 16],
-            _ => self.file_id(&e.stored, &pin).await?,
-        };
+        let (pin, file_id) = resolve_stored(&self.handle, &e.stored).await?;
         Ok(RemoteFile {
             key: e.stored,
             size: e.size,
@@ -272,26 +270,6 @@ impl GocryptfsRemote {
             .await
     }
 
-    async fn pin(&self, key: &str) -> Result<Pin> {
-        let head = HeadObjectFluentBuilder::new(self.handle.clone())
-            .key(key)
-            .send()
-            .await?;
-        Pin::of_head(&self.handle, key, &head)
-    }
-
-    /// The file id from the stored header.
-    async fn file_id(&self, key: &str, pin: &Pin) -> Result<[u8; 16]> {
-        let header = self.get_range(key, pin, 0, HEADER_LEN as u64).await?;
-        parse_file_header(&header).ok_or_else(|| {
-            Error::new(
-                ErrorKind::TagMismatch,
-                format!("{key}: bad gocryptfs header"),
-            )
-            .with_object(&self.handle.bucket, key)
-        })
-    }
-
     /// Plaintext `offset .. offset + len` (within `size`) from the blocks that cover it.
     async fn read_blocks(
         &self,
@@ -306,9 +284,8 @@ impl GocryptfsRemote {
         let (first, last) = (offset / BLOCK as u64, (offset + len - 1) / BLOCK as u64);
         let full = (BLOCK + BLOCK_OVERHEAD) as u64;
         let h = &self.handle;
-        let start = HEADER_LEN as u64 + first * full;
-        let end = (HEADER_LEN as u64 + (last + 1) * full).min(pin.size);
-        let stored = self.get_range(key, pin, start, end - start).await?;
+        let (start, end) = stored_span(first * BLOCK as u64, offset + len, pin.size);
+        let stored = get_range(h, key, pin, start, end - start).await?;
         let mut plain = BytesMut::with_capacity(((last - first + 1) * BLOCK as u64) as usize);
         for (i, block) in stored.chunks(full as usize).enumerate() {
             let b = self
@@ -328,82 +305,146 @@ impl GocryptfsRemote {
         Ok(plain.freeze().slice(skip..skip + len as usize))
     }
 
-    async fn get_range(&self, key: &str, pin: &Pin, start: u64, len: u64) -> Result<Bytes> {
-        let max = self.handle.transfer.max_attempts;
-        with_retries(max, 0, &Reporter::silent(), || async {
-            let out = GetObjectFluentBuilder::new(self.handle.clone())
-                .key(key)
-                .range(ByteRange::Inclusive {
-                    first: start,
-                    last: start + len - 1,
-                })
-                .pinned(pin.clone(), None)
-                .stored(None)
-                .send()
-                .await?;
-            let b = out.body.collect().await?;
-            if b.len() as u64 != len {
-                return Err(Error::new(
-                    ErrorKind::Truncated,
-                    format!("received {} of {len} bytes", b.len()),
-                )
-                .with_retryable(true));
-            }
-            Ok(b)
-        })
+    /// Copies the whole tree into the local directory `dst` (created if missing) through the
+    /// resumable download path: files several at once and large ones in parallel ranges,
+    /// every block verified before it is written, each file written to a partial file of its
+    /// own (0600) and renamed into place when complete; a rerun after a failure or a kill
+    /// resumes each unfinished file from its checkpoint.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// use cryptobucket::gocryptfs::remote::{GocryptfsRemote, Unlock};
+    /// let tree = GocryptfsRemote::open(&bucket, "eas/model/", Unlock::password("secret")).await?;
+    /// let stats = tree.pull("model/").concurrency(8).send().await?;
+    /// println!("{} files, {} bytes", stats.files, stats.bytes);
+    /// # Ok(()) }
+    /// ```
+    pub fn pull(&self, dst: impl Into<PathBuf>) -> PullTreeBuilder<'_> {
+        PullTreeBuilder {
+            opts: TransferOptions::new(*self.handle.transfer_config()),
+            tree: self,
+            dst: dst.into(),
+        }
+    }
+}
+
+/// Builder of a tree copy into a local directory; see [`GocryptfsRemote::pull`].
+#[derive(Debug)]
+pub struct PullTreeBuilder<'a> {
+    tree: &'a GocryptfsRemote,
+    dst: PathBuf,
+    opts: TransferOptions,
+}
+
+impl PullTreeBuilder<'_> {
+    crate::resumable::transfer_option_setters!("range");
+
+    /// Copies (or continues copying) the tree. A file that fails does not stop the others;
+    /// the error ([`ErrorKind::Partial`]) names how many failed and the first failure.
+    pub async fn send(self) -> Result<TreeStats> {
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        crate::engine::run_transfer(
+            tracing::info_span!(
+                "gocryptfs_pull",
+                bucket = %self.tree.handle.bucket(),
+                prefix = %self.tree.prefix,
+                dst = ?self.dst
+            ),
+            cancel.as_ref(),
+            "the gocryptfs pull",
+            resumable,
+            Box::pin(self.run()),
+        )
         .await
     }
 
-    /// Copies the whole tree into the local directory `dst` (created if missing): each file
-    /// read in 8 MiB pieces, several at once, verified, and written into a temporary file that
-    /// is renamed into place only when complete.
-    pub async fn pull(&self, dst: &Path) -> Result<TreeStats> {
+    async fn run(self) -> Result<TreeStats> {
+        self.opts.validate()?;
+        let tree = self.tree;
         let mut stats = TreeStats::default();
-        let mut dirs = vec![(self.prefix.clone(), dst.to_owned())];
+        let mut items = Vec::new();
+        let mut dirs = vec![(tree.prefix.clone(), self.dst.clone())];
         while let Some((stored, local)) = dirs.pop() {
             std::fs::create_dir_all(&local)
                 .map_err(|e| Error::io(format!("cannot create {}", local.display()), e))?;
             stats.dirs += 1;
-            for e in self.list_stored(&stored).await? {
+            for e in tree.list_stored(&stored).await? {
+                // Names are checked when decrypted: no `/`, `.` or `..` leaves the directory.
                 let target = local.join(&e.name);
                 if e.is_dir {
                     dirs.push((e.stored, target));
-                    continue;
+                } else {
+                    items.push((Item::download(target, e.stored, e.size), false));
                 }
-                let f = self.resolve(e).await?;
-                let piece = PIECE_BLOCKS * BLOCK as u64;
-                let starts: Vec<u64> = (0..f.size.div_ceil(piece)).map(|i| i * piece).collect();
-                let tmp = tempfile::NamedTempFile::new_in(&local).map_err(|err| {
-                    Error::io(format!("cannot create a file in {}", local.display()), err)
-                })?;
-                let mut file = tokio::fs::File::from_std(
-                    tmp.reopen()
-                        .map_err(|err| Error::io("cannot open the temp file", err))?,
-                );
-                let mut pieces = std::pin::pin!(
-                    futures::stream::iter(starts)
-                        .map(|at| self.read_file(&f, at, piece))
-                        .buffered(self.handle.transfer.concurrency.max(1))
-                );
-                while let Some(b) = pieces.try_next().await? {
-                    tokio::io::AsyncWriteExt::write_all(&mut file, &b)
-                        .await
-                        .map_err(|err| {
-                            Error::io(format!("cannot write {}", target.display()), err)
-                        })?;
-                }
-                file.sync_all()
-                    .await
-                    .map_err(|err| Error::io(format!("cannot write {}", target.display()), err))?;
-                tmp.persist(&target).map_err(|err| {
-                    Error::io(format!("cannot write {}", target.display()), err.error)
-                })?;
-                stats.files += 1;
-                stats.bytes += f.size;
             }
         }
+        let opts = &self.opts;
+        let out = run_tree(items, opts, false, |item, config, listener| {
+            let mut b = crate::resumable::DownloadFileFluentBuilder::new(tree.handle.clone())
+                .key(&item.key)
+                .path(&item.path)
+                .transfer_config(config)
+                .resumable(opts.resumable)
+                .progress(listener)
+                .gocryptfs(tree.keys.clone());
+            if let Some(d) = &opts.checkpoint_dir {
+                b = b.checkpoint_dir(d);
+            }
+            async move { b.send().await.map(|_| ()) }
+        })
+        .await?
+        .into_result()?;
+        stats.files = out.copied.len() as u64;
+        stats.bytes = out.bytes();
         Ok(stats)
     }
+}
+
+/// Pins a stored file of a tree (one HEAD) and reads its file id from its header (one ranged
+/// GET; an empty file has neither header nor id).
+pub(crate) async fn resolve_stored(handle: &SharedHandle, key: &str) -> Result<(Pin, [u8; 16])> {
+    let head = HeadObjectFluentBuilder::new(handle.clone())
+        .key(key)
+        .send()
+        .await?;
+    let pin = Pin::of_head(handle, key, &head)?;
+    if pin.size == 0 {
+        return Ok((pin, [0; 16]));
+    }
+    let header = get_range(handle, key, &pin, 0, HEADER_LEN as u64).await?;
+    let file_id = parse_file_header(&header).ok_or_else(|| {
+        Error::new(
+            ErrorKind::TagMismatch,
+            format!("{key}: bad gocryptfs header"),
+        )
+        .with_object(&handle.bucket, key)
+    })?;
+    Ok((pin, file_id))
+}
+
+/// Stored bytes `start .. start + len` of the pinned version of `key`, as they are.
+async fn get_range(
+    handle: &SharedHandle,
+    key: &str,
+    pin: &Pin,
+    start: u64,
+    len: u64,
+) -> Result<Bytes> {
+    let max = handle.transfer.max_attempts;
+    with_retries(max, 0, &Reporter::silent(), || async {
+        let out = GetObjectFluentBuilder::new(handle.clone())
+            .key(key)
+            .range(ByteRange::Inclusive {
+                first: start,
+                last: start + len - 1,
+            })
+            .pinned(pin.clone(), None)
+            .stored(None)
+            .send()
+            .await?;
+        out.collect_exact().await
+    })
+    .await
 }
 
 /// A small stored object, whole, as it is.

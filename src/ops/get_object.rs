@@ -88,6 +88,23 @@ impl GetObjectOutput {
     }
 }
 
+impl GetObjectOutput {
+    /// The whole body, which must be `content_length` bytes (else a retryable
+    /// [`ErrorKind::Truncated`]).
+    pub(crate) async fn collect_exact(self) -> Result<bytes::Bytes> {
+        let len = self.content_length;
+        let bytes = self.body.collect().await?;
+        if bytes.len() as u64 != len {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                format!("received {} of {len} bytes", bytes.len()),
+            )
+            .with_retryable(true));
+        }
+        Ok(bytes)
+    }
+}
+
 impl GetObjectFluentBuilder {
     pub(crate) fn new(bucket: SharedHandle) -> Self {
         Self {

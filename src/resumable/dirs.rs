@@ -70,11 +70,23 @@ impl DirTransferOutput {
 }
 
 /// One file of a tree: local path, object key, size, modification time.
-struct Item {
-    path: PathBuf,
-    key: String,
-    size: u64,
+pub(crate) struct Item {
+    pub(crate) path: PathBuf,
+    pub(crate) key: String,
+    pub(crate) size: u64,
     modified: Option<SystemTime>,
+}
+
+impl Item {
+    /// A file to copy from object `key` (`size` bytes, plaintext) to `path`.
+    pub(crate) fn download(path: PathBuf, key: String, size: u64) -> Self {
+        Self {
+            path,
+            key,
+            size,
+            modified: None,
+        }
+    }
 }
 
 /// The setters both directory builders share.
@@ -352,7 +364,7 @@ impl DownloadDirFluentBuilder {
 /// Runs the copies of a tree within one budget: small items `concurrency` at once (one part
 /// each), then large ones one by one with `concurrency` parts in flight. `start` makes the
 /// transfer of one item with the configuration and progress listener to use.
-async fn run_tree<F, Fut>(
+pub(crate) async fn run_tree<F, Fut>(
     checks: Vec<(Item, bool)>,
     opts: &TransferOptions,
     dry_run: bool,

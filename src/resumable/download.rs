@@ -15,6 +15,8 @@ use crate::cipher::ContentMaterial;
 use crate::engine::{Reporter, TransferConfig, backoff, run_bounded, with_retries, worth_retrying};
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
+use crate::gocryptfs::GocryptfsKeys;
+use crate::gocryptfs::blocks::DecryptBlocks;
 use crate::handle::{SharedHandle, require_key};
 use crate::multipart::PartSize;
 use crate::ops::get_object::{GetObjectFluentBuilder, GetObjectOutput, Pin};
@@ -36,6 +38,8 @@ pub struct DownloadFileFluentBuilder {
     path: Option<PathBuf>,
     opts: TransferOptions,
     veturbo: Option<Arc<dyn VeturboKeySource>>,
+    /// The object is a stored file of a gocryptfs tree with these keys.
+    gocryptfs: Option<Arc<GocryptfsKeys>>,
 }
 
 /// What a finished download reports.
@@ -64,7 +68,15 @@ impl DownloadFileFluentBuilder {
             key: None,
             path: None,
             veturbo: None,
+            gocryptfs: None,
         }
+    }
+
+    /// The object is a stored file of a gocryptfs tree unlocked with `keys`: its blocks are
+    /// fetched by ranges and every one is verified and decrypted before it is written.
+    pub(crate) fn gocryptfs(mut self, keys: Arc<GocryptfsKeys>) -> Self {
+        self.gocryptfs = Some(keys);
+        self
     }
 
     /// Object key.
@@ -193,10 +205,10 @@ impl DownloadFileFluentBuilder {
 
     /// The checkpoint kind: downloads of veTurboIO files never meet those of envelope objects.
     fn kind(&self) -> &'static str {
-        if self.veturbo.is_some() {
-            "download-veturbo"
-        } else {
-            "download"
+        match (&self.veturbo, &self.gocryptfs) {
+            (Some(_), _) => "download-veturbo",
+            (None, Some(_)) => "download-gocryptfs",
+            (None, None) => "download",
         }
     }
 
@@ -206,6 +218,28 @@ impl DownloadFileFluentBuilder {
     /// with this one request, and a larger one saves the HEAD's round trip.
     async fn pin(&self, key: &str, first_range: Option<u64>) -> Result<Pinned> {
         let bucket = &self.bucket;
+        if let Some(keys) = &self.gocryptfs {
+            let (pin, file_id) = crate::gocryptfs::remote::resolve_stored(bucket, key).await?;
+            let size = crate::gocryptfs::plain_size(pin.size).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::TagMismatch,
+                    format!("{} bytes is no gocryptfs file size (truncated?)", pin.size),
+                )
+                .with_object(bucket.bucket(), key)
+            })?;
+            return Ok(Pinned {
+                recorded: BTreeMap::from([("gocryptfs-file-id".to_owned(), hex::encode(file_id))]),
+                binding: ContentMaterial::from_parts(*keys.checkpoint_key(), file_id),
+                format: Decode::Gocryptfs {
+                    keys: keys.clone(),
+                    file_id,
+                    stored_size: pin.size,
+                },
+                size,
+                pin,
+                opened: None,
+            });
+        }
         if let Some(source) = &self.veturbo {
             let reader = crate::reader::ObjectReaderBuilder::new(bucket.clone())
                 .key(key)
@@ -226,7 +260,7 @@ impl DownloadFileFluentBuilder {
             let binding = vkey.checkpoint_binding();
             return Ok(Pinned {
                 pin: reader.pin().clone(),
-                format: reader.format().clone(),
+                format: Decode::Read(reader.format().clone()),
                 size: reader.size(),
                 recorded,
                 binding,
@@ -291,6 +325,11 @@ impl DownloadFileFluentBuilder {
             true => None,
             false => Some(self.opts.config.part_size.resolve(Some(0))?),
         };
+        // Ranges of a gocryptfs file are whole blocks.
+        let block_unit = |unit: u64| match self.gocryptfs {
+            Some(_) => unit.next_multiple_of(crate::gocryptfs::BLOCK as u64),
+            None => unit,
+        };
         let Pinned {
             pin,
             format,
@@ -345,7 +384,7 @@ impl DownloadFileFluentBuilder {
         let (cp, partial, checkpointed) = match resumed {
             Some((cp, partial)) => (cp, partial, true),
             None => {
-                let part_size = self.opts.config.part_size.resolve(Some(size))?;
+                let part_size = block_unit(self.opts.config.part_size.resolve(Some(size))?);
                 // An object of one range gets no checkpoint: a range is recorded only once it
                 // is whole, and then the file is published, so a checkpoint could never hold
                 // anything to resume. (Saves a checkpoint file, its syncs and its removal per
@@ -449,7 +488,7 @@ impl DownloadFileFluentBuilder {
         cp_path: &Path,
         partial: &PartialFile,
         pin: &Pin,
-        format: Format,
+        format: Decode,
         size: u64,
         binding_key: ContentMaterial,
         checkpointed: bool,
@@ -457,7 +496,11 @@ impl DownloadFileFluentBuilder {
         report: &Reporter,
     ) -> Result<(u64, u64)> {
         let unit = cp.part_size;
-        if unit == 0 || !unit.is_multiple_of(16) {
+        let align = match format {
+            Decode::Gocryptfs { .. } => crate::gocryptfs::BLOCK as u64,
+            Decode::Read(_) => 16,
+        };
+        if unit == 0 || !unit.is_multiple_of(align) {
             return Err(Error::new(
                 ErrorKind::InvalidCheckpoint,
                 format!("checkpoint {}: bad part size {unit}", cp_path.display()),
@@ -544,10 +587,26 @@ fn spans(missing: &[u32], concurrency: usize, unit: u64) -> Vec<(u32, u32)> {
     out
 }
 
+/// The plaintext of one response, as it streams.
+type Body = std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes>> + Send>>;
+
+/// How a download decodes the bytes it fetches.
+#[derive(Clone)]
+enum Decode {
+    /// As a reader does (this crate's envelope, veTurboIO).
+    Read(Format),
+    /// Stored blocks of a gocryptfs file: id from its header, stored size.
+    Gocryptfs {
+        keys: Arc<GocryptfsKeys>,
+        file_id: [u8; 16],
+        stored_size: u64,
+    },
+}
+
 /// What a download learnt about the object before fetching it.
 struct Pinned {
     pin: Pin,
-    format: Format,
+    format: Decode,
     /// Plaintext size.
     size: u64,
     /// What the checkpoint records of the object's encryption.
@@ -575,7 +634,7 @@ impl Pinned {
         Self {
             size: pin.size,
             pin,
-            format: Format::Envelope(material),
+            format: Decode::Read(Format::Envelope(material)),
             recorded,
             binding,
             opened,
@@ -589,7 +648,7 @@ struct Span {
     key: String,
     file: Arc<std::fs::File>,
     pin: Pin,
-    format: Format,
+    format: Decode,
     /// Plaintext size of the object.
     size: u64,
     /// Range (checkpoint unit) size.
@@ -618,7 +677,7 @@ impl Span {
             let before = next;
             // The response already open covers the first range only; then one GET for the rest.
             let (response, stop) = match self.opened.take() {
-                Some(out) => (Ok(out), next + 1),
+                Some(out) => (Ok(Box::pin(out.body) as Body), next + 1),
                 None => (self.request(next, end).await, end),
             };
             let outcome = match response {
@@ -658,35 +717,58 @@ impl Span {
         Ok(())
     }
 
-    /// One GET of ranges `next..end`.
-    async fn request(&self, next: u32, end: u32) -> Result<GetObjectOutput> {
+    /// One GET of ranges `next..end`: its plaintext, decrypted and verified as it streams.
+    async fn request(&self, next: u32, end: u32) -> Result<Body> {
         let start = u64::from(next - 1) * self.unit;
         let stop = (u64::from(end - 1) * self.unit).min(self.size);
         let get = GetObjectFluentBuilder::new(self.bucket.clone()).key(&self.key);
         let get = match &self.format {
-            Format::Envelope(material) => get
+            Decode::Read(Format::Envelope(material)) => get
                 .range(ByteRange::Inclusive {
                     first: start,
                     last: stop - 1,
                 })
                 .pinned(self.pin.clone(), material.clone()),
-            Format::Veturbo { offset, key } => get
+            Decode::Read(Format::Veturbo { offset, key }) => get
                 .range(ByteRange::Inclusive {
                     first: offset + start,
                     last: offset + stop - 1,
                 })
                 .pinned(self.pin.clone(), None)
                 .stored(Some(key.cipher_at(start)?)),
+            Decode::Gocryptfs {
+                keys,
+                file_id,
+                stored_size,
+            } => {
+                let (first, last) =
+                    crate::gocryptfs::blocks::stored_span(start, stop, *stored_size);
+                let out = get
+                    .range(ByteRange::Inclusive {
+                        first,
+                        last: last - 1,
+                    })
+                    .pinned(self.pin.clone(), None)
+                    .stored(None)
+                    .send()
+                    .await?;
+                return Ok(Box::pin(DecryptBlocks::new(
+                    out.body,
+                    keys.clone(),
+                    *file_id,
+                    start / crate::gocryptfs::BLOCK as u64,
+                    self.key.clone(),
+                )));
+            }
         };
-        get.send().await
+        Ok(Box::pin(get.send().await?.body))
     }
 
-    /// Writes the body of `out`, a response on ranges `*next..end`; advances `*next` past
-    /// every range written and recorded.
-    async fn write_body(&self, out: GetObjectOutput, next: &mut u32, end: u32) -> Result<()> {
+    /// Writes `body`, the plaintext of ranges `*next..end`; advances `*next` past every range
+    /// written and recorded.
+    async fn write_body(&self, mut body: Body, next: &mut u32, end: u32) -> Result<()> {
         // Decrypted chunks are gathered to about 1 MiB and written with positioned writes on
         // the blocking pool; a range is recorded once all of its bytes are written.
-        let mut body = out.body;
         let mut pending: Vec<bytes::Bytes> = Vec::new();
         let mut pending_len = 0usize;
         let mut at = u64::from(*next - 1) * self.unit;

@@ -19,6 +19,17 @@ use cryptobucket::{CryptoBucket, Keyring, MatDesc, RsaKeyPair};
 
 pub use server::{Fault, TestServer};
 
+/// The checkpoint files in `dir` (none when it does not exist).
+pub fn checkpoints_in(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Hidden partial download files (`.NAME.cryptobucket-NONCE.partial`) in `dir`.
 pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
