@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `cryptobucket gocryptfs pull` of two CLI builds side by side: a tree of SMALL × 1 MiB and
+# 2 × LARGE_MIB MiB files is pushed once (with NEW) to a fresh examples/s3_server, then OLD and
+# NEW pull it in alternating order, `sync` before each run; every pull is compared with the
+# source (`diff -r`).
+#
+#   git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release --bin cryptobucket)
+#   scripts/bench-gocryptfs-pull.sh /tmp/old/target/release/cryptobucket \
+#       target/release/cryptobucket [ROUNDS=3] [SMALL=100] [LARGE_MIB=512]
+#
+# The numbers in BENCHMARKS.md ("gocryptfs pull through the download engine") come from it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OLD="$(realpath "$1")"
+NEW="$(realpath "$2")"
+ROUNDS="${3:-3}"
+SMALL="${4:-100}"
+LARGE_MIB="${5:-512}"
+
+cargo build --release --quiet --example s3_server
+SERVER="$PWD/target/release/examples/s3_server"
+WORK="$(mktemp -d)"
+SERVER_PID=
+trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+mkdir -p "$WORK/data" "$WORK/src"
+"$SERVER" --dir "$WORK/data" --bucket bench > "$WORK/server.out" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do
+  grep -q AWS_ENDPOINT_URL "$WORK/server.out" 2>/dev/null && break
+  sleep 0.1
+done
+AWS_ENDPOINT_URL="$(sed -n 's/^export AWS_ENDPOINT_URL=//p' "$WORK/server.out")"
+export AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID=cryptobucket-test
+export AWS_SECRET_ACCESS_KEY=cryptobucket-test-secret AWS_REGION=us-east-1
+export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent
+export CRYPTOBUCKET_CHECKPOINT_DIR="$WORK/checkpoints"
+
+for i in $(seq "$SMALL"); do head -c 1048576 /dev/urandom > "$WORK/src/f$i.bin"; done
+for i in 0 1; do head -c "$((LARGE_MIB << 20))" /dev/urandom > "$WORK/src/shard-$i.bin"; done
+echo "bench password" > "$WORK/pass"
+"$NEW" --force-path-style gocryptfs push "$WORK/src" s3://bench/g/ \
+  --password-file "$WORK/pass" --scryptn 10 --no-progress
+bytes="$(du -sb "$WORK/src" | cut -f1)"
+
+for r in $(seq "$ROUNDS"); do
+  order=(old new)
+  if [ $((r % 2)) -eq 0 ]; then order=(new old); fi
+  for which in "${order[@]}"; do
+    bin="$OLD"
+    if [ "$which" = new ]; then bin="$NEW"; fi
+    rm -rf "$WORK/out"
+    sync
+    start=$(date +%s.%N)
+    "$bin" --force-path-style gocryptfs pull s3://bench/g/ "$WORK/out" \
+      --password-file "$WORK/pass" > /dev/null 2>&1
+    end=$(date +%s.%N)
+    diff -r "$WORK/src" "$WORK/out" > /dev/null
+    awk -v r="$r" -v w="$which" -v s="$start" -v e="$end" -v b="$bytes" \
+      'BEGIN { printf "round %s %s: %.2f s (%.0f MB/s)\n", r, w, e - s, b / (e - s) / 1e6 }'
+  done
+done
