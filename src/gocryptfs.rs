@@ -97,7 +97,7 @@ fn file_header(file_id: &[u8; 16]) -> [u8; HEADER_LEN] {
 
 /// The file id in a stored file's header; `None` unless `header` is a whole version-2 header
 /// with a non-zero id.
-fn parse_file_header(header: &[u8]) -> Option<[u8; 16]> {
+pub(crate) fn parse_file_header(header: &[u8]) -> Option<[u8; 16]> {
     let id: [u8; 16] = header.get(2..HEADER_LEN)?.try_into().ok()?;
     (header.len() == HEADER_LEN && header[..2] == 2u16.to_be_bytes() && id != [0; 16]).then_some(id)
 }

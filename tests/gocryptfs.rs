@@ -576,6 +576,13 @@ async fn interrupted_pulls_resume_and_tampered_blocks_fail_their_file() {
     );
     assert_same(&src, &out);
     assert!(cryptobucket_testkit::checkpoints_in(&cps).is_empty());
+    // A file is learnt from the GET of its header and first range: no HEAD, except for the
+    // empty file (no first byte to GET).
+    let heads = || server.stats.heads_in.load(Ordering::SeqCst);
+    let before = heads();
+    pull(&tmp.path().join("out3")).send().await.unwrap();
+    assert_eq!(heads() - before, 1);
+    assert_same(&src, &tmp.path().join("out3"));
 
     // One flipped bit in the stored large file: that file fails, by name; the others arrive.
     let big = tree

@@ -19,7 +19,7 @@ use crate::gocryptfs::GocryptfsKeys;
 use crate::gocryptfs::blocks::DecryptBlocks;
 use crate::handle::{SharedHandle, require_key};
 use crate::multipart::PartSize;
-use crate::ops::get_object::{GetObjectFluentBuilder, GetObjectOutput, Pin};
+use crate::ops::get_object::{GetObjectFluentBuilder, Pin};
 use crate::partial::{PartialFile, TransferLock};
 use crate::progress::{ProgressEvent, ProgressListener};
 use crate::range::ByteRange;
@@ -219,26 +219,7 @@ impl DownloadFileFluentBuilder {
     async fn pin(&self, key: &str, first_range: Option<u64>) -> Result<Pinned> {
         let bucket = &self.bucket;
         if let Some(keys) = &self.gocryptfs {
-            let (pin, file_id) = crate::gocryptfs::remote::resolve_stored(bucket, key).await?;
-            let size = crate::gocryptfs::plain_size(pin.size).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::TagMismatch,
-                    format!("{} bytes is no gocryptfs file size (truncated?)", pin.size),
-                )
-                .with_object(bucket.bucket(), key)
-            })?;
-            return Ok(Pinned {
-                recorded: BTreeMap::from([("gocryptfs-file-id".to_owned(), hex::encode(file_id))]),
-                binding: ContentMaterial::from_parts(*keys.checkpoint_key(), file_id),
-                format: Decode::Gocryptfs {
-                    keys: keys.clone(),
-                    file_id,
-                    stored_size: pin.size,
-                },
-                size,
-                pin,
-                opened: None,
-            });
+            return self.pin_gocryptfs(keys, key, first_range).await;
         }
         if let Some(source) = &self.veturbo {
             let reader = crate::reader::ObjectReaderBuilder::new(bucket.clone())
@@ -285,12 +266,8 @@ impl DownloadFileFluentBuilder {
                 Ok(out) => {
                     let pin = Pin::of_response(bucket.bucket(), key, &out)?;
                     let (material, envelope) = (out.material.clone(), out.envelope.clone());
-                    return Ok(Pinned::envelope(
-                        pin,
-                        material,
-                        envelope.as_ref(),
-                        Some(out),
-                    ));
+                    let opened = out.range.map(|r| (Box::pin(out.body) as Body, r));
+                    return Ok(Pinned::envelope(pin, material, envelope.as_ref(), opened));
                 }
                 // An empty object has no first byte: learn it from a HEAD.
                 Err(e) if e.kind() == ErrorKind::RangeNotSatisfiable => {}
@@ -306,6 +283,83 @@ impl DownloadFileFluentBuilder {
             head.envelope.as_ref(),
             None,
         ))
+    }
+
+    /// Pins a stored file of a gocryptfs tree and reads its file id: from a GET of its header
+    /// and first range (kept as the first range's response) or, for an empty file or a
+    /// resume, a HEAD and a GET of the header.
+    async fn pin_gocryptfs(
+        &self,
+        keys: &Arc<GocryptfsKeys>,
+        key: &str,
+        first_range: Option<u64>,
+    ) -> Result<Pinned> {
+        use crate::gocryptfs::{BLOCK, HEADER_LEN, parse_file_header, plain_size};
+        let bucket = &self.bucket;
+        let bad = |what: String| {
+            Error::new(ErrorKind::TagMismatch, what).with_object(bucket.bucket(), key)
+        };
+        let mut opened = None;
+        let (pin, file_id) = match first_range {
+            Some(len) => {
+                let unit = len.next_multiple_of(BLOCK as u64);
+                let (_, end) = crate::gocryptfs::blocks::stored_span(0, unit, u64::MAX);
+                let report = Reporter::new(self.opts.progress.clone(), 0);
+                let first = with_retries(self.opts.config.max_attempts, 1, &report, || async {
+                    let out = GetObjectFluentBuilder::new(bucket.clone())
+                        .key(key)
+                        .range(ByteRange::Inclusive {
+                            first: 0,
+                            last: end - 1,
+                        })
+                        .stored(None)
+                        .single_attempt()
+                        .send()
+                        .await?;
+                    let pin = Pin::of_response(bucket.bucket(), key, &out)?;
+                    let (header, rest) = split_off(Box::pin(out.body), HEADER_LEN).await?;
+                    Ok((pin, header, rest))
+                })
+                .await;
+                match first {
+                    Ok((pin, header, rest)) => {
+                        let file_id = parse_file_header(&header)
+                            .ok_or_else(|| bad(format!("{key}: bad gocryptfs header")))?;
+                        opened = Some((pin.clone(), file_id, rest, unit));
+                        (pin, file_id)
+                    }
+                    // An empty file has no header: learn it from a HEAD.
+                    Err(e) if e.kind() == ErrorKind::RangeNotSatisfiable => {
+                        crate::gocryptfs::remote::resolve_stored(bucket, key).await?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => crate::gocryptfs::remote::resolve_stored(bucket, key).await?,
+        };
+        let size = plain_size(pin.size).ok_or_else(|| {
+            bad(format!(
+                "{} bytes is no gocryptfs file size (truncated?)",
+                pin.size
+            ))
+        })?;
+        let opened = opened.and_then(|(_, id, rest, unit)| {
+            let last = size.min(unit).checked_sub(1)?;
+            let body = DecryptBlocks::new(rest, keys.clone(), id, 0, key.to_owned());
+            Some((Box::pin(body) as Body, (0, last)))
+        });
+        Ok(Pinned {
+            recorded: BTreeMap::from([("gocryptfs-file-id".to_owned(), hex::encode(file_id))]),
+            binding: ContentMaterial::from_parts(*keys.checkpoint_key(), file_id),
+            format: Decode::Gocryptfs {
+                keys: keys.clone(),
+                file_id,
+                stored_size: pin.size,
+            },
+            size,
+            pin,
+            opened,
+        })
     }
 
     /// One pass: pin the object, take over or create the partial file, fetch what is missing,
@@ -492,7 +546,7 @@ impl DownloadFileFluentBuilder {
         size: u64,
         binding_key: ContentMaterial,
         checkpointed: bool,
-        opened: Option<GetObjectOutput>,
+        opened: Option<(Body, (u64, u64))>,
         report: &Reporter,
     ) -> Result<(u64, u64)> {
         let unit = cp.part_size;
@@ -519,7 +573,9 @@ impl DownloadFileFluentBuilder {
         let spans = spans(&missing, self.opts.config.concurrency, unit);
         // The pinning GET's response serves range 1 if it is exactly that range and missing.
         let first_range = size.min(unit).checked_sub(1).map(|last| (0, last));
-        let mut opened = opened.filter(|o| o.range == first_range && !done.contains(&1));
+        let mut opened = opened
+            .filter(|(_, range)| Some(*range) == first_range && !done.contains(&1))
+            .map(|(body, _)| body);
 
         let writer = Checkpointer::start(
             cp.clone(),
@@ -552,9 +608,8 @@ impl DownloadFileFluentBuilder {
                     report: report.clone(),
                     received: received.clone(),
                     max_attempts: self.opts.config.max_attempts,
-                    opened: if first == 1 { opened.take() } else { None },
                 }
-                .fetch()
+                .fetch(if first == 1 { opened.take() } else { None })
             })
             .collect();
         drop(sink);
@@ -613,8 +668,8 @@ struct Pinned {
     recorded: BTreeMap<String, String>,
     /// The key the checkpoint is bound to.
     binding: ContentMaterial,
-    /// The pinning GET's response, its body not read yet: the object's first range.
-    opened: Option<GetObjectOutput>,
+    /// The pinning GET's plaintext, not read yet, and the range it covers (the first).
+    opened: Option<(Body, (u64, u64))>,
 }
 
 impl Pinned {
@@ -622,7 +677,7 @@ impl Pinned {
         pin: Pin,
         material: Option<ContentMaterial>,
         envelope: Option<&Envelope>,
-        opened: Option<GetObjectOutput>,
+        opened: Option<(Body, (u64, u64))>,
     ) -> Self {
         // Checkpoints of plain objects are bound to an all-zero key (nothing secret to bind).
         let binding = material
@@ -660,24 +715,25 @@ struct Span {
     report: Reporter,
     received: Arc<std::sync::atomic::AtomicU64>,
     max_attempts: u32,
-    /// A response already open on the span's first range (the pinning GET's).
-    opened: Option<GetObjectOutput>,
 }
 
 impl Span {
     /// Fetches the span; after a retryable failure it continues from the first range not yet
     /// written. Each range gets `max_attempts` attempts: the stream that broke inside a range
     /// was that range's attempt.
+    ///
+    /// `opened`: the plaintext of a response already open on the span's first range (the
+    /// pinning GET's).
     #[tracing::instrument(level = "debug", name = "get_ranges", skip_all, fields(key = %self.key, first = self.first, count = self.units))]
-    async fn fetch(mut self) -> Result<()> {
+    async fn fetch(self, mut opened: Option<Body>) -> Result<()> {
         let end = self.first + self.units;
         let mut next = self.first;
         let mut attempt = 1;
         while next < end {
             let before = next;
             // The response already open covers the first range only; then one GET for the rest.
-            let (response, stop) = match self.opened.take() {
-                Some(out) => (Ok(Box::pin(out.body) as Body), next + 1),
+            let (response, stop) = match opened.take() {
+                Some(body) => (Ok(body), next + 1),
                 None => (self.request(next, end).await, end),
             };
             let outcome = match response {
@@ -831,6 +887,29 @@ impl Span {
         }
         Ok(())
     }
+}
+
+/// Splits the first `n` bytes off `body`: (those bytes, the rest of the body).
+async fn split_off(mut body: Body, n: usize) -> Result<(bytes::Bytes, Body)> {
+    let mut head = bytes::BytesMut::new();
+    while head.len() < n {
+        match body.next().await {
+            Some(chunk) => head.extend_from_slice(&chunk?),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Truncated,
+                    format!(
+                        "the response ended after {} of its first {n} bytes",
+                        head.len()
+                    ),
+                )
+                .with_retryable(true));
+            }
+        }
+    }
+    let rest = head.split_off(n).freeze();
+    let body = futures::stream::once(async move { Ok(rest) }).chain(body);
+    Ok((head.freeze(), Box::pin(body)))
 }
 
 /// Bytes gathered before one positioned write of a download.
