@@ -554,6 +554,22 @@ impl GocryptfsKeys {
             })
     }
 
+    /// Decrypts a run of stored blocks (block `first` on; the last may be short) and appends
+    /// their plaintext to `out`. A bad tag names `what` (the file).
+    pub(crate) fn decrypt_blocks_into(
+        &self,
+        file_id: &[u8; 16],
+        first: u64,
+        stored: &[u8],
+        what: &str,
+        out: &mut bytes::BytesMut,
+    ) -> Result<()> {
+        for (i, block) in stored.chunks(BLOCK + BLOCK_OVERHEAD).enumerate() {
+            out.extend_from_slice(&self.decrypt_block(file_id, first + i as u64, block, what)?);
+        }
+        Ok(())
+    }
+
     /// A symlink target as gocryptfs stores it: one block with number 0 and no file id.
     pub fn encrypt_link(&self, target: &str) -> Result<String> {
         let nonce = random::<16>()?;

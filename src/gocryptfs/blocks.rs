@@ -59,14 +59,11 @@ impl<S> DecryptBlocks<S> {
     fn decrypt(&mut self, stored_len: usize) -> Result<Bytes> {
         let stored = self.buf.split_to(stored_len);
         let full = BLOCK + BLOCK_OVERHEAD;
-        let mut plain = BytesMut::with_capacity(stored_len / full * BLOCK + BLOCK);
-        for block in stored.chunks(full) {
-            let p = self
-                .keys
-                .decrypt_block(&self.file_id, self.next, block, &self.what)?;
-            plain.extend_from_slice(&p);
-            self.next += 1;
-        }
+        let blocks = stored_len.div_ceil(full);
+        let mut plain = BytesMut::with_capacity(blocks * BLOCK);
+        self.keys
+            .decrypt_blocks_into(&self.file_id, self.next, &stored, &self.what, &mut plain)?;
+        self.next += blocks as u64;
         Ok(plain.freeze())
     }
 }

@@ -24,8 +24,8 @@ use zeroize::Zeroizing;
 use super::blocks::stored_span;
 use super::tree::TreeStats;
 use super::{
-    BLOCK, BLOCK_OVERHEAD, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN,
-    LONGNAME_PREFIX, MasterKey, long_name, parse_file_header, plain_size,
+    BLOCK, CONF_NAME, DIRIV_NAME, GocryptfsConf, GocryptfsKeys, HEADER_LEN, LONGNAME_PREFIX,
+    MasterKey, long_name, parse_file_header, plain_size,
 };
 use crate::engine::{Reporter, TransferConfig, with_retries};
 use crate::error::{Error, ErrorKind, Result};
@@ -282,18 +282,13 @@ impl GocryptfsRemote {
     ) -> Result<Bytes> {
         let len = len.min(size - offset);
         let (first, last) = (offset / BLOCK as u64, (offset + len - 1) / BLOCK as u64);
-        let full = (BLOCK + BLOCK_OVERHEAD) as u64;
         let h = &self.handle;
         let (start, end) = stored_span(first * BLOCK as u64, offset + len, pin.size);
         let stored = get_range(h, key, pin, start, end - start).await?;
         let mut plain = BytesMut::with_capacity(((last - first + 1) * BLOCK as u64) as usize);
-        for (i, block) in stored.chunks(full as usize).enumerate() {
-            let b = self
-                .keys
-                .decrypt_block(file_id, first + i as u64, block, key)
-                .map_err(|e| e.with_object(&h.bucket, key))?;
-            plain.extend_from_slice(&b);
-        }
+        self.keys
+            .decrypt_blocks_into(file_id, first, &stored, key, &mut plain)
+            .map_err(|e| e.with_object(&h.bucket, key))?;
         let skip = (offset - first * BLOCK as u64) as usize;
         if plain.len() < skip + len as usize {
             return Err(Error::new(

@@ -325,7 +325,7 @@ impl DownloadFileFluentBuilder {
                     Ok((pin, header, rest)) => {
                         let file_id = parse_file_header(&header)
                             .ok_or_else(|| bad(format!("{key}: bad gocryptfs header")))?;
-                        opened = Some((pin.clone(), file_id, rest, unit));
+                        opened = Some((rest, unit));
                         (pin, file_id)
                     }
                     // An empty file has no header: learn it from a HEAD.
@@ -343,9 +343,9 @@ impl DownloadFileFluentBuilder {
                 pin.size
             ))
         })?;
-        let opened = opened.and_then(|(_, id, rest, unit)| {
+        let opened = opened.and_then(|(rest, unit)| {
             let last = size.min(unit).checked_sub(1)?;
-            let body = DecryptBlocks::new(rest, keys.clone(), id, 0, key.to_owned());
+            let body = DecryptBlocks::new(rest, keys.clone(), file_id, 0, key.to_owned());
             Some((Box::pin(body) as Body, (0, last)))
         });
         Ok(Pinned {
