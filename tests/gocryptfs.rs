@@ -615,6 +615,32 @@ async fn interrupted_pulls_resume_and_tampered_blocks_fail_their_file() {
     assert!(cryptobucket_testkit::partial_files(&out2).is_empty());
     assert!(cryptobucket_testkit::checkpoints_in(&cps).is_empty());
     assert!(std::fs::read(out2.join("x")).unwrap() == b"one-byte name");
+    // A stored file cut to 10 bytes (no size a gocryptfs file can have): the pull refuses the
+    // tree when it lists it, naming the file, before anything is fetched.
+    let x = tree
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "x")
+        .unwrap();
+    let (body, meta) = cryptobucket_testkit::raw_object(&cb, &x.stored).await;
+    cryptobucket_testkit::put_raw(&cb, &x.stored, body[..10].to_vec(), meta).await;
+    let out4 = tmp.path().join("out4");
+    let e = tree
+        .pull(&out4)
+        .checkpoint_dir(&cps)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TagMismatch, "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("{}: 10 bytes is no gocryptfs file size", x.stored)),
+        "{e}"
+    );
+    assert!(!out4.join("x").exists());
+    assert!(cryptobucket_testkit::partial_files(&out4).is_empty());
 }
 
 /// A push stopped in the middle (its future dropped, as Ctrl-C or a lost connection would) is

@@ -299,6 +299,14 @@ impl DownloadFileFluentBuilder {
         let bad = |what: String| {
             Error::new(ErrorKind::TagMismatch, what).with_object(bucket.bucket(), key)
         };
+        // The plaintext size of a stored size; one no gocryptfs file has is refused at once.
+        let size_of = |stored: u64| {
+            plain_size(stored).ok_or_else(|| {
+                bad(format!(
+                    "{stored} bytes is no gocryptfs file size (truncated?)"
+                ))
+            })
+        };
         let mut opened = None;
         let (pin, file_id) = match first_range {
             Some(len) => {
@@ -317,6 +325,7 @@ impl DownloadFileFluentBuilder {
                         .send()
                         .await?;
                     let pin = Pin::of_response(bucket.bucket(), key, &out)?;
+                    size_of(pin.size)?;
                     let (header, rest) = split_off(Box::pin(out.body), HEADER_LEN).await?;
                     Ok((pin, header, rest))
                 })
@@ -337,12 +346,7 @@ impl DownloadFileFluentBuilder {
             }
             None => crate::gocryptfs::remote::resolve_stored(bucket, key).await?,
         };
-        let size = plain_size(pin.size).ok_or_else(|| {
-            bad(format!(
-                "{} bytes is no gocryptfs file size (truncated?)",
-                pin.size
-            ))
-        })?;
+        let size = size_of(pin.size)?;
         let opened = opened.and_then(|(rest, unit)| {
             let last = size.min(unit).checked_sub(1)?;
             let body = DecryptBlocks::new(rest, keys.clone(), file_id, 0, key.to_owned());
