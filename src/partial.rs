@@ -106,14 +106,13 @@ impl PartialFile {
             kept: false,
         };
         let trailer = trailer(&this.identity.nonce);
-        let written = this
-            .file
-            .set_len(size)
+        let written = reserve(&this.file, size)
+            .and_then(|()| this.file.set_len(size))
             .and_then(|()| write_at(&this.file, trailer.as_bytes(), size));
         if let Err(e) = written {
             this.discard();
             return Err(Error::io(
-                format!("cannot allocate {size} bytes for the download"),
+                format!("cannot allocate {size} bytes for {}", dest.display()),
                 e,
             ));
         }
@@ -288,6 +287,30 @@ fn partial_stem(name: &std::ffi::OsStr) -> String {
 /// The identity trailer written after the data of a partial file.
 fn trailer(nonce: &str) -> String {
     format!("\ncryptobucket partial file {nonce}\n")
+}
+
+/// Allocates the first `len` bytes of `file` on disk, so that a disk too small for the
+/// download fails now (`ENOSPC`) instead of midway, and writeback later fills blocks that are
+/// already placed. A file system that cannot reserve space (no `fallocate`) gets a sparse file,
+/// as does any platform but Linux.
+fn reserve(file: &File, len: u64) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(()); // fallocate refuses an empty range
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{FallocateFlags, fallocate};
+        match fallocate(file, FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, len);
+        Ok(())
+    }
 }
 
 /// Writes all of `data` at byte `pos` (a positioned write; the file offset is not used).
@@ -474,6 +497,19 @@ pub(crate) fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn partial_files_have_their_space_allocated_up_front() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let size = 64 << 20;
+        let p = PartialFile::create(&dir.path().join("m.bin"), size, None).unwrap();
+        let meta = std::fs::metadata(&p.path).unwrap();
+        // Data plus the identity trailer; a sparse file would have a block or two.
+        assert!(meta.len() > size);
+        assert!(meta.blocks() * 512 >= size, "{} blocks", meta.blocks());
+    }
 
     #[test]
     fn only_partial_files_of_the_destination_count_as_its_partial_files() {

@@ -1279,3 +1279,66 @@ async fn cancelled_downloads_without_a_checkpoint_leave_no_partial_file() {
         assert!(partial_files(env.dir.path()).is_empty(), "{key}");
     }
 }
+
+/// A tmpfs of `size` mounted on `dir` for as long as the guard lives (tests run as root, as
+/// the FUSE tests do).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs on {} (needs root)", dir.display());
+        Self(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_download_too_large_for_the_disk_fails_before_writing() {
+    let env = Env::new().await;
+    let data = pattern(4 << 20, 43);
+    env.upload("big", &env.write("big", &data))
+        .send()
+        .await
+        .unwrap();
+    // 1 MiB of space for a 4 MiB file: the space is reserved when the partial file is made,
+    // so the download fails there, not after writing a MiB of it.
+    let disk = SmallDisk::mount(env.path("small"), "1m");
+    let dst = disk.0.join("big.out");
+    for resumable in [true, false] {
+        let err = env
+            .download("big", &dst)
+            .resumable(resumable)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        let expected = format!(
+            "s3://bkt/big: cannot allocate 4194304 bytes for {}",
+            dst.display()
+        );
+        assert!(text.starts_with(&expected), "{text}");
+        assert!(text.contains("No space left on device"), "{text}");
+        let left: Vec<_> = std::fs::read_dir(&disk.0).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(env.checkpoints().is_empty());
+    }
+}

@@ -119,6 +119,7 @@ impl DownloadFileFluentBuilder {
     /// object of one range, which gets no checkpoint) leaves no partial file.
     pub async fn send(self) -> Result<DownloadFileOutput> {
         let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        let (bucket, key) = (self.bucket.bucket().to_owned(), self.key.clone());
         crate::engine::run_transfer(
             tracing::info_span!(
                 "download_file",
@@ -132,6 +133,11 @@ impl DownloadFileFluentBuilder {
             Box::pin(self.run()),
         )
         .await
+        // Local failures (disk full, unreadable file) name the object too.
+        .map_err(|e| match key {
+            Some(key) => e.with_object(bucket, key),
+            None => e,
+        })
     }
 
     async fn run(self) -> Result<DownloadFileOutput> {

@@ -102,6 +102,7 @@ impl UploadFileFluentBuilder {
     /// Uploads (or resumes uploading) the file.
     pub async fn send(self) -> Result<UploadFileOutput> {
         let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        let (bucket, key) = (self.bucket.bucket().to_owned(), self.key.clone());
         crate::engine::run_transfer(
             tracing::info_span!(
                 "upload_file",
@@ -115,6 +116,11 @@ impl UploadFileFluentBuilder {
             Box::pin(self.run()),
         )
         .await
+        // Local failures (disk full, unreadable file) name the object too.
+        .map_err(|e| match key {
+            Some(key) => e.with_object(bucket, key),
+            None => e,
+        })
     }
 
     async fn run(self) -> Result<UploadFileOutput> {
