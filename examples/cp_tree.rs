@@ -8,8 +8,11 @@
 //! cargo build --release --bin cryptobucket
 //! cargo run --release --example cp_tree -- --old /tmp/old/target/release/cryptobucket \
 //!     --new target/release/cryptobucket [--small 200] [--small-size 1MiB] [--large 2] \
-//!     [--large-size 1GiB] [--rounds 2]
+//!     [--large-size 1GiB] [--rounds 2] [--complete-delay-ms 0]
 //! ```
+//!
+//! `--complete-delay-ms N` makes the server take N ms over each CompleteMultipartUpload, as a
+//! store assembling a large object does (s3s-fs itself copies the parts into the object).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +54,7 @@ async fn main() -> Result<(), BoxError> {
     let (mut old, mut new) = (None::<PathBuf>, None::<PathBuf>);
     let (mut small, mut small_size, mut large, mut large_size, mut rounds) =
         (200u64, 1u64 << 20, 2u64, 1u64 << 30, 2u32);
+    let mut complete_delay_ms = 0u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut v = || args.next().ok_or(format!("{a} needs a value"));
@@ -62,6 +66,7 @@ async fn main() -> Result<(), BoxError> {
             "--large" => large = v()?.parse()?,
             "--large-size" => large_size = parse_size(&v()?)?,
             "--rounds" => rounds = v()?.parse()?,
+            "--complete-delay-ms" => complete_delay_ms = v()?.parse()?,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -72,6 +77,7 @@ async fn main() -> Result<(), BoxError> {
     ];
     let work = tempfile::tempdir()?;
     let src = work.path().join("model");
+    std::fs::create_dir_all(&src)?;
     for i in 0..small {
         let d = src.join(format!("shard-group-{}", i % 10));
         std::fs::create_dir_all(&d)?;
@@ -83,7 +89,8 @@ async fn main() -> Result<(), BoxError> {
     let total = small * small_size + large * large_size;
     let keys = cryptobucket_testkit::testdata().join("keys/a");
     println!(
-        "{small} × {small_size} + {large} × {large_size} bytes = {total} bytes, {rounds} rounds"
+        "{small} × {small_size} + {large} × {large_size} bytes = {total} bytes, {rounds} rounds, \
+         CompleteMultipartUpload delayed {complete_delay_ms} ms"
     );
     let mut best = [[f64::MAX; 2]; 2];
     for round in 0..rounds {
@@ -92,6 +99,9 @@ async fn main() -> Result<(), BoxError> {
             let (name, bin) = &bins[which];
             let srv = server::TestServer::start();
             srv.create_bucket("bench").await;
+            srv.stats
+                .complete_delay_ms
+                .store(complete_delay_ms, std::sync::atomic::Ordering::SeqCst);
             let cps = work.path().join(format!("cp-{name}-{round}"));
             let back = work.path().join(format!("back-{name}-{round}"));
             let t = Instant::now();

@@ -1,5 +1,5 @@
 //! Pushing a model directory into a bucket, side by side in one run: as a gocryptfs tree
-//! (`gocryptfs::push::push`), as our OSS-format objects (`upload_file` per file), and the
+//! (`gocryptfs::push::push`), as our OSS-format objects (`upload_dir`, as `cp -r`), and the
 //! route users take today (`gocryptfs -init`, FUSE mount, copy into it, unmount, then a plain
 //! upload of the cipher directory: one PUT per file, or multipart as `aws s3 cp` sends large
 //! files; s3s-fs assembles a multipart object by reading, hashing and writing every part
@@ -123,14 +123,14 @@ async fn main() -> Result<(), BoxError> {
                         .await?;
                 }
                 1 => {
-                    for i in 0..files {
-                        cb.upload_file()
-                            .key(format!("oss/shard-{i}.bin"))
-                            .path(src.join(format!("shard-{i}.bin")))
-                            .checkpoint_dir(work.path().join("cp"))
-                            .send()
-                            .await?;
-                    }
+                    // As `cryptobucket cp -r` does.
+                    cb.upload_dir()
+                        .path(&src)
+                        .prefix("oss/")
+                        .checkpoint_dir(work.path().join("cp"))
+                        .send()
+                        .await?
+                        .into_result()?;
                 }
                 _ => {
                     let (cipher, mnt) = (work.path().join("cipher"), work.path().join("mnt"));

@@ -259,6 +259,34 @@ where
     }
 }
 
+/// How a transfer that is one file of a tree lets the tree start its next large file early:
+/// it [`signal`](Self::signal)s once its parts (or ranges) are all sent, and what remains
+/// (CompleteMultipartUpload, the final sync and rename) then overlaps the next file's parts
+/// instead of leaving the link and the parts budget idle. The rest holds no part buffers, so
+/// memory stays within `concurrency × part size`. A transfer that ends without signalling
+/// (it failed, or it was one request) releases the tree when it is dropped.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Handoff(Option<Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>>);
+
+impl Handoff {
+    /// A handoff and what the tree awaits: resolved (`Ok` or `Err`) once the transfer
+    /// signalled or is gone.
+    pub(crate) fn new() -> (Self, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Self(Some(Arc::new(std::sync::Mutex::new(Some(tx))))), rx)
+    }
+
+    /// Tells the tree this transfer's parts are all sent (no-op when not part of a tree, or
+    /// signalled already).
+    pub(crate) fn signal(&self) {
+        if let Some(slot) = &self.0
+            && let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// Runs `jobs` with at most `concurrency` at once; `on_done` sees each result as it arrives
 /// (in the caller's task, so it may write the checkpoint). After the first error no new job
 /// starts, the running ones finish (their parts still count for a resume), and the first error

@@ -29,6 +29,8 @@ pub(crate) struct TransferOptions {
     pub(crate) resumable: bool,
     pub(crate) progress: Option<ProgressListener>,
     pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
+    /// Set by a tree for each large file (see [`Handoff`](crate::engine::Handoff)).
+    pub(crate) handoff: crate::engine::Handoff,
 }
 
 impl TransferOptions {
@@ -39,6 +41,7 @@ impl TransferOptions {
             resumable: true,
             progress: None,
             cancel: None,
+            handoff: crate::engine::Handoff::default(),
         }
     }
 
@@ -58,6 +61,23 @@ impl TransferOptions {
 
     pub(crate) fn validate(&self) -> Result<()> {
         self.config.validate()
+    }
+
+    /// The options of one file of a tree: these, with the tree's `config` for the file, its
+    /// progress listener and its handoff (cancellation stays with the tree).
+    pub(crate) fn for_item(
+        &self,
+        config: TransferConfig,
+        progress: ProgressListener,
+        handoff: crate::engine::Handoff,
+    ) -> Self {
+        Self {
+            config,
+            progress: Some(progress),
+            cancel: None,
+            handoff,
+            ..self.clone()
+        }
     }
 }
 

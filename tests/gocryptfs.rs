@@ -643,6 +643,50 @@ async fn interrupted_pulls_resume_and_tampered_blocks_fail_their_file() {
     assert!(cryptobucket_testkit::partial_files(&out4).is_empty());
 }
 
+/// A push sends the next large file while the one before completes (a slow
+/// CompleteMultipartUpload here), and the tree it writes reads back whole.
+#[tokio::test]
+async fn a_push_sends_its_next_large_file_while_the_last_one_completes() {
+    use cryptobucket::gocryptfs::push::push;
+    use cryptobucket::gocryptfs::remote::{GocryptfsRemote, Unlock};
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("out"));
+    std::fs::create_dir_all(&src).unwrap();
+    // Above the single-PUT size (16 MiB): three parts of 2032 blocks each.
+    for i in 0..3u64 {
+        std::fs::write(
+            src.join(format!("shard-{i}.bin")),
+            pattern((17 << 20) + 5, 60 + i),
+        )
+        .unwrap();
+    }
+    let (server, cb) = cryptobucket_testkit::bucket_with(
+        cryptobucket_testkit::Fault::None,
+        cryptobucket_testkit::keyring_a(),
+    )
+    .await;
+    server.stats.complete_delay_ms.store(400, Ordering::SeqCst);
+    push(&cb, &src, "eas/overlap/")
+        .password(PASSWORD)
+        .scrypt_log_n(10)
+        .concurrency(2)
+        .checkpoint_dir(tmp.path().join("cps"))
+        .send()
+        .await
+        .unwrap();
+    let overlapped = server.stats.parts_during_complete.load(Ordering::SeqCst);
+    assert!(
+        overlapped >= 2,
+        "{overlapped} parts sent during a completion"
+    );
+    let tree = GocryptfsRemote::open(&cb, "eas/overlap", Unlock::password(PASSWORD))
+        .await
+        .unwrap();
+    tree.pull(&out).send().await.unwrap();
+    assert_eq!(snapshot(&out), snapshot(&src));
+}
+
 /// A push stopped in the middle (its future dropped, as Ctrl-C or a lost connection would) is
 /// continued by a rerun with the same password: same config and directory IVs, only the
 /// missing parts sent, a file changed in between sent again, and the finished tree mounts.

@@ -1342,3 +1342,69 @@ async fn a_download_too_large_for_the_disk_fails_before_writing() {
         assert!(env.checkpoints().is_empty());
     }
 }
+
+/// Large files of a tree go one after another, but each starts once the one before has sent
+/// its parts: that file's CompleteMultipartUpload (slow here, as a store assembling a large
+/// object can be) overlaps the next file's parts instead of stalling the tree. What arrives is
+/// the tree, whole.
+#[tokio::test]
+async fn a_tree_sends_its_next_large_file_while_the_last_one_completes() {
+    let env = Env::new().await;
+    let src = env.path("tree");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3u64 {
+        std::fs::write(
+            src.join(format!("shard-{i}.bin")),
+            pattern((2 * PART + 1000) as usize, 50 + i),
+        )
+        .unwrap();
+    }
+    env.server
+        .stats
+        .complete_delay_ms
+        .store(400, std::sync::atomic::Ordering::SeqCst);
+    let out = env
+        .cb
+        .upload_dir()
+        .path(&src)
+        .prefix("tree/")
+        .part_size(PartSize::Target(PART))
+        .concurrency(2)
+        .checkpoint_dir(env.cp_dir())
+        .send()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(out.copied.len(), 3);
+    let overlapped = env
+        .server
+        .stats
+        .parts_during_complete
+        .load(std::sync::atomic::Ordering::SeqCst);
+    // Two of the three completions have a next file whose three parts can overlap them.
+    assert!(
+        overlapped >= 2,
+        "{overlapped} parts sent during a completion"
+    );
+    let back = env.path("back");
+    env.cb
+        .download_dir()
+        .prefix("tree/")
+        .path(&back)
+        .checkpoint_dir(env.cp_dir())
+        .send()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    for i in 0..3 {
+        let name = format!("shard-{i}.bin");
+        assert_eq!(
+            std::fs::read(back.join(&name)).unwrap(),
+            std::fs::read(src.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+    assert!(env.checkpoints().is_empty());
+}

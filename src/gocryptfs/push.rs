@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt as _, TryStreamExt as _};
 use zeroize::Zeroizing;
 
@@ -33,12 +34,12 @@ use super::{
 };
 use crate::checkpoint::LocalFile;
 use crate::cipher::ContentMaterial;
-use crate::engine::{Reporter, TransferConfig};
+use crate::engine::{Handoff, Reporter, TransferConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::SharedHandle;
 use crate::partial::TransferLock;
 use crate::progress::{ProgressEvent, ProgressListener};
-use crate::resumable::stored::{StoredLayout, StoredUpload};
+use crate::resumable::stored::{StoredLayout, StoredUpload, StoredUploadOutput};
 use crate::resumable::{TransferOptions, absolute, local_file, same_source};
 
 /// Stored blocks per multipart part (8,388,096 bytes: whole blocks, about 8 MiB).
@@ -413,25 +414,75 @@ impl PushDirBuilder {
         if let Some(e) = failed {
             return Err(e);
         }
-        for j in large {
-            let upload =
-                StoredUpload::prepare(&handle, &j.key, &j.path, "upload-gocryptfs", &self.opts)?;
-            let file_id = match upload.recorded().and_then(|p| p.get(FILE_ID_PARAM)) {
-                Some(hex_id) => parse_file_id(hex_id)?,
-                None => new_file_id()?,
-            };
-            let layout = Arc::new(FileLayout {
-                keys: keys.clone(),
-                file_id,
-                size: upload.source_size(),
-            });
-            let sent = upload.run(layout, &report).await?;
+        // Each starts once the one before has sent its parts: a file's completion overlaps
+        // the next one's parts (see `Handoff`). After a failure no new file starts; the
+        // running one finishes and is recorded.
+        let mut running = FuturesUnordered::new();
+        let mut failed = None;
+        let mut record = |j: Job, r: Result<StoredUploadOutput>| -> Result<()> {
+            let sent = r?;
             out.resumed_bytes += sent.resumed_bytes;
             out.restarted.extend(sent.restarted);
             state.done.insert(j.rel, j.local);
             if self.opts.resumable {
                 state.store(&state_path, keys.checkpoint_key())?;
             }
+            Ok(())
+        };
+        for j in large {
+            let (handoff, parts_sent) = Handoff::new();
+            let opts = TransferOptions {
+                handoff,
+                ..self.opts.clone()
+            };
+            let started =
+                StoredUpload::prepare(&handle, &j.key, &j.path, "upload-gocryptfs", &opts)
+                    .and_then(|upload| {
+                        let file_id = match upload.recorded().and_then(|p| p.get(FILE_ID_PARAM)) {
+                            Some(hex_id) => parse_file_id(hex_id)?,
+                            None => new_file_id()?,
+                        };
+                        let layout = Arc::new(FileLayout {
+                            keys: keys.clone(),
+                            file_id,
+                            size: upload.source_size(),
+                        });
+                        Ok((upload, layout))
+                    });
+            let (upload, layout) = match started {
+                Ok(s) => s,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let report = report.clone();
+            running.push(async move {
+                let r = upload.run(layout, &report).await;
+                (j, r)
+            });
+            tokio::pin!(parts_sent);
+            loop {
+                tokio::select! {
+                    _ = &mut parts_sent => break,
+                    Some((j, r)) = running.next() => {
+                        if let Err(e) = record(j, r) {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        while let Some((j, r)) = running.next().await {
+            if let Err(e) = record(j, r) {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         // The config last: a tree without it is visibly unfinished.
         put(&handle, conf_key, Bytes::from(conf.to_json().into_bytes())).await?;

@@ -374,17 +374,12 @@ impl PullTreeBuilder<'_> {
             }
         }
         let opts = &self.opts;
-        let out = run_tree(items, opts, false, |item, config, listener| {
-            let mut b = crate::resumable::DownloadFileFluentBuilder::new(tree.handle.clone())
+        let out = run_tree(items, opts, false, |item, config, listener, handoff| {
+            let b = crate::resumable::DownloadFileFluentBuilder::new(tree.handle.clone())
                 .key(&item.key)
                 .path(&item.path)
-                .transfer_config(config)
-                .resumable(opts.resumable)
-                .progress(listener)
+                .options(opts.for_item(config, listener, handoff))
                 .gocryptfs(tree.keys.clone());
-            if let Some(d) = &opts.checkpoint_dir {
-                b = b.checkpoint_dir(d);
-            }
             async move { b.send().await.map(|_| ()) }
         })
         .await?

@@ -3,7 +3,9 @@
 //!
 //! One memory budget for the whole tree: files that fit in one part run `concurrency` at once
 //! (each holds at most one part), then larger files one after another with `concurrency` parts
-//! in flight, so memory stays within `concurrency × part size` either way. Every file goes
+//! in flight, so memory stays within `concurrency × part size` either way. A large file starts
+//! as soon as the one before has sent its parts: that one's completion (CompleteMultipartUpload,
+//! or the final sync and rename) overlaps the next one's parts and holds no part buffers. Every file goes
 //! through [`upload_file`](crate::CryptoBucket::upload_file) /
 //! [`download_file`](crate::CryptoBucket::download_file) (retries, checkpoints, resume). With
 //! [`skip_identical`](UploadDirFluentBuilder::skip_identical) (`sync`), a file whose copy has
@@ -15,10 +17,11 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::TransferOptions;
-use crate::engine::{Reporter, TransferConfig};
+use crate::engine::{Handoff, Reporter, TransferConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::SharedHandle;
 use crate::parts::PartSize;
@@ -232,18 +235,18 @@ impl UploadDirFluentBuilder {
             .buffered(CHECKS_AT_ONCE)
             .collect::<Vec<_>>()
             .await;
-        run_tree(checks, &self.opts, self.dry_run, |item, opts, listener| {
-            let mut b = super::UploadFileFluentBuilder::new(bucket.clone())
-                .key(&item.key)
-                .path(&item.path)
-                .transfer_config(opts)
-                .resumable(self.opts.resumable)
-                .progress(listener);
-            if let Some(d) = &self.opts.checkpoint_dir {
-                b = b.checkpoint_dir(d);
-            }
-            async move { b.send().await.map(|_| ()) }
-        })
+        run_tree(
+            checks,
+            &self.opts,
+            self.dry_run,
+            |item, config, listener, handoff| {
+                let b = super::UploadFileFluentBuilder::new(bucket.clone())
+                    .key(&item.key)
+                    .path(&item.path)
+                    .options(self.opts.for_item(config, listener, handoff));
+                async move { b.send().await.map(|_| ()) }
+            },
+        )
         .await
     }
 }
@@ -337,33 +340,35 @@ impl DownloadDirFluentBuilder {
             })
             .collect();
         let bucket = &self.bucket;
-        run_tree(checks, &self.opts, self.dry_run, |item, opts, listener| {
-            let mut b = super::DownloadFileFluentBuilder::new(bucket.clone())
-                .key(&item.key)
-                .path(&item.path)
-                .transfer_config(opts)
-                .resumable(self.opts.resumable)
-                .progress(listener);
-            if let Some(d) = &self.opts.checkpoint_dir {
-                b = b.checkpoint_dir(d);
-            }
-            let parent = item.path.parent().map(Path::to_owned);
-            async move {
-                if let Some(p) = parent {
-                    tokio::fs::create_dir_all(&p)
-                        .await
-                        .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))?;
+        run_tree(
+            checks,
+            &self.opts,
+            self.dry_run,
+            |item, config, listener, handoff| {
+                let b = super::DownloadFileFluentBuilder::new(bucket.clone())
+                    .key(&item.key)
+                    .path(&item.path)
+                    .options(self.opts.for_item(config, listener, handoff));
+                let parent = item.path.parent().map(Path::to_owned);
+                async move {
+                    if let Some(p) = parent {
+                        tokio::fs::create_dir_all(&p)
+                            .await
+                            .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))?;
+                    }
+                    b.send().await.map(|_| ())
                 }
-                b.send().await.map(|_| ())
-            }
-        })
+            },
+        )
         .await
     }
 }
 
 /// Runs the copies of a tree within one budget: small items `concurrency` at once (one part
-/// each), then large ones one by one with `concurrency` parts in flight. `start` makes the
-/// transfer of one item with the configuration and progress listener to use.
+/// each), then large ones one by one with `concurrency` parts in flight, each starting as soon
+/// as the one before has sent its parts (its completion overlaps the next one's parts; see
+/// [`Handoff`]). `start` makes the transfer of one item with the configuration, progress
+/// listener and handoff to use.
 pub(crate) async fn run_tree<F, Fut>(
     checks: Vec<(Item, bool)>,
     opts: &TransferOptions,
@@ -371,7 +376,7 @@ pub(crate) async fn run_tree<F, Fut>(
     start: F,
 ) -> Result<DirTransferOutput>
 where
-    F: Fn(&Item, TransferConfig, ProgressListener) -> Fut,
+    F: Fn(&Item, TransferConfig, ProgressListener, Handoff) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
     let mut out = DirTransferOutput {
@@ -424,7 +429,7 @@ where
     };
     let results: Vec<(Item, Result<()>)> = futures::stream::iter(small)
         .map(|item| {
-            let fut = start(&item, one_part, forward(report.clone()));
+            let fut = start(&item, one_part, forward(report.clone()), Handoff::default());
             async move { (item, fut.await) }
         })
         .buffer_unordered(opts.config.concurrency)
@@ -437,8 +442,22 @@ where
     for (item, r) in results {
         record(item, r);
     }
+    let mut running = FuturesUnordered::new();
     for item in large {
-        let r = start(&item, opts.config, forward(report.clone())).await;
+        let (handoff, parts_sent) = Handoff::new();
+        let fut = start(&item, opts.config, forward(report.clone()), handoff);
+        running.push(async move { (item, fut.await) });
+        // The next file starts once this one has sent its parts (or ended); what finishes
+        // meanwhile is recorded.
+        tokio::pin!(parts_sent);
+        loop {
+            tokio::select! {
+                _ = &mut parts_sent => break,
+                Some((item, r)) = running.next() => record(item, r),
+            }
+        }
+    }
+    while let Some((item, r)) = running.next().await {
         record(item, r);
     }
     report.emit(ProgressEvent::Finished);

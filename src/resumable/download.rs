@@ -72,6 +72,12 @@ impl DownloadFileFluentBuilder {
         }
     }
 
+    /// All transfer options at once (a file of a tree: [`TransferOptions::for_item`]).
+    pub(crate) fn options(mut self, opts: TransferOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
     /// The object is a stored file of a gocryptfs tree unlocked with `keys`: its blocks are
     /// fetched by ranges and every one is verified and decrypted before it is written.
     pub(crate) fn gocryptfs(mut self, keys: Arc<GocryptfsKeys>) -> Self {
@@ -504,6 +510,7 @@ impl DownloadFileFluentBuilder {
             .await
         {
             Ok((received, resumed_bytes)) => {
+                self.opts.handoff.signal();
                 // Every byte is in place and synced: publish it under its name.
                 partial.publish(dest, size)?;
                 if checkpointed {

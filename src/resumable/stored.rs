@@ -253,10 +253,11 @@ impl StoredUpload {
         let mut guard = upload.abort_on_drop(
             !self.opts.resumable && self.opts.config.failed_upload == FailedUploadPolicy::Abort,
         );
-        let result = match self
+        let sent = self
             .send_parts(&upload, &mut cp, layout.clone(), &binding, report)
-            .await
-        {
+            .await;
+        self.opts.handoff.signal();
+        let result = match sent {
             Ok(sent) => self.finish(&upload, &cp).await.map(|()| sent),
             Err(e) => Err(e),
         };

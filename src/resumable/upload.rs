@@ -66,6 +66,12 @@ impl UploadFileFluentBuilder {
         }
     }
 
+    /// All transfer options at once (a file of a tree: [`TransferOptions::for_item`]).
+    pub(crate) fn options(mut self, opts: TransferOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
     /// Object key.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
@@ -221,6 +227,7 @@ impl UploadFileFluentBuilder {
         let result = self
             .send_parts(&upload, &mut cp, &cp_path, &path, &report)
             .await;
+        self.opts.handoff.signal();
         let result = match result {
             Ok(sent) => self.finish(&upload, &cp, &local).await.map(|e| (e, sent)),
             Err(e) => Err(e),

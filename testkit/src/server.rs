@@ -68,6 +68,14 @@ pub struct Stats {
     /// part copies so far: tests change objects at exact points of a copy.
     pub after_part_copy: std::sync::Mutex<Option<Hook>>,
     part_copies: AtomicU64,
+    /// Each CompleteMultipartUpload waits this many milliseconds before it is carried out, as
+    /// a store assembling a large object takes its time.
+    pub complete_delay_ms: AtomicU64,
+    /// CompleteMultipartUploads being answered right now.
+    completing: AtomicI64,
+    /// UploadParts received while a CompleteMultipartUpload was being answered (a transfer
+    /// overlapping one file's completion with the next file's parts).
+    pub parts_during_complete: AtomicU64,
 }
 
 impl Stats {
@@ -241,6 +249,9 @@ macro_rules! faulty_impl {
                 }
                 self.stats.failing_parts.fetch_max(0, Ordering::SeqCst);
                 self.stats.parts_in.fetch_add(1, Ordering::Relaxed);
+                if self.stats.completing.load(Ordering::SeqCst) > 0 {
+                    self.stats.parts_during_complete.fetch_add(1, Ordering::SeqCst);
+                }
                 self.stats.part_bytes_in.fetch_add(req.input.content_length.unwrap_or(0) as u64, Ordering::Relaxed);
                 self.fs.upload_part(req).await
             }
@@ -276,7 +287,12 @@ macro_rules! faulty_impl {
 
             async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
                 self.require_upload(&req.input.upload_id)?;
-                self.fs.complete_multipart_upload(req).await
+                self.stats.completing.fetch_add(1, Ordering::SeqCst);
+                let delay = self.stats.complete_delay_ms.load(Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                let resp = self.fs.complete_multipart_upload(req).await;
+                self.stats.completing.fetch_sub(1, Ordering::SeqCst);
+                resp
             }
 
             async fn abort_multipart_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
