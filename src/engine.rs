@@ -287,6 +287,33 @@ impl Handoff {
     }
 }
 
+/// Waits until transfer `current` (the last one pushed onto `running`, each tagged with its
+/// number) has sent its parts (`parts_sent`) or ended, handing every transfer that ends
+/// meanwhile to `done`. Ending counts even when the transfer's handoff is still held elsewhere,
+/// so a transfer that fails before its first part never leaves its tree waiting.
+pub(crate) async fn until_handed_off<T, Fut>(
+    running: &mut futures::stream::FuturesUnordered<Fut>,
+    current: usize,
+    parts_sent: tokio::sync::oneshot::Receiver<()>,
+    mut done: impl FnMut(T),
+) where
+    Fut: Future<Output = (usize, T)>,
+{
+    use futures::StreamExt as _;
+    tokio::pin!(parts_sent);
+    loop {
+        tokio::select! {
+            _ = &mut parts_sent => return,
+            Some((n, out)) = running.next() => {
+                done(out);
+                if n == current {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Runs `jobs` with at most `concurrency` at once; `on_done` sees each result as it arrives
 /// (in the caller's task, so it may write the checkpoint). After the first error no new job
 /// starts, the running ones finish (their parts still count for a resume), and the first error

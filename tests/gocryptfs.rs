@@ -680,6 +680,22 @@ async fn a_push_sends_its_next_large_file_while_the_last_one_completes() {
         overlapped >= 2,
         "{overlapped} parts sent during a completion"
     );
+    // A large file that fails before sending any part (its upload cannot start, even after
+    // the client's retries) fails the push; the push does not wait for parts that never come.
+    server.stats.failing_creates.store(1000, Ordering::SeqCst);
+    let failed = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        push(&cb, &src, "eas/failing/")
+            .password(PASSWORD)
+            .scrypt_log_n(10)
+            .transfer_config(cryptobucket::TransferConfig::new().max_attempts(1))
+            .checkpoint_dir(tmp.path().join("cps"))
+            .send(),
+    )
+    .await
+    .expect("the push hung after a file failed")
+    .unwrap_err();
+    assert_eq!(failed.service_code(), Some("SlowDown"), "{failed}");
     let tree = GocryptfsRemote::open(&cb, "eas/overlap", Unlock::password(PASSWORD))
         .await
         .unwrap();

@@ -1387,6 +1387,34 @@ async fn a_tree_sends_its_next_large_file_while_the_last_one_completes() {
         overlapped >= 2,
         "{overlapped} parts sent during a completion"
     );
+    // Large files that fail before sending any part (their uploads cannot start) fail each
+    // alone, and the tree does not wait for parts that never come.
+    env.server
+        .stats
+        .failing_creates
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
+    let partly = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        env.cb
+            .upload_dir()
+            .path(&src)
+            .prefix("again/")
+            .part_size(PartSize::Target(PART))
+            .max_attempts(1)
+            .checkpoint_dir(env.cp_dir())
+            .send(),
+    )
+    .await
+    .expect("the tree hung after a file failed")
+    .unwrap();
+    assert_eq!((partly.copied.len(), partly.failed.len()), (0, 3));
+    for (_, _, e) in &partly.failed {
+        assert_eq!(e.service_code(), Some("SlowDown"), "{e}");
+    }
+    env.server
+        .stats
+        .failing_creates
+        .store(0, std::sync::atomic::Ordering::SeqCst);
     let back = env.path("back");
     env.cb
         .download_dir()

@@ -34,7 +34,7 @@ use super::{
 };
 use crate::checkpoint::LocalFile;
 use crate::cipher::ContentMaterial;
-use crate::engine::{Handoff, Reporter, TransferConfig};
+use crate::engine::{Handoff, Reporter, TransferConfig, until_handed_off};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::SharedHandle;
 use crate::partial::TransferLock;
@@ -429,7 +429,7 @@ impl PushDirBuilder {
             }
             Ok(())
         };
-        for j in large {
+        for (n, j) in large.into_iter().enumerate() {
             let (handoff, parts_sent) = Handoff::new();
             let opts = TransferOptions {
                 handoff,
@@ -459,24 +459,19 @@ impl PushDirBuilder {
             let report = report.clone();
             running.push(async move {
                 let r = upload.run(layout, &report).await;
-                (j, r)
+                (n, (j, r))
             });
-            tokio::pin!(parts_sent);
-            loop {
-                tokio::select! {
-                    _ = &mut parts_sent => break,
-                    Some((j, r)) = running.next() => {
-                        if let Err(e) = record(j, r) {
-                            failed.get_or_insert(e);
-                        }
-                    }
+            until_handed_off(&mut running, n, parts_sent, |(j, r)| {
+                if let Err(e) = record(j, r) {
+                    failed.get_or_insert(e);
                 }
-            }
+            })
+            .await;
             if failed.is_some() {
                 break;
             }
         }
-        while let Some((j, r)) = running.next().await {
+        while let Some((_, (j, r))) = running.next().await {
             if let Err(e) = record(j, r) {
                 failed.get_or_insert(e);
             }

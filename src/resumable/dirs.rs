@@ -21,7 +21,7 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::TransferOptions;
-use crate::engine::{Handoff, Reporter, TransferConfig};
+use crate::engine::{Handoff, Reporter, TransferConfig, until_handed_off};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::SharedHandle;
 use crate::parts::PartSize;
@@ -443,21 +443,15 @@ where
         record(item, r);
     }
     let mut running = FuturesUnordered::new();
-    for item in large {
+    for (n, item) in large.into_iter().enumerate() {
         let (handoff, parts_sent) = Handoff::new();
         let fut = start(&item, opts.config, forward(report.clone()), handoff);
-        running.push(async move { (item, fut.await) });
+        running.push(async move { (n, (item, fut.await)) });
         // The next file starts once this one has sent its parts (or ended); what finishes
         // meanwhile is recorded.
-        tokio::pin!(parts_sent);
-        loop {
-            tokio::select! {
-                _ = &mut parts_sent => break,
-                Some((item, r)) = running.next() => record(item, r),
-            }
-        }
+        until_handed_off(&mut running, n, parts_sent, |(item, r)| record(item, r)).await;
     }
-    while let Some((item, r)) = running.next().await {
+    while let Some((_, (item, r))) = running.next().await {
         record(item, r);
     }
     report.emit(ProgressEvent::Finished);

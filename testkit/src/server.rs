@@ -64,6 +64,8 @@ pub struct Stats {
     pub get_byte_budget: Arc<AtomicI64>,
     /// The next this many UploadParts answer 503 SlowDown (then normal service resumes).
     pub failing_parts: AtomicI64,
+    /// The next this many CreateMultipartUploads answer 503 SlowDown.
+    pub failing_creates: AtomicI64,
     /// Called (on a blocking thread) after each UploadPartCopy is answered, with the number of
     /// part copies so far: tests change objects at exact points of a copy.
     pub after_part_copy: std::sync::Mutex<Option<Hook>>,
@@ -241,6 +243,14 @@ macro_rules! faulty_impl {
                 self.faulty_get(req).await
             }
 
+            async fn create_multipart_upload(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+                if self.stats.failing_creates.fetch_sub(1, Ordering::SeqCst) > 0 {
+                    return Err(s3s::s3_error!(SlowDown, "test: this upload cannot start"));
+                }
+                self.stats.failing_creates.fetch_max(0, Ordering::SeqCst);
+                self.fs.create_multipart_upload(req).await
+            }
+
             async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
                 self.require_upload(&req.input.upload_id)?;
                 spend(&self.stats.part_budget)?;
@@ -312,7 +322,6 @@ faulty_impl! {
     copy_object: CopyObjectInput => CopyObjectOutput;
     list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
     list_objects: ListObjectsInput => ListObjectsOutput;
-    create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
 }
 
 /// A running server; stopped and its data removed on drop.
