@@ -264,7 +264,7 @@ where
 /// (CompleteMultipartUpload, the final sync and rename) then overlaps the next file's parts
 /// instead of leaving the link and the parts budget idle. The rest holds no part buffers, so
 /// memory stays within `concurrency × part size`. A transfer that ends without signalling
-/// (it failed, or it was one request) releases the tree when it is dropped.
+/// (it failed, or it was one request) releases the tree by ending ([`until_handed_off`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Handoff(Option<Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>>);
 

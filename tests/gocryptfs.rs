@@ -688,7 +688,7 @@ async fn a_push_sends_its_next_large_file_while_the_last_one_completes() {
         push(&cb, &src, "eas/failing/")
             .password(PASSWORD)
             .scrypt_log_n(10)
-            .transfer_config(cryptobucket::TransferConfig::new().max_attempts(1))
+            .max_attempts(1)
             .checkpoint_dir(tmp.path().join("cps"))
             .send(),
     )

@@ -183,6 +183,13 @@ impl PushDirBuilder {
         self
     }
 
+    /// Attempts per part or small file, the first included (at least 1); only retryable
+    /// failures are tried again.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.opts.config.max_attempts = n;
+        self
+    }
+
     /// Replaces the transfer configuration (concurrency, attempts, failed-upload policy; the
     /// part size is fixed by the format: 2032 stored blocks).
     pub fn transfer_config(mut self, config: TransferConfig) -> Self {

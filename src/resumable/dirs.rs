@@ -3,10 +3,10 @@
 //!
 //! One memory budget for the whole tree: files that fit in one part run `concurrency` at once
 //! (each holds at most one part), then larger files one after another with `concurrency` parts
-//! in flight, so memory stays within `concurrency × part size` either way. A large file starts
-//! as soon as the one before has sent its parts: that one's completion (CompleteMultipartUpload,
-//! or the final sync and rename) overlaps the next one's parts and holds no part buffers. Every file goes
-//! through [`upload_file`](crate::CryptoBucket::upload_file) /
+//! in flight, so memory stays within `concurrency × part size` either way. A large file
+//! starts as soon as the one before has sent its parts: that one's completion
+//! (CompleteMultipartUpload, or the final sync and rename) overlaps the next one's parts and
+//! holds no part buffers. Every file goes through [`upload_file`](crate::CryptoBucket::upload_file) /
 //! [`download_file`](crate::CryptoBucket::download_file) (retries, checkpoints, resume). With
 //! [`skip_identical`](UploadDirFluentBuilder::skip_identical) (`sync`), a file whose copy has
 //! the same size and is not older is left alone; otherwise everything is copied (`cp -r`).
