@@ -23,19 +23,14 @@ if ! command -v rclone >/dev/null 2>&1 || [ ! -x /usr/bin/time ]; then
 fi
 cargo build --release --quiet --example s3_server --bin cryptobucket
 CB="$PWD/target/release/cryptobucket"
-SERVER="$PWD/target/release/examples/s3_server"
+. scripts/bench-lib.sh
 
 WORK="$(mktemp -d)"
-trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-SERVER_PID=
-head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/src"
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/private.pem" 2>/dev/null
-openssl pkey -in "$WORK/private.pem" -pubout -out "$WORK/public.pem"
+trap 'stop_server; rm -rf "$WORK"' EXIT
+make_source "$WORK" "$SIZE_MIB"
 
 # rclone's S3 backend refuses to start when AWS_CA_BUNDLE is set (and nothing here uses TLS).
 unset AWS_CA_BUNDLE
-export AWS_ACCESS_KEY_ID=cryptobucket-test AWS_SECRET_ACCESS_KEY=cryptobucket-test-secret
-export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent AWS_REGION=us-east-1
 export RCLONE_CONFIG=/nonexistent
 export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other
 export RCLONE_CONFIG_S3_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID"
@@ -47,19 +42,6 @@ export RCLONE_CONFIG_SC_PASSWORD
 RC=(rclone --multi-thread-streams "$STREAMS" --multi-thread-cutoff 1M --s3-chunk-size 16M
     --s3-upload-concurrency "$STREAMS" -q)
 CBA=(--force-path-style --rsa-public-key "$WORK/public.pem" --rsa-private-key "$WORK/private.pem")
-
-start_server() {
-  rm -rf "$WORK/data"
-  mkdir -p "$WORK/data"
-  "$SERVER" --dir "$WORK/data" --bucket bench > "$WORK/server.out" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    grep -q AWS_ENDPOINT_URL "$WORK/server.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  AWS_ENDPOINT_URL="$(sed -n 's/^export AWS_ENDPOINT_URL=//p' "$WORK/server.out")"
-  export AWS_ENDPOINT_URL RCLONE_CONFIG_S3_ENDPOINT="$AWS_ENDPOINT_URL"
-}
 
 timed() { # NAME CMD... : runs CMD, prints and records MiB/s
   local name=$1; shift
@@ -89,7 +71,7 @@ run_crypt_sync() { timed "rclone-crypt+sync" sh -c '"$@" && sync "$0"' "$WORK/ou
 
 echo "download of ${SIZE_MIB} MiB, ${STREAMS} parallel streams, ${ROUNDS} rounds ($(rclone version | head -1))"
 for round in $(seq "$ROUNDS"); do
-  start_server
+  start_server "$WORK"
   "$CB" "${CBA[@]}" put "$WORK/src" s3://bench/cb.bin --no-progress --checkpoint-dir "$WORK/cp" 2>/dev/null
   "${RC[@]}" copyto "$WORK/src" s3:bench/plain.bin
   "${RC[@]}" copyto "$WORK/src" sc:crypt.bin
@@ -99,7 +81,7 @@ for round in $(seq "$ROUNDS"); do
     3) run_crypt; run_crypt_sync; run_cb; run_plain ;;
     0) run_crypt_sync; run_cb; run_plain; run_crypt ;;
   esac
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  stop_server
 done
 echo "summary (best / median MiB/s):"
 for name in cryptobucket-get rclone-plain rclone-crypt rclone-crypt+sync; do

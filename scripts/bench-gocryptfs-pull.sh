@@ -19,22 +19,12 @@ SMALL="${4:-100}"
 LARGE_MIB="${5:-512}"
 
 cargo build --release --quiet --example s3_server
-SERVER="$PWD/target/release/examples/s3_server"
+. scripts/bench-lib.sh
 WORK="$(mktemp -d)"
-SERVER_PID=
-trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'stop_server; rm -rf "$WORK"' EXIT
 
-mkdir -p "$WORK/data" "$WORK/src"
-"$SERVER" --dir "$WORK/data" --bucket bench > "$WORK/server.out" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-  grep -q AWS_ENDPOINT_URL "$WORK/server.out" 2>/dev/null && break
-  sleep 0.1
-done
-AWS_ENDPOINT_URL="$(sed -n 's/^export AWS_ENDPOINT_URL=//p' "$WORK/server.out")"
-export AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID=cryptobucket-test
-export AWS_SECRET_ACCESS_KEY=cryptobucket-test-secret AWS_REGION=us-east-1
-export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent
+mkdir -p "$WORK/src"
+start_server "$WORK"
 export CRYPTOBUCKET_CHECKPOINT_DIR="$WORK/checkpoints"
 
 for i in $(seq "$SMALL"); do head -c 1048576 /dev/urandom > "$WORK/src/f$i.bin"; done

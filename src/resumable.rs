@@ -142,6 +142,7 @@ pub(crate) use transfer_option_setters;
 
 mod dirs;
 mod download;
+mod spans;
 pub(crate) mod stored;
 mod upload;
 

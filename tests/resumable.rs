@@ -749,6 +749,53 @@ async fn throttled_parts_and_ranges_are_retried_with_the_same_bytes() {
     assert!(std::fs::read(&dst).unwrap() == data);
 }
 
+/// A download does not wait for its slowest stream: a stream that has fetched its span takes
+/// over the back half of one still running, whose GET stops where the other one starts. Here
+/// the connection of the first span is slow (4 MiB/s): without this it carries its whole span,
+/// 35 of the 80 MiB, while the other stream idles.
+#[tokio::test]
+async fn a_slow_stream_hands_the_rest_of_its_span_to_an_idle_one() {
+    let env = Env::new().await;
+    let data = pattern((16 * PART) as usize, 61);
+    env.upload("slow", &env.write("slow", &data))
+        .send()
+        .await
+        .unwrap();
+    // 16 ranges, 2 streams: spans 1..=8 and 9..=16. The pinning GET brings range 1, so the
+    // first span's own GET starts at range 2: that one is slow.
+    let stats = &env.server.stats;
+    stats.slow_get_rate.store(4 << 20, Ordering::SeqCst);
+    stats.slow_gets_at.store(PART, Ordering::SeqCst);
+    let dst = env.path("slow.out");
+    let (listener, seen) = recorder();
+    let out = env
+        .download("slow", &dst)
+        .progress(listener)
+        .send()
+        .await
+        .unwrap();
+    assert!(std::fs::read(&dst).unwrap() == data);
+    assert_eq!(out.bytes_received, data.len() as u64, "{out:?}");
+    let slow = stats.slow_bytes_out.load(Ordering::SeqCst);
+    assert!(slow > 0, "the slow GET was never made");
+    assert!(
+        slow <= 4 * PART,
+        "the slow connection carried {slow} bytes: its span was not shared"
+    );
+    // Every range was recorded once, by one stream or the other.
+    let mut done: Vec<u32> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|p| match p.event {
+            ProgressEvent::PartDone { part_number, .. } => Some(part_number),
+            _ => None,
+        })
+        .collect();
+    done.sort_unstable();
+    assert_eq!(done, (1..=16).collect::<Vec<u32>>());
+}
+
 #[tokio::test]
 async fn download_of_a_truncated_object_is_refused_before_writing() {
     let env = Env::new().await;

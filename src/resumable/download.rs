@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 
+use super::spans::{Board, Claim, spans};
 use super::{
     Checkpointer, TransferOptions, absolute, remove_finished_checkpoint, settle, store_checkpoint,
 };
@@ -550,7 +551,9 @@ impl DownloadFileFluentBuilder {
     /// missing ranges are grouped into about `concurrency` contiguous spans, each fetched with
     /// one GET, and each range is recorded as soon as its bytes are written. Long requests
     /// keep the per-request cost (latency, a fresh read on the server) out of the throughput;
-    /// small ranges keep a resume fine-grained.
+    /// small ranges keep a resume fine-grained. A stream that has finished its span takes the
+    /// back half of the longest one still running (see [`super::spans`]), so one slow
+    /// connection does not hold the download back.
     #[allow(clippy::too_many_arguments)]
     async fn fetch_missing(
         &self,
@@ -588,9 +591,10 @@ impl DownloadFileFluentBuilder {
         let done: std::collections::HashSet<u32> = cp.parts.iter().map(|p| p.part_number).collect();
         let missing: Vec<u32> = (1..=count).filter(|n| !done.contains(n)).collect();
         let spans = spans(&missing, self.opts.config.concurrency, unit);
+        let streams = spans.len().min(self.opts.config.concurrency.max(1));
         // The pinning GET's response serves range 1 if it is exactly that range and missing.
         let first_range = size.min(unit).checked_sub(1).map(|last| (0, last));
-        let mut opened = opened
+        let opened = opened
             .filter(|(_, range)| Some(*range) == first_range && !done.contains(&1))
             .map(|(body, _)| body);
 
@@ -607,29 +611,25 @@ impl DownloadFileFluentBuilder {
         );
         let sink = writer.sender();
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let file = Arc::new(partial.handle()?);
-        let jobs: Vec<_> = spans
-            .into_iter()
-            .map(|(first, units)| {
-                Span {
-                    bucket: self.bucket.clone(),
-                    key: key.to_owned(),
-                    file: file.clone(),
-                    pin: pin.clone(),
-                    format: format.clone(),
-                    size,
-                    unit,
-                    first,
-                    units,
-                    sink: sink.clone(),
-                    report: report.clone(),
-                    received: received.clone(),
-                    max_attempts: self.opts.config.max_attempts,
-                }
-                .fetch(if first == 1 { opened.take() } else { None })
-            })
-            .collect();
-        drop(sink);
+        let fetcher = Arc::new(Fetcher {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            file: Arc::new(partial.handle()?),
+            pin: pin.clone(),
+            format,
+            size,
+            unit,
+            board: Board::new(spans),
+            opened: std::sync::Mutex::new(opened),
+            sink,
+            report: report.clone(),
+            received: received.clone(),
+            max_attempts: self.opts.config.max_attempts,
+        });
+        // Each stream takes a span, fetches it, and takes the next (or part of a running
+        // one) until none is left; the last one out drops the checkpoint writer's sender.
+        let jobs: Vec<_> = (0..streams).map(|_| fetcher.clone().stream()).collect();
+        drop(fetcher);
         let run = run_bounded(self.opts.config.concurrency, jobs, |()| Ok(())).await;
         settle(run, writer).await?;
         Ok((
@@ -637,26 +637,6 @@ impl DownloadFileFluentBuilder {
             resumed_bytes,
         ))
     }
-}
-
-/// Largest span one GET fetches (at least one range).
-const MAX_SPAN: u64 = 256 << 20;
-
-/// Groups the missing range numbers into contiguous spans `(first, count)`: runs of
-/// consecutive numbers, cut so the work splits into about `concurrency` equal spans (each at
-/// most [`MAX_SPAN`] bytes), so every stream stays busy to the end.
-fn spans(missing: &[u32], concurrency: usize, unit: u64) -> Vec<(u32, u32)> {
-    let per_stream = missing.len().div_ceil(concurrency.max(1)).max(1);
-    let cap = usize::try_from((MAX_SPAN / unit).max(1)).unwrap_or(usize::MAX);
-    let per_span = u32::try_from(per_stream.min(cap)).unwrap_or(u32::MAX);
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    for &n in missing {
-        match out.last_mut() {
-            Some((first, count)) if *first + *count == n && *count < per_span => *count += 1,
-            _ => out.push((n, 1)),
-        }
-    }
-    out
 }
 
 /// The plaintext of one response, as it streams.
@@ -714,8 +694,8 @@ impl Pinned {
     }
 }
 
-/// One GET's worth of consecutive ranges of a download.
-struct Span {
+/// What a download's streams share: the object, the file, and the [`Board`] of ranges.
+struct Fetcher {
     bucket: SharedHandle,
     key: String,
     file: Arc<std::fs::File>,
@@ -725,28 +705,51 @@ struct Span {
     size: u64,
     /// Range (checkpoint unit) size.
     unit: u64,
-    /// First range number (1-based) and how many.
-    first: u32,
-    units: u32,
+    board: Board,
+    /// The plaintext of the pinning GET's response when it is exactly range 1 (missing):
+    /// whoever takes the span of range 1 reads it instead of asking again.
+    opened: std::sync::Mutex<Option<Body>>,
     sink: super::PartSink,
     report: Reporter,
     received: Arc<std::sync::atomic::AtomicU64>,
     max_attempts: u32,
 }
 
-impl Span {
-    /// Fetches the span; after a retryable failure it continues from the first range not yet
+impl Fetcher {
+    /// One stream: takes spans from the board until none is left. After a failure the board
+    /// hands out nothing more (the other streams finish what they hold, so it is recorded).
+    async fn stream(self: Arc<Self>) -> Result<()> {
+        while let Some(claim) = self.board.take() {
+            let opened = match claim.first {
+                1 => self.opened.lock().ok().and_then(|mut o| o.take()),
+                _ => None,
+            };
+            let outcome = self.fetch(claim, opened).await;
+            self.board.finish(claim.lane);
+            if outcome.is_err() {
+                self.board.stop();
+            }
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// Fetches the claimed span with one GET (up to the lane's end, which another stream may
+    /// lower meanwhile); after a retryable failure it continues from the first range not yet
     /// written. Each range gets `max_attempts` attempts: the stream that broke inside a range
     /// was that range's attempt.
     ///
     /// `opened`: the plaintext of a response already open on the span's first range (the
     /// pinning GET's).
-    #[tracing::instrument(level = "debug", name = "get_ranges", skip_all, fields(key = %self.key, first = self.first, count = self.units))]
-    async fn fetch(self, mut opened: Option<Body>) -> Result<()> {
-        let end = self.first + self.units;
-        let mut next = self.first;
+    #[tracing::instrument(level = "debug", name = "get_ranges", skip_all, fields(key = %self.key, first = claim.first, end = self.board.end(claim.lane)))]
+    async fn fetch(&self, claim: Claim, mut opened: Option<Body>) -> Result<()> {
+        let mut next = claim.first;
         let mut attempt = 1;
-        while next < end {
+        loop {
+            let end = self.board.end(claim.lane);
+            if next >= end {
+                break;
+            }
             let before = next;
             // The response already open covers the first range only; then one GET for the rest.
             let (response, stop) = match opened.take() {
@@ -754,13 +757,13 @@ impl Span {
                 None => (self.request(next, end).await, end),
             };
             let outcome = match response {
-                Ok(out) => self.write_body(out, &mut next, stop).await,
+                Ok(out) => self.write_body(claim.lane, out, &mut next, stop).await,
                 Err(e) => Err(e),
             };
             // A response that ends cleanly short of its ranges is a truncated one (the next
             // attempt asks again), never a reason to ask forever.
             let outcome = match outcome {
-                Ok(()) if next < stop => Err(Error::new(
+                Ok(()) if next < stop.min(self.board.end(claim.lane)) => Err(Error::new(
                     ErrorKind::Truncated,
                     format!("the response ended before range {next} was complete"),
                 )
@@ -790,10 +793,15 @@ impl Span {
         Ok(())
     }
 
+    /// Byte offset where range `n` starts (the object's end for ranges past it).
+    fn start_of(&self, n: u32) -> u64 {
+        (u64::from(n.saturating_sub(1)) * self.unit).min(self.size)
+    }
+
     /// One GET of ranges `next..end`: its plaintext, decrypted and verified as it streams.
     async fn request(&self, next: u32, end: u32) -> Result<Body> {
-        let start = u64::from(next - 1) * self.unit;
-        let stop = (u64::from(end - 1) * self.unit).min(self.size);
+        let start = self.start_of(next);
+        let stop = self.start_of(end);
         let get = GetObjectFluentBuilder::new(self.bucket.clone()).key(&self.key);
         let get = match &self.format {
             Decode::Read(Format::Envelope(material)) => get
@@ -838,13 +846,14 @@ impl Span {
     }
 
     /// Writes `body`, the plaintext of ranges `*next..end`; advances `*next` past every range
-    /// written and recorded.
-    async fn write_body(&self, mut body: Body, next: &mut u32, end: u32) -> Result<()> {
+    /// written and recorded. Stops early (dropping the response) when another stream has
+    /// taken the ranges from some point on: nothing past the lane's end is written.
+    async fn write_body(&self, lane: u64, mut body: Body, next: &mut u32, end: u32) -> Result<()> {
         // Decrypted chunks are gathered to about 1 MiB and written with positioned writes on
         // the blocking pool; a range is recorded once all of its bytes are written.
         let mut pending: Vec<bytes::Bytes> = Vec::new();
         let mut pending_len = 0usize;
-        let mut at = u64::from(*next - 1) * self.unit;
+        let mut at = self.start_of(*next);
         loop {
             // A body that breaks off: what arrived is genuine plaintext of the pinned version,
             // so it is written and its whole ranges recorded before the error is returned
@@ -859,14 +868,26 @@ impl Span {
                 pending.push(c);
             }
             if pending_len >= WRITE_BATCH || (end_of_body && pending_len > 0) {
-                let (f, batch, pos) = (self.file.clone(), std::mem::take(&mut pending), at);
-                at += pending_len as u64;
+                // Another stream may have taken the ranges from the lane's end on.
+                let limit = self.start_of(end.min(self.board.end(lane)));
+                let keep = usize::try_from(limit.saturating_sub(at)).unwrap_or(usize::MAX);
+                let cut = keep < pending_len;
+                let mut batch = std::mem::take(&mut pending);
+                if cut {
+                    trim(&mut batch, keep);
+                }
+                let (f, pos) = (self.file.clone(), at);
+                at += pending_len.min(keep) as u64;
                 pending_len = 0;
                 tokio::task::spawn_blocking(move || write_all_at(&f, &batch, pos))
                     .await
                     .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
                     .map_err(|e| Error::io("cannot write the partial download file", e))?;
-                self.record_written(next, end, at)?;
+                self.record_written(lane, next, end, at)?;
+                // Cut short: the rest of the response belongs to another stream's GET.
+                if cut || (*next < end && *next >= self.board.end(lane)) {
+                    return Ok(());
+                }
             }
             if let Some(e) = failure {
                 return Err(e);
@@ -877,16 +898,21 @@ impl Span {
         }
     }
 
-    /// Records every range of `*next..end` that lies wholly below `written` (the checkpoint
-    /// writer syncs the file before it stores them) and advances `*next` past them.
-    fn record_written(&self, next: &mut u32, end: u32, written: u64) -> Result<()> {
-        let size = self.size;
-        while *next < end {
-            let range_end = (u64::from(*next) * self.unit).min(size);
-            if range_end > written {
-                break;
-            }
-            let len = range_end - u64::from(*next - 1) * self.unit;
+    /// Records every range of `*next..end` that lies wholly below `written` and is still the
+    /// lane's (the checkpoint writer syncs the file before it stores them), and advances
+    /// `*next` past them.
+    fn record_written(&self, lane: u64, next: &mut u32, end: u32, written: u64) -> Result<()> {
+        // Ranges wholly written: those that end at or below `written`.
+        let mut whole = *next;
+        while whole < end && (u64::from(whole) * self.unit).min(self.size) <= written {
+            whole += 1;
+        }
+        if whole == *next {
+            return Ok(());
+        }
+        let upto = self.board.commit(lane, whole);
+        while *next < upto {
+            let len = self.start_of(*next + 1) - self.start_of(*next);
             self.sink.send(DonePart {
                 part_number: *next,
                 e_tag: None,
@@ -904,6 +930,16 @@ impl Span {
         }
         Ok(())
     }
+}
+
+/// Shortens `chunks` to their first `keep` bytes.
+fn trim(chunks: &mut Vec<bytes::Bytes>, mut keep: usize) {
+    chunks.retain_mut(|c| {
+        let take = c.len().min(keep);
+        keep -= take;
+        c.truncate(take);
+        take > 0
+    });
 }
 
 /// Splits the first `n` bytes off `body`: (those bytes, the rest of the body).
@@ -942,29 +978,4 @@ fn write_all_at(
         pos += c.len() as u64;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spans_split_the_work_evenly_and_keep_runs_contiguous() {
-        const MIB: u64 = 1 << 20;
-        // 128 ranges of 8 MiB, 4 streams: 4 spans of 32 ranges (256 MiB each).
-        let all: Vec<u32> = (1..=128).collect();
-        assert_eq!(
-            spans(&all, 4, 8 * MIB),
-            vec![(1, 32), (33, 32), (65, 32), (97, 32)]
-        );
-        // No span over MAX_SPAN: 1 stream, 1 GiB of 8 MiB ranges -> 256 MiB spans.
-        assert_eq!(spans(&all, 1, 8 * MIB).len(), 4);
-        // Holes (ranges done by an earlier run) split spans; no span covers a done range.
-        let missing = [1, 2, 3, 7, 8, 20];
-        let s = spans(&missing, 2, 8 * MIB);
-        assert_eq!(s, vec![(1, 3), (7, 2), (20, 1)]);
-        // More streams than ranges: one range each.
-        assert_eq!(spans(&[5, 6], 8, 8 * MIB), vec![(5, 1), (6, 1)]);
-        assert!(spans(&[], 4, 8 * MIB).is_empty());
-    }
 }

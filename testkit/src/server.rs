@@ -78,6 +78,13 @@ pub struct Stats {
     /// UploadParts received while a CompleteMultipartUpload was being answered (a transfer
     /// overlapping one file's completion with the next file's parts).
     pub parts_during_complete: AtomicU64,
+    /// GetObjects whose range starts at this byte (`u64::MAX`: none) send their body at
+    /// `slow_get_rate`, as one slow connection among fast ones does.
+    pub slow_gets_at: AtomicU64,
+    /// Bytes per second of those slow GetObjects (1 MiB/s unless changed).
+    pub slow_get_rate: AtomicU64,
+    /// Body bytes those slow GetObjects have sent.
+    pub slow_bytes_out: Arc<AtomicU64>,
 }
 
 impl Stats {
@@ -86,6 +93,8 @@ impl Stats {
             part_budget: AtomicI64::new(i64::MAX),
             get_budget: AtomicI64::new(i64::MAX),
             get_byte_budget: Arc::new(AtomicI64::new(i64::MAX)),
+            slow_gets_at: AtomicU64::new(u64::MAX),
+            slow_get_rate: AtomicU64::new(1 << 20),
             ..Self::default()
         }
     }
@@ -168,7 +177,29 @@ impl FaultyFs {
         if self.stats.get_byte_budget.load(Ordering::SeqCst) <= 0 {
             return Err(s3s::s3_error!(SlowDown, "test byte budget exhausted"));
         }
+        let slow = matches!(req.input.range, Some(Range::Int { first, .. })
+            if first == self.stats.slow_gets_at.load(Ordering::SeqCst));
         let mut resp = self.fs.get_object(req).await?;
+        if slow && let Some(body) = resp.output.body.take() {
+            let sent = self.stats.slow_bytes_out.clone();
+            let rate = self.stats.slow_get_rate.load(Ordering::SeqCst).max(1) as f64;
+            // Each chunk leaves when the bytes before it have taken their time at `rate`
+            // (a deadline rather than a pause per chunk, which the timer would round up).
+            let start = tokio::time::Instant::now();
+            let mut total = 0u64;
+            let throttled = body.then(move |chunk| {
+                let sent = sent.clone();
+                let due = start + std::time::Duration::from_secs_f64(total as f64 / rate);
+                total += chunk.as_ref().map_or(0, |c| c.len() as u64);
+                async move {
+                    let c: Bytes = chunk.map_err(|e| std::io::Error::other(e.to_string()))?;
+                    tokio::time::sleep_until(due).await;
+                    sent.fetch_add(c.len() as u64, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(c)
+                }
+            });
+            resp.output.body = Some(StreamingBlob::wrap(throttled));
+        }
         if self.stats.get_byte_budget.load(Ordering::SeqCst) != i64::MAX
             && let Some(body) = resp.output.body.take()
         {
