@@ -34,14 +34,14 @@ A=(--force-path-style --rsa-public-key "$WORK/public.pem" --rsa-private-key "$WO
 export CRYPTOBUCKET_CHECKPOINT_DIR="$WORK/checkpoints"
 
 start_server "$WORK" "$@"
-"$NEW" "${A[@]}" put "$WORK/src" s3://bench/obj --no-progress
+"$NEW" "${A[@]}" put "$WORK/src" s3://bench/obj --no-progress > /dev/null
 
 run() { # NAME BINARY
   rm -f "$WORK/out"
   sync
   local t0 t1
   t0=$(date +%s.%N)
-  "$2" "${A[@]}" get s3://bench/obj "$WORK/out" --concurrency "$STREAMS" --no-progress
+  "$2" "${A[@]}" get s3://bench/obj "$WORK/out" --concurrency "$STREAMS" --no-progress > /dev/null
   t1=$(date +%s.%N)
   cmp -s "$WORK/src" "$WORK/out" || { echo "$1: downloaded file differs" >&2; exit 1; }
   printf '%-4s %8.1f MiB/s\n' "$1" "$(echo "$SIZE_MIB / ($t1 - $t0)" | bc -l)"
