@@ -7,9 +7,11 @@
 #
 #   scripts/bench-download.sh [SIZE_MIB=1024] [STREAMS=4] [ROUNDS=3]
 #
+# `cryptobucket-nofsync` is `get --no-fsync`: no sync, no checkpoint, the durability rclone has.
+#
 # Needs rclone (Debian's `rclone`, installed here when missing). Prints one line per run (MiB/s
 # and the client's CPU seconds) and a summary: best and median MiB/s per tool.
-# CB_PREFIX=eatmydata runs our download with fsync
+# CB_PREFIX=eatmydata runs our durable download with fsync
 # turned into a no-op, to show what durability costs. The numbers in BENCHMARKS.md come from this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +66,8 @@ timed() { # NAME CMD... : runs CMD, prints and records MiB/s
 
 run_cb()     { timed "cryptobucket-get" ${CB_PREFIX:-} "$CB" "${CBA[@]}" get s3://bench/cb.bin "$WORK/out" \
                  --concurrency "$STREAMS" --no-progress --checkpoint-dir "$WORK/cp" 2>/dev/null; }
+run_cb_nofsync() { timed "cryptobucket-nofsync" "$CB" "${CBA[@]}" get s3://bench/cb.bin "$WORK/out" \
+                 --concurrency "$STREAMS" --no-progress --no-fsync 2>/dev/null; }
 run_plain()  { timed "rclone-plain" "${RC[@]}" copyto s3:bench/plain.bin "$WORK/out"; }
 run_crypt()  { timed "rclone-crypt" "${RC[@]}" copyto sc:crypt.bin "$WORK/out"; }
 run_crypt_sync() { timed "rclone-crypt+sync" sh -c '"$@" && sync "$0"' "$WORK/out" \
@@ -76,15 +80,15 @@ for round in $(seq "$ROUNDS"); do
   "${RC[@]}" copyto "$WORK/src" s3:bench/plain.bin
   "${RC[@]}" copyto "$WORK/src" sc:crypt.bin
   case $((round % 4)) in
-    1) run_cb; run_plain; run_crypt; run_crypt_sync ;;
-    2) run_plain; run_crypt; run_crypt_sync; run_cb ;;
-    3) run_crypt; run_crypt_sync; run_cb; run_plain ;;
-    0) run_crypt_sync; run_cb; run_plain; run_crypt ;;
+    1) run_cb; run_plain; run_crypt; run_crypt_sync; run_cb_nofsync ;;
+    2) run_plain; run_crypt; run_crypt_sync; run_cb_nofsync; run_cb ;;
+    3) run_crypt; run_crypt_sync; run_cb_nofsync; run_cb; run_plain ;;
+    0) run_crypt_sync; run_cb_nofsync; run_cb; run_plain; run_crypt ;;
   esac
   stop_server
 done
 echo "summary (best / median MiB/s):"
-for name in cryptobucket-get rclone-plain rclone-crypt rclone-crypt+sync; do
+for name in cryptobucket-get cryptobucket-nofsync rclone-plain rclone-crypt rclone-crypt+sync; do
   grep "^$name " "$WORK/results" | awk '{print $2}' | sort -n | awk -v n="$name" '
     { v[NR] = $1 } END { printf "  %-20s %8.1f / %8.1f\n", n, v[NR], v[int((NR + 1) / 2)] }'
 done

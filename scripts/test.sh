@@ -29,6 +29,12 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq openssl
 fi
 
+# The CLI test of `get --no-fsync` checks its system calls with strace.
+if ! command -v strace >/dev/null 2>&1; then
+  echo "== installing strace"
+  apt-get update -qq && apt-get install -y -qq strace
+fi
+
 # The gocryptfs interop tests mount trees with the real gocryptfs (FUSE, as root).
 if ! command -v gocryptfs >/dev/null 2>&1 || ! command -v fusermount3 >/dev/null 2>&1; then
   echo "== installing gocryptfs and fuse3"

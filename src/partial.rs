@@ -197,12 +197,15 @@ impl PartialFile {
             .map_err(|e| Error::io(format!("cannot reopen {}", self.path.display()), e))
     }
 
-    /// Cuts the identity trailer off (the file is then `size` bytes), syncs the data and
-    /// renames the file to `dest`, after checking that the name still leads to this file.
-    pub(crate) fn publish(mut self, dest: &Path, size: u64) -> Result<()> {
+    /// Cuts the identity trailer off (the file is then `size` bytes), syncs the data (when
+    /// `durable`) and renames the file to `dest`, after checking that the name still leads to
+    /// this file.
+    pub(crate) fn publish(mut self, dest: &Path, size: u64, durable: bool) -> Result<()> {
         let io = |what: &str, e| Error::io(format!("cannot {what} {}", self.path.display()), e);
         self.file.set_len(size).map_err(|e| io("finish", e))?;
-        self.file.sync_all().map_err(|e| io("sync", e))?;
+        if durable {
+            self.file.sync_all().map_err(|e| io("sync", e))?;
+        }
         let meta = std::fs::symlink_metadata(&self.path).map_err(|e| io("inspect", e))?;
         if !meta.is_file() || dev_ino(&meta) != (self.identity.dev, self.identity.ino) {
             return Err(Error::new(
@@ -215,7 +218,9 @@ impl PartialFile {
         }
         std::fs::rename(&self.path, dest).map_err(|e| io("rename", e))?;
         self.kept = true; // it is `dest` now
-        sync_dir(dest.parent().unwrap_or(Path::new(".")));
+        if durable {
+            sync_dir(dest.parent().unwrap_or(Path::new(".")));
+        }
         Ok(())
     }
 
@@ -250,7 +255,7 @@ impl PartialFile {
         };
         match written {
             Ok(n) => {
-                partial.publish(&dest, n)?;
+                partial.publish(&dest, n, true)?;
                 Ok(n)
             }
             Err(e) => {
@@ -539,7 +544,7 @@ mod tests {
             assert!(file_name <= NAME_MAX, "{file_name}");
             assert!(is_partial_of(partial.path(), &dest));
             assert!(!is_partial_of(partial.path(), &dir.path().join("n")));
-            partial.publish(&dest, 10).unwrap();
+            partial.publish(&dest, 10, true).unwrap();
             assert_eq!(std::fs::metadata(&dest).unwrap().len(), 10);
         }
     }

@@ -31,6 +31,8 @@ pub(crate) struct TransferOptions {
     pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
     /// Set by a tree for each large file (see [`Handoff`](crate::engine::Handoff)).
     pub(crate) handoff: crate::engine::Handoff,
+    /// Downloads: sync what is written (see `durable` on the download builders).
+    pub(crate) durable: bool,
 }
 
 impl TransferOptions {
@@ -42,6 +44,7 @@ impl TransferOptions {
             progress: None,
             cancel: None,
             handoff: crate::engine::Handoff::default(),
+            durable: true,
         }
     }
 
@@ -139,6 +142,39 @@ macro_rules! transfer_option_setters {
     };
 }
 pub(crate) use transfer_option_setters;
+
+/// The setters only downloads have.
+macro_rules! download_setters {
+    () => {
+        /// Whether the download is on disk when `send` returns (default `true`): each range
+        /// is synced before the checkpoint records it, each file before it is renamed into
+        /// place.
+        ///
+        /// `false` skips every sync, as `cp`, `curl`, rclone and the AWS CLI do: a file is
+        /// renamed into place as soon as its bytes are written, and until the kernel writes
+        /// it back it may sit only in the page cache (a power loss or kernel crash can then
+        /// leave it incomplete under its final name). Such a download keeps no checkpoint,
+        /// whatever `resumable` says (it could not tell which ranges survived a crash): a
+        /// failed one leaves nothing and starts over when run again. Meant for scratch copies, such
+        /// as a model fetched to a node's local disk to be loaded right away, where the
+        /// disk's write-back time matters more than surviving a crash.
+        ///
+        /// ```no_run
+        /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+        /// bucket.download_file().key("models/llama.safetensors").path("/scratch/llama.safetensors")
+        ///     .durable(false).send().await?;
+        /// # Ok(()) }
+        /// ```
+        pub fn durable(mut self, durable: bool) -> Self {
+            self.opts.durable = durable;
+            if !durable {
+                self.opts.resumable = false;
+            }
+            self
+        }
+    };
+}
+pub(crate) use download_setters;
 
 mod dirs;
 mod download;

@@ -1494,8 +1494,18 @@ fn keygen_ecies_recipient_writes_and_its_private_key_reads() {
 
 fn cli_with_env(server: &TestServer, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cryptobucket"));
-    c.args(args)
-        .env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
+    c.args(args);
+    let mut c = hermetic(c, server);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// The environment every CLI run of these tests gets: the server's endpoint and credentials,
+/// checkpoints under the target directory, no keyring or AWS config of the user's.
+fn hermetic(mut c: Command, server: &TestServer) -> Command {
+    c.env("AWS_ACCESS_KEY_ID", support::server::ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", support::server::SECRET_KEY)
         .env_remove("AWS_REGION")
         .env_remove("AWS_PROFILE")
@@ -1506,10 +1516,62 @@ fn cli_with_env(server: &TestServer, args: &[&str], env: &[(&str, &str)]) -> Out
         // Hermetic: no default keyring from the environment or the user's config.
         .env_remove("CRYPTOBUCKET_KEYRING")
         .env("XDG_CONFIG_HOME", "/nonexistent");
-    for (k, v) in env {
-        c.env(k, v);
+    c
+}
+
+/// `get --no-fsync` makes no sync call (seen on its system calls, with strace, as a reviewer
+/// would check it); a plain `get` of the same object syncs its ranges and the file.
+#[test]
+fn get_without_fsync_makes_no_sync_calls() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(3 * 5 * 1024 * 1024 + 3, 44);
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, &data).unwrap();
+    ok(&run(
+        &s,
+        &["put", input.to_str().unwrap(), "s3://cli/scratch"],
+    ));
+    let dest = dir.path().join("out.bin");
+    let trace = dir.path().join("trace");
+    for no_fsync in [false, true] {
+        let _ = std::fs::remove_file(&dest);
+        let mut args = keyed(&[
+            "get",
+            "s3://cli/scratch",
+            dest.to_str().unwrap(),
+            "--part-size",
+            "5MiB",
+        ]);
+        if no_fsync {
+            args.push("--no-fsync".into());
+        }
+        let mut c = Command::new("strace");
+        c.args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range,syncfs",
+        ])
+        .arg("-o")
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_cryptobucket"))
+        .args(&args);
+        let out = hermetic(c, &s)
+            .output()
+            .expect("strace (apt package strace; scripts/test.sh installs it)");
+        ok(&out);
+        assert!(std::fs::read(&dest).unwrap() == data);
+        let calls = std::fs::read_to_string(&trace).unwrap();
+        let syncs = calls.lines().filter(|l| l.contains("sync")).count();
+        if no_fsync {
+            assert_eq!(syncs, 0, "--no-fsync synced:\n{calls}");
+        } else {
+            // At least one sync of the ranges and the file's before its rename.
+            assert!(syncs >= 2, "a durable get must sync:\n{calls}");
+        }
+        no_leftovers(dir.path());
     }
-    c.output().unwrap()
 }
 
 /// `tensors ls/get` on our objects and veTurboIO files, and `veturbo import/export`, with

@@ -114,11 +114,19 @@ impl Env {
     /// body bytes (one stream, so exactly that many ranges are done and checkpointed; the half
     /// range covers what the server's HTTP stack still had buffered when the link broke).
     async fn download_interrupted(&self, key: &str, file: &Path, ranges: i64) {
+        self.interrupt(self.download(key, file), ranges).await;
+    }
+
+    /// Runs `download` as [`Env::download_interrupted`] does.
+    async fn interrupt(
+        &self,
+        download: cryptobucket::resumable::DownloadFileFluentBuilder,
+        ranges: i64,
+    ) {
         self.server
             .stats
             .limit_get_bytes(ranges * PART as i64 + PART as i64 / 2);
-        let err = self
-            .download(key, file)
+        let err = download
             .concurrency(1)
             .max_attempts(1)
             .send()
@@ -751,8 +759,10 @@ async fn throttled_parts_and_ranges_are_retried_with_the_same_bytes() {
 
 /// A download does not wait for its slowest stream: a stream that has fetched its span takes
 /// over the back half of one still running, whose GET stops where the other one starts. Here
-/// the connection of the first span is slow (4 MiB/s): without this it carries its whole span,
-/// 35 of the 80 MiB, while the other stream idles.
+/// the connection of the first span is slow (4 MiB/s) and starved (it sends nothing while
+/// another GET streams, so what it carries does not depend on the machine's speed): without
+/// this it carries its whole span, 35 of the 80 MiB, while the other stream idles; with it,
+/// the other stream takes 3 of its 7 ranges, then 2 more, and it keeps 2.
 #[tokio::test]
 async fn a_slow_stream_hands_the_rest_of_its_span_to_an_idle_one() {
     let env = Env::new().await;
@@ -765,6 +775,7 @@ async fn a_slow_stream_hands_the_rest_of_its_span_to_an_idle_one() {
     // first span's own GET starts at range 2: that one is slow.
     let stats = &env.server.stats;
     stats.slow_get_rate.store(4 << 20, Ordering::SeqCst);
+    stats.slow_gets_starve.store(true, Ordering::SeqCst);
     stats.slow_gets_at.store(PART, Ordering::SeqCst);
     let dst = env.path("slow.out");
     let (listener, seen) = recorder();
@@ -779,7 +790,7 @@ async fn a_slow_stream_hands_the_rest_of_its_span_to_an_idle_one() {
     let slow = stats.slow_bytes_out.load(Ordering::SeqCst);
     assert!(slow > 0, "the slow GET was never made");
     assert!(
-        slow <= 4 * PART,
+        slow <= 3 * PART,
         "the slow connection carried {slow} bytes: its span was not shared"
     );
     // Every range was recorded once, by one stream or the other.
@@ -794,6 +805,39 @@ async fn a_slow_stream_hands_the_rest_of_its_span_to_an_idle_one() {
         .collect();
     done.sort_unstable();
     assert_eq!(done, (1..=16).collect::<Vec<u32>>());
+}
+
+/// A download without durability (`durable(false)`, CLI `--no-fsync`; its lack of syncs is
+/// checked on the system calls in `cli.rs`) keeps no checkpoint, however many ranges it has:
+/// an interrupted one leaves nothing behind, and the next run fetches everything.
+#[tokio::test]
+async fn a_download_without_durability_keeps_no_checkpoint() {
+    let env = Env::new().await;
+    let data = pattern((5 * PART + 3) as usize, 71);
+    env.upload("scratch", &env.write("scratch", &data))
+        .send()
+        .await
+        .unwrap();
+    let dst = env.path("scratch.out");
+    // `resumable(true)` after it does not bring a checkpoint back.
+    env.interrupt(
+        env.download("scratch", &dst).durable(false).resumable(true),
+        2,
+    )
+    .await;
+    assert!(!dst.exists());
+    assert!(env.checkpoints().is_empty(), "{:?}", env.checkpoints());
+    assert!(partial_files(env.dir.path()).is_empty());
+    let out = env
+        .download("scratch", &dst)
+        .durable(false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.resumed_bytes, 0, "{out:?}");
+    assert_eq!(out.bytes_received, data.len() as u64);
+    assert!(std::fs::read(&dst).unwrap() == data);
+    assert!(env.checkpoints().is_empty());
 }
 
 #[tokio::test]

@@ -180,6 +180,7 @@ pub(crate) async fn run(g: &Global, cmd: &Gocryptfs) -> Result<()> {
                 .pull(dir)
                 .part_size(transfer.part_size())
                 .concurrency(transfer.concurrency)
+                .durable(!transfer.no_fsync)
                 .progress(listener);
             if let Some(d) = &transfer.checkpoint_dir {
                 job = job.checkpoint_dir(d);

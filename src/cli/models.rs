@@ -335,6 +335,7 @@ pub(crate) async fn veturbo(g: &Global, cmd: &Veturbo) -> Result<()> {
                 .path(dest)
                 .part_size(transfer.part_size())
                 .concurrency(transfer.concurrency)
+                .durable(!transfer.no_fsync)
                 .progress(listener);
             job = match kms {
                 true => job.veturbo(VolcengineKmsKey::from_veturbo_env()?),

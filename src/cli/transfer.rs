@@ -29,6 +29,11 @@ pub(crate) struct TransferArgs {
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub(crate) no_progress: bool,
+    /// Downloads: do not sync what is written. Files are renamed into place as soon as their
+    /// bytes are written and may sit in the page cache for a while (a power loss can leave
+    /// them incomplete); nothing is resumable. For scratch copies loaded right away.
+    #[arg(long)]
+    pub(crate) no_fsync: bool,
 }
 
 impl TransferArgs {
@@ -200,6 +205,7 @@ pub(crate) async fn get(
         .path(file)
         .part_size(args.part_size())
         .concurrency(args.concurrency)
+        .durable(!args.no_fsync)
         .progress(listener);
     if let Some(dir) = &args.checkpoint_dir {
         down = down.checkpoint_dir(dir);
@@ -368,6 +374,7 @@ pub(crate) async fn copy_tree(
             let (bucket, prefix) = parse_s3_prefix(src)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
             with_options!(cb.download_dir().prefix(prefix).path(dest))
+                .durable(!args.no_fsync)
                 .send()
                 .await
         }

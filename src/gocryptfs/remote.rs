@@ -333,6 +333,7 @@ pub struct PullTreeBuilder<'a> {
 
 impl PullTreeBuilder<'_> {
     crate::resumable::transfer_option_setters!("range");
+    crate::resumable::download_setters!();
 
     /// Copies (or continues copying) the tree. A file that fails does not stop the others;
     /// the error ([`ErrorKind::Partial`]) names how many failed and the first failure.

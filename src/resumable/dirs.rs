@@ -276,6 +276,7 @@ impl DownloadDirFluentBuilder {
     }
 
     dir_setters!();
+    super::download_setters!();
 
     /// Downloads every object under the prefix. Every key is checked before anything is
     /// written: one that would leave the directory (`..`, absolute, empty segments) stops the

@@ -99,6 +99,7 @@ impl DownloadFileFluentBuilder {
     }
 
     transfer_option_setters!("range");
+    super::download_setters!();
 
     /// Download a veTurboIO file (headered or not; keys from `source`: a
     /// [`VeturboKey`](crate::veturbo::VeturboKey), or a KMS for headered files) and write its
@@ -124,7 +125,9 @@ impl DownloadFileFluentBuilder {
     /// [`MAX_RESTARTS`] times, then fails with [`ErrorKind::Changed`]. A failed, cancelled or
     /// dropped download that cannot be resumed (`resumable(false)`, the object changed, or an
     /// object of one range, which gets no checkpoint) leaves no partial file.
-    pub async fn send(self) -> Result<DownloadFileOutput> {
+    pub async fn send(mut self) -> Result<DownloadFileOutput> {
+        // Whatever order the setters came in: without syncs, no checkpoint.
+        self.opts.resumable &= self.opts.durable;
         let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
         let (bucket, key) = (self.bucket.bucket().to_owned(), self.key.clone());
         crate::engine::run_transfer(
@@ -513,7 +516,7 @@ impl DownloadFileFluentBuilder {
             Ok((received, resumed_bytes)) => {
                 self.opts.handoff.signal();
                 // Every byte is in place and synced: publish it under its name.
-                partial.publish(dest, size)?;
+                partial.publish(dest, size, self.opts.durable)?;
                 if checkpointed {
                     remove_finished_checkpoint(cp_path, &report);
                 }

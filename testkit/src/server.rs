@@ -85,6 +85,12 @@ pub struct Stats {
     pub slow_get_rate: AtomicU64,
     /// Body bytes those slow GetObjects have sent.
     pub slow_bytes_out: Arc<AtomicU64>,
+    /// The slow GetObjects also send nothing while any other GetObject body is streaming (a
+    /// connection starved by the others): what they carry then depends on what the client
+    /// asks of the other connections, not on how fast the machine runs.
+    pub slow_gets_starve: std::sync::atomic::AtomicBool,
+    /// GetObject bodies being sent right now.
+    streaming: Arc<AtomicI64>,
 }
 
 impl Stats {
@@ -110,6 +116,22 @@ impl Stats {
     pub fn limit(&self, parts: i64, gets: i64) {
         self.part_budget.store(parts, Ordering::SeqCst);
         self.get_budget.store(gets, Ordering::SeqCst);
+    }
+}
+
+/// Counts a GetObject body as streaming while it lives.
+struct Streaming(Arc<AtomicI64>);
+
+impl Streaming {
+    fn new(count: Arc<AtomicI64>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -180,19 +202,36 @@ impl FaultyFs {
         let slow = matches!(req.input.range, Some(Range::Int { first, .. })
             if first == self.stats.slow_gets_at.load(Ordering::SeqCst));
         let mut resp = self.fs.get_object(req).await?;
+        if let Some(body) = resp.output.body.take() {
+            // Counted until the body is sent or dropped.
+            let guard = Streaming::new(self.stats.streaming.clone());
+            let tracked = body.map(move |chunk| {
+                let _ = &guard;
+                chunk.map_err(|e| std::io::Error::other(e.to_string()))
+            });
+            resp.output.body = Some(StreamingBlob::wrap(tracked));
+        }
         if slow && let Some(body) = resp.output.body.take() {
             let sent = self.stats.slow_bytes_out.clone();
+            let starve = self.stats.slow_gets_starve.load(Ordering::SeqCst);
+            let streaming = self.stats.streaming.clone();
             let rate = self.stats.slow_get_rate.load(Ordering::SeqCst).max(1) as f64;
-            // Each chunk leaves when the bytes before it have taken their time at `rate`
+            // When the next chunk may leave: each one moves it on by its length at `rate`
             // (a deadline rather than a pause per chunk, which the timer would round up).
-            let start = tokio::time::Instant::now();
-            let mut total = 0u64;
+            let clock = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
             let throttled = body.then(move |chunk| {
-                let sent = sent.clone();
-                let due = start + std::time::Duration::from_secs_f64(total as f64 / rate);
-                total += chunk.as_ref().map_or(0, |c| c.len() as u64);
+                let (sent, streaming, clock) = (sent.clone(), streaming.clone(), clock.clone());
                 async move {
                     let c: Bytes = chunk.map_err(|e| std::io::Error::other(e.to_string()))?;
+                    while starve && streaming.load(Ordering::SeqCst) > 1 {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    let due = {
+                        let mut next = clock.lock().unwrap();
+                        let due = (*next).max(tokio::time::Instant::now());
+                        *next = due + std::time::Duration::from_secs_f64(c.len() as f64 / rate);
+                        due
+                    };
                     tokio::time::sleep_until(due).await;
                     sent.fetch_add(c.len() as u64, Ordering::SeqCst);
                     Ok::<_, std::io::Error>(c)
