@@ -3,7 +3,9 @@
 //! identical part size and concurrency, against the same server, in one run. The plain download
 //! runs twice: as fast as it goes (nothing synced, the file may still be in the page cache when
 //! it returns) and durable like ours (each range synced to disk as it completes), so the ratio
-//! against the second isolates what encryption, verification and checkpoints cost.
+//! against the second isolates what encryption, verification and checkpoints cost. Ours also
+//! runs twice: as shipped (durable) and with `durable(false)` (no syncs, no checkpoint), the
+//! same durability as the fast plain download.
 //!
 //! ```text
 //! cargo run --release --example throughput -- --size 2GiB [--part-size 8MiB] [--concurrency 8]
@@ -13,7 +15,9 @@
 //! Without `--endpoint-url` each round starts a fresh in-process s3s-fs server in a new temp
 //! directory (s3s-fs slows down on a reused data dir), so server work shares the machine's
 //! cores with the client. Rounds alternate which side goes first; the best round of each side
-//! counts. The last line is `encrypted/plain throughput ratio: put X get Y (durable plain get Z)`.
+//! counts. The last line is `encrypted/plain throughput ratio: put X get Y (durable plain get Z,
+//! without syncs W)`: Y durable ours against the fast plain get, Z durable against durable, W
+//! ours without syncs against the fast plain get.
 
 use cryptobucket_testkit::baseline::{Multipart, multipart_upload};
 use cryptobucket_testkit::{make_file, parse_size, server};
@@ -148,15 +152,17 @@ async fn main() -> Result<(), BoxError> {
             .as_deref()
             .unwrap_or("in-process s3s-fs (fresh data dir per round)")
     );
-    // Slots: plain put, encrypted put, plain get, durable plain get, encrypted get (seconds).
-    const NAMES: [&str; 5] = [
+    // Slots: plain put, encrypted put, plain get, durable plain get, encrypted get, encrypted
+    // get without syncs (seconds).
+    const NAMES: [&str; 6] = [
         "put plain",
         "put encrypted",
         "get plain",
         "get plain durable",
         "get encrypted",
+        "get encrypted no-fsync",
     ];
-    let line = |t: &[f64; 5]| {
+    let line = |t: &[f64; 6]| {
         NAMES
             .iter()
             .zip(t)
@@ -164,7 +170,7 @@ async fn main() -> Result<(), BoxError> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut best = [f64::MAX; 5];
+    let mut best = [f64::MAX; 6];
     for round in 0..o.rounds {
         let server = match &o.endpoint {
             None => Some(server::TestServer::start()),
@@ -186,16 +192,16 @@ async fn main() -> Result<(), BoxError> {
         };
         let cb = CryptoBucket::new(client.clone(), &o.bucket, keyring.clone());
         let cps = work.path().join("checkpoints");
-        // Puts alternate which goes first; the three gets rotate.
+        // Puts alternate which goes first; the four gets rotate.
         let mut order = if round % 2 == 0 {
             vec![0, 1]
         } else {
             vec![1, 0]
         };
-        let mut gets = [2, 3, 4];
-        gets.rotate_left(round % 3);
+        let mut gets = [2, 3, 4, 5];
+        gets.rotate_left(round % 4);
         order.extend(gets);
-        let mut times = [0f64; 5];
+        let mut times = [0f64; 6];
         for slot in order {
             let dst = work.path().join("get.out");
             // Nothing dirty in the page cache when a run starts: whoever syncs would otherwise
@@ -229,6 +235,7 @@ async fn main() -> Result<(), BoxError> {
                         .part_size(PartSize::Target(o.part))
                         .concurrency(o.concurrency)
                         .checkpoint_dir(&cps)
+                        .durable(slot == 4)
                         .send()
                         .await?;
                 }
@@ -251,10 +258,12 @@ async fn main() -> Result<(), BoxError> {
         None => println!("peak RSS: unavailable"),
     }
     println!(
-        "encrypted/plain throughput ratio: put {:.2} get {:.2} (durable plain get {:.2})",
+        "encrypted/plain throughput ratio: put {:.2} get {:.2} (durable plain get {:.2}, \
+         without syncs {:.2})",
         best[0] / best[1],
         best[2] / best[4],
-        best[3] / best[4]
+        best[3] / best[4],
+        best[2] / best[5]
     );
     Ok(())
 }
