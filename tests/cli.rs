@@ -1532,6 +1532,12 @@ fn get_without_fsync_makes_no_sync_calls() {
         &s,
         &["put", input.to_str().unwrap(), "s3://cli/scratch"],
     ));
+    // Uploads write nothing locally: the flag is refused there rather than ignored.
+    let e = fails(&run(
+        &s,
+        &["put", input.to_str().unwrap(), "s3://cli/x", "--no-fsync"],
+    ));
+    assert!(e.contains("--no-fsync applies to downloads only"), "{e}");
     let dest = dir.path().join("out.bin");
     let trace = dir.path().join("trace");
     for no_fsync in [false, true] {

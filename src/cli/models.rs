@@ -279,6 +279,7 @@ pub(crate) async fn veturbo(g: &Global, cmd: &Veturbo) -> Result<()> {
             kms,
             transfer,
         } => {
+            transfer.for_upload()?;
             let (bucket, key) = parse_s3_url(dest)?;
             let cb = g.bucket_keys_optional(bucket).await?;
             let (vkey, header) = new_file_key(*kms, meta_data_key.as_ref()).await?;

@@ -29,9 +29,10 @@ pub(crate) struct TransferArgs {
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub(crate) no_progress: bool,
-    /// Downloads: do not sync what is written. Files are renamed into place as soon as their
-    /// bytes are written and may sit in the page cache for a while (a power loss can leave
-    /// them incomplete); nothing is resumable. For scratch copies loaded right away.
+    /// Downloads only: do not sync what is written. Files are renamed into place as soon as
+    /// their bytes are written and may sit in the page cache for a while (a power loss can
+    /// leave them incomplete); nothing is resumable. For scratch copies loaded right away.
+    /// Uploads refuse it.
     #[arg(long)]
     pub(crate) no_fsync: bool,
 }
@@ -39,6 +40,17 @@ pub(crate) struct TransferArgs {
 impl TransferArgs {
     pub(crate) fn part_size(&self) -> PartSize {
         self.part_size.map_or(PartSize::Auto, PartSize::Target)
+    }
+
+    /// Refuses what only downloads take (an upload writes nothing locally to sync).
+    pub(crate) fn for_upload(&self) -> Result<()> {
+        if self.no_fsync {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "--no-fsync applies to downloads only (an upload writes nothing locally)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -150,6 +162,7 @@ pub(crate) async fn put(
     dest: &str,
     args: &TransferArgs,
 ) -> Result<()> {
+    args.for_upload()?;
     if file == Path::new("-") {
         return put_stdin(cb, key, dest).await;
     }
@@ -364,6 +377,7 @@ pub(crate) async fn copy_tree(
     }
     let out = match (remote(src), remote(dest)) {
         (false, true) => {
+            args.for_upload()?;
             let (bucket, prefix) = parse_s3_prefix(dest)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
             with_options!(cb.upload_dir().path(src).prefix(prefix))
