@@ -62,6 +62,12 @@ impl TransferOptions {
         checkpoint::path_for(&dir, kind, bucket, key, local)
     }
 
+    /// Whether the transfer keeps a checkpoint: asked to, and durable (a download that does
+    /// not sync could not tell which ranges survived a crash).
+    pub(crate) fn keeps_checkpoint(&self) -> bool {
+        self.resumable && self.durable
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         self.config.validate()
     }
@@ -167,9 +173,6 @@ macro_rules! download_setters {
         /// ```
         pub fn durable(mut self, durable: bool) -> Self {
             self.opts.durable = durable;
-            if !durable {
-                self.opts.resumable = false;
-            }
             self
         }
     };

@@ -338,7 +338,7 @@ impl PullTreeBuilder<'_> {
     /// Copies (or continues copying) the tree. A file that fails does not stop the others;
     /// the error ([`ErrorKind::Partial`]) names how many failed and the first failure.
     pub async fn send(self) -> Result<TreeStats> {
-        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.keeps_checkpoint());
         crate::engine::run_transfer(
             tracing::info_span!(
                 "gocryptfs_pull",

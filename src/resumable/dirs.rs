@@ -185,7 +185,7 @@ impl UploadDirFluentBuilder {
 
     /// Uploads the tree (regular files; symlinks and special files are left out).
     pub async fn send(self) -> Result<DirTransferOutput> {
-        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.keeps_checkpoint());
         crate::engine::run_transfer(
             tracing::info_span!(
                 "upload_dir",
@@ -282,7 +282,7 @@ impl DownloadDirFluentBuilder {
     /// written: one that would leave the directory (`..`, absolute, empty segments) stops the
     /// run.
     pub async fn send(self) -> Result<DirTransferOutput> {
-        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
+        let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.keeps_checkpoint());
         crate::engine::run_transfer(
             tracing::info_span!(
                 "download_dir",

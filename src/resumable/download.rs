@@ -127,7 +127,7 @@ impl DownloadFileFluentBuilder {
     /// object of one range, which gets no checkpoint) leaves no partial file.
     pub async fn send(mut self) -> Result<DownloadFileOutput> {
         // Whatever order the setters came in: without syncs, no checkpoint.
-        self.opts.resumable &= self.opts.durable;
+        self.opts.resumable = self.opts.keeps_checkpoint();
         let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.resumable);
         let (bucket, key) = (self.bucket.bucket().to_owned(), self.key.clone());
         crate::engine::run_transfer(
