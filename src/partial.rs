@@ -69,6 +69,30 @@ fn dev_ino(_meta: &std::fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
+/// Refuses, before anything is fetched or written, a destination that can never become the
+/// downloaded file: a path without a file name, one ending in a path separator (it names a
+/// directory), or an existing directory. (A symlink is fine: the rename replaces the link.)
+pub(crate) fn check_destination(dest: &Path) -> Result<()> {
+    let ends_in_separator = dest
+        .as_os_str()
+        .as_encoded_bytes()
+        .last()
+        .is_some_and(|&b| std::path::is_separator(char::from(b)));
+    if dest.file_name().is_none() || ends_in_separator {
+        return Err(Error::invalid_input(format!(
+            "{} is not a file name (it names a directory)",
+            dest.display()
+        )));
+    }
+    if std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::invalid_input(format!(
+            "{} is a directory; give the path of the file to create in it",
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
 impl PartialFile {
     /// Creates a new partial file for `dest` of `size` bytes (allocated, so a full disk fails
     /// now rather than midway), with the identity trailer after them:
@@ -77,6 +101,7 @@ impl PartialFile {
     /// `lock`: the transfer's lock, where the file's name is recorded before the file exists,
     /// so that the next run removes it if this one is killed before a checkpoint names it.
     pub(crate) fn create(dest: &Path, size: u64, lock: Option<&TransferLock>) -> Result<Self> {
+        check_destination(dest)?;
         let name = dest.file_name().ok_or_else(|| {
             Error::invalid_input(format!("{} is not a file name", dest.display()))
         })?;
@@ -216,7 +241,16 @@ impl PartialFile {
                 ),
             ));
         }
-        std::fs::rename(&self.path, dest).map_err(|e| io("rename", e))?;
+        std::fs::rename(&self.path, dest).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot rename {} to {}",
+                    self.path.display(),
+                    dest.display()
+                ),
+                e,
+            )
+        })?;
         self.kept = true; // it is `dest` now
         if durable {
             sync_dir(dest.parent().unwrap_or(Path::new(".")));
@@ -231,8 +265,14 @@ impl PartialFile {
 
     /// Writes a new file `dest` of exactly `size` bytes through a partial file: `fill` gets a
     /// handle and returns how many bytes it wrote; the file is published only when that is
-    /// `size`, and removed on any failure, leaving `dest` untouched.
-    pub(crate) async fn write_new<F, Fut>(dest: &Path, size: u64, fill: F) -> Result<u64>
+    /// `size`, and removed on any failure, leaving `dest` untouched. `durable`: synced before
+    /// the rename (and the rename synced).
+    pub(crate) async fn write_new<F, Fut>(
+        dest: &Path,
+        size: u64,
+        durable: bool,
+        fill: F,
+    ) -> Result<u64>
     where
         F: FnOnce(File) -> Fut,
         Fut: Future<Output = Result<u64>>,
@@ -255,7 +295,7 @@ impl PartialFile {
         };
         match written {
             Ok(n) => {
-                partial.publish(&dest, n, true)?;
+                partial.publish(&dest, n, durable)?;
                 Ok(n)
             }
             Err(e) => {

@@ -318,7 +318,7 @@ impl SafetensorsIndex {
         chosen.dedup_by_key(|t| t.range.start..t.range.end);
         let header = Self::subset_header(&chosen, self.metadata.as_ref());
         let total = 8 + header.len() as u64 + chosen.iter().map(|t| t.len()).sum::<u64>();
-        crate::partial::PartialFile::write_new(dest.as_ref(), total, |file| async move {
+        crate::partial::PartialFile::write_new(dest.as_ref(), total, true, |file| async move {
             let mut head = (header.len() as u64).to_le_bytes().to_vec();
             head.extend_from_slice(&header);
             crate::partial::write_at(&file, &head, 0)

@@ -497,7 +497,7 @@ pub async fn export_to_file(
     let total = body_offset(header) + got.content_length;
     let mut enc = VeturboEncryptor::new(got.body.into_async_read(), vkey, header)?;
     let what = format!("cannot export s3://{}/{key}", bucket.bucket());
-    crate::partial::PartialFile::write_new(dest.as_ref(), total, |file| async move {
+    crate::partial::PartialFile::write_new(dest.as_ref(), total, true, |file| async move {
         let mut file = tokio::fs::File::from_std(file);
         let n = tokio::io::copy(&mut enc, &mut file)
             .await

@@ -1540,15 +1540,21 @@ fn get_without_fsync_makes_no_sync_calls() {
     assert!(e.contains("--no-fsync applies to downloads only"), "{e}");
     let dest = dir.path().join("out.bin");
     let trace = dir.path().join("trace");
-    for no_fsync in [false, true] {
+    // Whole objects (parallel ranges) and a ranged get (one GET, saved by the library's
+    // other writer): both honour the flag.
+    for (ranged, no_fsync) in [(false, false), (false, true), (true, false), (true, true)] {
         let _ = std::fs::remove_file(&dest);
-        let mut args = keyed(&[
-            "get",
-            "s3://cli/scratch",
-            dest.to_str().unwrap(),
-            "--part-size",
-            "5MiB",
-        ]);
+        let mut args = keyed(&["get", "s3://cli/scratch", dest.to_str().unwrap()]);
+        let want = match ranged {
+            true => {
+                args.extend(["--range".into(), "100-".into()]);
+                &data[100..]
+            }
+            false => {
+                args.extend(["--part-size".into(), "5MiB".into()]);
+                &data[..]
+            }
+        };
         if no_fsync {
             args.push("--no-fsync".into());
         }
@@ -1567,17 +1573,72 @@ fn get_without_fsync_makes_no_sync_calls() {
             .output()
             .expect("strace (apt package strace; scripts/test.sh installs it)");
         ok(&out);
-        assert!(std::fs::read(&dest).unwrap() == data);
+        assert!(std::fs::read(&dest).unwrap() == want);
         let calls = std::fs::read_to_string(&trace).unwrap();
         let syncs = calls.lines().filter(|l| l.contains("sync")).count();
         if no_fsync {
-            assert_eq!(syncs, 0, "--no-fsync synced:\n{calls}");
+            assert_eq!(syncs, 0, "--no-fsync synced (ranged: {ranged}):\n{calls}");
         } else {
-            // At least one sync of the ranges and the file's before its rename.
-            assert!(syncs >= 2, "a durable get must sync:\n{calls}");
+            // At least the file's sync before its rename and the directory's after it.
+            assert!(
+                syncs >= 2,
+                "a durable get must sync (ranged: {ranged}):\n{calls}"
+            );
         }
         no_leftovers(dir.path());
     }
+}
+
+/// `get` into a directory behaves as `cp` does: the file takes the key's last name, missing
+/// directories are created; `--range` refuses the options a single GET cannot use.
+#[test]
+fn get_into_a_directory_and_range_refusals() {
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(2 * 5 * 1024 * 1024 + 9, 45);
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, &data).unwrap();
+    ok(&run(
+        &s,
+        &["put", input.to_str().unwrap(), "s3://cli/runs/m.bin"],
+    ));
+    let existing = dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let fresh = dir.path().join("a/b/");
+    for (dest, range) in [
+        (existing.display().to_string(), None),
+        (format!("{}/", fresh.display()), None),
+        (existing.display().to_string(), Some("5-")),
+    ] {
+        let mut args = vec!["get", "s3://cli/runs/m.bin", &dest];
+        if let Some(r) = range {
+            args.extend(["--range", r]);
+        }
+        ok(&run(&s, &args));
+        let got = std::fs::read(Path::new(&dest).join("m.bin")).unwrap();
+        assert!(got == data[range.map_or(0, |_| 5)..], "{dest} {range:?}");
+    }
+    // Options a ranged get cannot honour are refused, not ignored.
+    for extra in [
+        ["--concurrency", "2"],
+        ["--part-size", "5MiB"],
+        ["--checkpoint-dir", "/tmp"],
+    ] {
+        let out = run(
+            &s,
+            &[
+                &["get", "s3://cli/runs/m.bin", "x", "--range", "0-9"][..],
+                &extra[..],
+            ]
+            .concat(),
+        );
+        let e = stderr(&out);
+        assert!(
+            !out.status.success() && e.contains("cannot be used with"),
+            "{e}"
+        );
+    }
+    no_leftovers(dir.path());
 }
 
 /// `tensors ls/get` on our objects and veTurboIO files, and `veturbo import/export`, with

@@ -712,6 +712,43 @@ async fn bad_options_are_refused() {
 }
 
 #[tokio::test]
+async fn a_destination_that_names_a_directory_is_refused_before_any_request() {
+    let env = Env::new().await;
+    let data = pattern((2 * PART) as usize + 7, 5);
+    let src = env.write("src", &data);
+    env.upload("k", &src).send().await.unwrap();
+    let stats = &env.server.stats;
+    let existing = env.dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let slash = format!("{}/", env.path("new").display());
+    for dest in [existing.clone(), PathBuf::from(&slash)] {
+        let gets = stats.gets_in.load(Ordering::SeqCst);
+        let err = env.download("k", &dest).send().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("directory"), "{err}");
+        // Refused up front: not after fetching the object and failing the final rename.
+        assert_eq!(stats.gets_in.load(Ordering::SeqCst), gets, "{err}");
+    }
+    // A one-GET save into a directory: refused, nothing left beside it.
+    let out = env.cb.get_object().key("k").send().await.unwrap();
+    let err = out.save(&existing).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(existing.is_dir());
+    assert!(partial_files(env.dir.path()).is_empty());
+    assert!(env.checkpoints().is_empty());
+    // A symlink is a fine destination: the download replaces the link, not its target.
+    let target = env.path("target");
+    std::fs::write(&target, b"keep").unwrap();
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    env.download("k", &link).send().await.unwrap();
+    assert!(std::fs::read(&link).unwrap() == data);
+    assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+}
+
+#[tokio::test]
 async fn throttled_parts_and_ranges_are_retried_with_the_same_bytes() {
     let env = Env::new().await;
     let data = pattern((3 * PART + 9) as usize, 13);

@@ -101,10 +101,18 @@ enum Command {
     Get {
         /// Source, s3://BUCKET/KEY.
         src: String,
-        /// Local file to create or replace, or `-` for standard output.
+        /// Local file to create or replace (missing directories are created); in an existing
+        /// directory, or a path ending in `/`, the file takes the key's last name, as with
+        /// `cp`; `-` for standard output.
         file: PathBuf,
         /// Plaintext byte range: FIRST-LAST, FIRST- or -SUFFIX (e.g. 100-199, 100-, -50).
-        #[arg(long, allow_hyphen_values = true)]
+        /// Fetched with one GET and not resumable, so --concurrency, --part-size and
+        /// --checkpoint-dir do not go with it (--no-fsync does).
+        #[arg(
+            long,
+            allow_hyphen_values = true,
+            conflicts_with_all = ["concurrency", "part_size", "checkpoint_dir"]
+        )]
         range: Option<String>,
         #[command(flatten)]
         transfer: transfer::TransferArgs,
@@ -512,12 +520,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             src,
             file,
             range: Some(range),
-            ..
+            transfer,
         } => {
             let (bucket, key) = parse_s3_url(src)?;
             let range = range.parse::<ByteRange>()?;
+            let file = &transfer::download_target(file, &key)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
-            let n = download(&cb, &key, Some(range), file).await?;
+            let n = download(&cb, &key, Some(range), file, !transfer.no_fsync).await?;
             eprintln!(
                 "downloaded {range} of {src} ({n} bytes, decrypted) to {}",
                 file.display()
@@ -531,8 +540,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             transfer,
         } => {
             let (bucket, key) = parse_s3_url(src)?;
+            let file = transfer::download_target(file, &key)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
-            transfer::get(&cb, &key, src, file, transfer).await
+            transfer::get(&cb, &key, src, &file, transfer).await
         }
         Command::Cp {
             recursive: false,
@@ -570,19 +580,23 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
 }
 
 /// A ranged GET saved to `dest` through the library's one download path (partial file,
-/// fsync, rename; nothing left on failure).
+/// fsync when `durable`, rename; nothing left on failure).
 async fn download(
     cb: &CryptoBucket,
     key: &str,
     range: Option<ByteRange>,
     dest: &Path,
+    durable: bool,
 ) -> Result<u64> {
     let out = cb.get_object().key(key).set_range(range).send().await?;
     if dest == Path::new("-") {
         // Each piece is verified before the stream yields it.
         return out.body.write_to(&mut tokio::io::stdout()).await;
     }
-    out.save(dest).await
+    match durable {
+        true => out.save(dest).await,
+        false => out.save_unsynced(dest).await,
+    }
 }
 
 /// Writes a new key pair into `out_dir`: the secret half (mode 0600, created exclusively) and

@@ -321,10 +321,7 @@ pub(crate) async fn cp(g: &Global, src: &str, dest: &str, args: &TransferArgs) -
         }
         (true, false) => {
             let (bucket, key) = parse_s3_url(src)?;
-            let mut file = PathBuf::from(dest);
-            if file.is_dir() || dest.ends_with('/') {
-                file = file.join(key.rsplit('/').next().unwrap_or(&key));
-            }
+            let file = download_target(Path::new(dest), &key)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
             get(&cb, &key, src, &file, args).await
         }
@@ -333,6 +330,39 @@ pub(crate) async fn cp(g: &Global, src: &str, dest: &str, args: &TransferArgs) -
             "cp copies between the local disk and a bucket: exactly one side must be s3://...",
         )),
     }
+}
+
+/// Where a download of `key` goes: `dest` itself, or, when `dest` is an existing directory or
+/// ends in `/`, the key's last name inside it; missing directories on the way are created (as
+/// `cp` and `aws s3 cp` do). `-` stays `-`.
+pub(crate) fn download_target(dest: &Path, key: &str) -> Result<PathBuf> {
+    if dest == Path::new("-") {
+        return Ok(dest.to_owned());
+    }
+    let into_dir = dest.as_os_str().as_encoded_bytes().ends_with(b"/") || dest.is_dir();
+    let file = match key.rsplit('/').next() {
+        _ if !into_dir => dest.to_owned(),
+        Some(name) if !name.is_empty() => dest.join(name),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the key {key:?} ends in '/', so it gives no file name to create in {}: \
+                     give the file's path",
+                    dest.display()
+                ),
+            ));
+        }
+    };
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot create the directory {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    Ok(file)
 }
 
 fn file_name(path: &Path) -> Result<String> {

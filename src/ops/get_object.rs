@@ -80,8 +80,29 @@ impl GetObjectOutput {
     /// # Ok(()) }
     /// ```
     pub async fn save(self, dest: impl AsRef<std::path::Path>) -> Result<u64> {
+        self.save_to(dest.as_ref(), true).await
+    }
+
+    /// [`save`](Self::save) without syncing: the file is renamed into place as soon as its
+    /// bytes are written and may sit in the page cache for a while, so a power loss can leave
+    /// it incomplete. For scratch copies used right away (what
+    /// [`durable(false)`](crate::resumable::DownloadFileFluentBuilder::durable) is to
+    /// `download_file`). Failures still leave nothing behind.
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let header = bucket.get_object().key("model.safetensors")
+    ///     .range("0-1048575".parse()?).send().await?;
+    /// header.save_unsynced("/dev/shm/header.bin").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn save_unsynced(self, dest: impl AsRef<std::path::Path>) -> Result<u64> {
+        self.save_to(dest.as_ref(), false).await
+    }
+
+    async fn save_to(self, dest: &std::path::Path, durable: bool) -> Result<u64> {
         let body = self.body;
-        crate::partial::PartialFile::write_new(dest.as_ref(), self.content_length, |file| {
+        crate::partial::PartialFile::write_new(dest, self.content_length, durable, |file| {
             body.write_to_file(file)
         })
         .await

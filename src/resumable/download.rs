@@ -156,12 +156,8 @@ impl DownloadFileFluentBuilder {
             Error::invalid_input("the destination file is required (call .path(...))")
         })?)?;
         self.opts.validate()?;
-        if dest.file_name().is_none() {
-            return Err(Error::invalid_input(format!(
-                "{} is not a file name",
-                dest.display()
-            )));
-        }
+        // Before any request: a directory here would only fail the rename at the very end.
+        crate::partial::check_destination(&dest)?;
         let cp_path = self
             .opts
             .checkpoint_path(self.kind(), self.bucket.bucket(), &key, &dest);
