@@ -1589,8 +1589,9 @@ fn get_without_fsync_makes_no_sync_calls() {
     }
 }
 
-/// `get` into a directory behaves as `cp` does: the file takes the key's last name, missing
-/// directories are created; `--range` refuses the options a single GET cannot use.
+/// `get` into a directory and `put` to a prefix behave as `cp` does: the file takes the key's
+/// last name (or keeps its own), missing directories are created; `--range` refuses the
+/// options a single GET cannot use.
 #[test]
 fn get_into_a_directory_and_range_refusals() {
     let s = server(Fault::None);
@@ -1602,6 +1603,14 @@ fn get_into_a_directory_and_range_refusals() {
         &s,
         &["put", input.to_str().unwrap(), "s3://cli/runs/m.bin"],
     ));
+    // To a prefix, `put` keeps the file's name, as `cp` does.
+    ok(&run(&s, &["put", input.to_str().unwrap(), "s3://cli/up/"]));
+    let back = dir.path().join("back.bin");
+    ok(&run(
+        &s,
+        &["get", "s3://cli/up/in.bin", back.to_str().unwrap()],
+    ));
+    assert!(std::fs::read(&back).unwrap() == data);
     let existing = dir.path().join("existing");
     std::fs::create_dir(&existing).unwrap();
     let fresh = dir.path().join("a/b/");

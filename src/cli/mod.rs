@@ -91,7 +91,7 @@ enum Command {
     Put {
         /// Local file to upload, or `-` for standard input.
         file: PathBuf,
-        /// Destination, s3://BUCKET/KEY.
+        /// Destination, s3://BUCKET/KEY; to s3://BUCKET/PREFIX/ the file keeps its name.
         dest: String,
         #[command(flatten)]
         transfer: transfer::TransferArgs,
@@ -511,11 +511,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             file,
             dest,
             transfer,
-        } => {
-            let (bucket, key) = parse_s3_url(dest)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
-            transfer::put(&cb, file, &key, dest, transfer).await
-        }
+        } => transfer::upload(g, file, dest, transfer).await,
         Command::Get {
             src,
             file,

@@ -303,22 +303,7 @@ pub(crate) fn parse_s3_prefix(url: &str) -> Result<(String, String)> {
 pub(crate) async fn cp(g: &Global, src: &str, dest: &str, args: &TransferArgs) -> Result<()> {
     let remote = |s: &str| s.starts_with("s3://");
     match (remote(src), remote(dest)) {
-        (false, true) => {
-            let (bucket, mut key) = parse_s3_prefix(dest)?;
-            let file = Path::new(src);
-            if src == "-" && (key.is_empty() || key.ends_with('/')) {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    "standard input has no file name: give the whole object key, s3://BUCKET/KEY",
-                ));
-            }
-            if key.is_empty() || key.ends_with('/') {
-                key.push_str(&file_name(file)?);
-            }
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
-            let shown = format!("s3://{}/{key}", cb.bucket());
-            put(&cb, file, &key, &shown, args).await
-        }
+        (false, true) => upload(g, Path::new(src), dest, args).await,
         (true, false) => {
             let (bucket, key) = parse_s3_url(src)?;
             let file = download_target(Path::new(dest), &key)?;
@@ -363,6 +348,24 @@ pub(crate) fn download_target(dest: &Path, key: &str) -> Result<PathBuf> {
         })?;
     }
     Ok(file)
+}
+
+/// `put FILE s3://B/KEY` and `cp FILE s3://B/KEY`: to a key ending in `/` (or a bucket alone)
+/// the file goes under its own name, as with `aws s3 cp`.
+pub(crate) async fn upload(g: &Global, file: &Path, dest: &str, args: &TransferArgs) -> Result<()> {
+    let (bucket, mut key) = parse_s3_prefix(dest)?;
+    if key.is_empty() || key.ends_with('/') {
+        if file == Path::new("-") {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "standard input has no file name: give the whole object key, s3://BUCKET/KEY",
+            ));
+        }
+        key.push_str(&file_name(file)?);
+    }
+    let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
+    let shown = format!("s3://{}/{key}", cb.bucket());
+    put(&cb, file, &key, &shown, args).await
 }
 
 fn file_name(path: &Path) -> Result<String> {
