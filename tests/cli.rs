@@ -499,6 +499,64 @@ fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `cp -r` of a Hugging Face cache snapshot (symlinks into its blob store) copies the files
+/// the links point to; what it cannot copy is listed, never dropped in silence.
+#[test]
+fn cp_recursive_follows_symlinks_and_lists_what_it_leaves_out() {
+    use std::os::unix::fs::symlink;
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let snap = hub.join("snapshots/rev1");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(hub.join("blobs")).unwrap();
+    std::fs::write(hub.join("blobs/aaa"), pattern(6 * 1024 * 1024 + 1, 46)).unwrap();
+    std::fs::write(hub.join("blobs/bbb"), b"{}").unwrap();
+    symlink("../../blobs/aaa", snap.join("model.safetensors")).unwrap();
+    symlink("../../blobs/bbb", snap.join("config.json")).unwrap();
+    symlink("gone", snap.join("broken")).unwrap();
+    let sn = snap.to_str().unwrap();
+    let out = run(&s, &["cp", "-r", sn, "s3://cli/hf/", "--part-size", "5MiB"]);
+    ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("copied 2 files"), "{err}");
+    assert!(
+        err.contains("left out: ") && err.contains("broken: a symlink whose target"),
+        "{err}"
+    );
+    let back = dir.path().join("back");
+    ok(&run(
+        &s,
+        &["cp", "-r", "s3://cli/hf/", back.to_str().unwrap()],
+    ));
+    assert_eq!(
+        tree(&back),
+        [
+            ("config.json".to_owned(), b"{}".to_vec()),
+            (
+                "model.safetensors".to_owned(),
+                std::fs::read(hub.join("blobs/aaa")).unwrap()
+            ),
+        ]
+    );
+    let out = run(&s, &["sync", "--no-follow-symlinks", sn, "s3://cli/hf2/"]);
+    ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("copied 0 files") && err.contains("left out 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("model.safetensors: a symlink (symlinks are not followed)"),
+        "{err}"
+    );
+    let e = fails(&run(
+        &s,
+        &["cp", "-r", "--no-follow-symlinks", "s3://cli/hf/", sn],
+    ));
+    assert!(e.contains("applies to uploads only"), "{e}");
+}
+
 #[test]
 fn cp_recursive_copies_and_sync_skips_identical() {
     let s = server(Fault::None);

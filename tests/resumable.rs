@@ -1564,3 +1564,112 @@ async fn a_tree_sends_its_next_large_file_while_the_last_one_completes() {
     }
     assert!(env.checkpoints().is_empty());
 }
+
+/// A Hugging Face cache snapshot is all symlinks into its blob store: the upload copies what
+/// the links point to, under the links' names, and lists what it cannot copy (a FIFO, a link
+/// whose target is gone, a linked directory that contains its link) instead of dropping it
+/// silently. With `follow_symlinks(false)` the links are left out, and listed.
+#[tokio::test]
+async fn a_tree_of_symlinks_uploads_their_targets_and_lists_what_it_leaves_out() {
+    use std::os::unix::fs::symlink;
+    let env = Env::new().await;
+    let root = env.path("hub");
+    let snap = root.join("snapshots/rev1");
+    std::fs::create_dir_all(snap.join("sub")).unwrap();
+    std::fs::create_dir_all(root.join("blobs")).unwrap();
+    let weights = pattern((PART + 33) as usize, 61);
+    std::fs::write(root.join("blobs/aaa"), &weights).unwrap();
+    std::fs::write(root.join("blobs/bbb"), b"{\"layers\": 2}").unwrap();
+    symlink("../../blobs/aaa", snap.join("model.safetensors")).unwrap();
+    symlink("../../../blobs/bbb", snap.join("sub/config.json")).unwrap();
+    symlink("sub", snap.join("linked")).unwrap();
+    symlink("..", snap.join("sub/up")).unwrap();
+    symlink("gone", snap.join("broken")).unwrap();
+    let fifo = snap.join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let upload = |follow: bool, prefix: &str| {
+        env.cb
+            .upload_dir()
+            .path(&snap)
+            .prefix(prefix)
+            .part_size(PartSize::Target(PART))
+            .checkpoint_dir(env.cp_dir())
+            .follow_symlinks(follow)
+            .send()
+    };
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), upload(true, "m/"))
+        .await
+        .expect("the upload hung (on the FIFO, or walking a symlink loop)")
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let mut keys: Vec<&str> = out.copied.iter().map(|c| c.1.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "m/linked/config.json",
+            "m/model.safetensors",
+            "m/sub/config.json"
+        ]
+    );
+    let relative = |left: &[(PathBuf, String)]| -> Vec<String> {
+        left.iter()
+            .map(|(p, _)| p.strip_prefix(&snap).unwrap().display().to_string())
+            .collect()
+    };
+    assert_eq!(
+        relative(&out.left_out),
+        ["broken", "linked/up", "pipe", "sub/up"],
+        "{:?}",
+        out.left_out
+    );
+    let why = |name: &str| {
+        out.left_out
+            .iter()
+            .find(|(p, _)| p.ends_with(name))
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert!(why("broken").contains("target cannot be read"));
+    assert!(why("sub/up").contains("loop"));
+    assert!(why("pipe").contains("FIFO"));
+    let got = env
+        .cb
+        .get_object()
+        .key("m/model.safetensors")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    assert!(got == weights);
+
+    let out = upload(false, "n/").await.unwrap();
+    assert!(out.copied.is_empty(), "{:?}", out.copied);
+    assert_eq!(
+        relative(&out.left_out),
+        [
+            "broken",
+            "linked",
+            "model.safetensors",
+            "pipe",
+            "sub/config.json",
+            "sub/up"
+        ]
+    );
+    assert!(
+        out.left_out[1].1.contains("not followed"),
+        "{:?}",
+        out.left_out
+    );
+}

@@ -129,6 +129,9 @@ enum Command {
         /// With -r: print what would be copied, copy nothing.
         #[arg(long, requires = "recursive")]
         dryrun: bool,
+        /// With -r, uploads: leave symlinks out instead of copying what they point to.
+        #[arg(long, requires = "recursive")]
+        no_follow_symlinks: bool,
         /// Source: a local path or s3://BUCKET/KEY (or PREFIX/ with -r).
         src: String,
         /// Destination: a local path or s3://BUCKET/KEY (or PREFIX/ with -r).
@@ -144,6 +147,9 @@ enum Command {
         /// Print what would be copied, copy nothing.
         #[arg(long)]
         dryrun: bool,
+        /// Uploads: leave symlinks out instead of copying what they point to.
+        #[arg(long)]
+        no_follow_symlinks: bool,
         /// Source directory or s3://BUCKET/PREFIX/.
         src: String,
         /// Destination directory or s3://BUCKET/PREFIX/.
@@ -550,16 +556,32 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Cp {
             recursive: true,
             dryrun,
+            no_follow_symlinks,
             src,
             dest,
             transfer,
-        } => transfer::copy_tree(g, src, dest, false, *dryrun, transfer).await,
+        } => {
+            let how = transfer::Tree {
+                skip_identical: false,
+                dryrun: *dryrun,
+                follow_symlinks: !no_follow_symlinks,
+            };
+            transfer::copy_tree(g, src, dest, how, transfer).await
+        }
         Command::Sync {
             dryrun,
+            no_follow_symlinks,
             src,
             dest,
             transfer,
-        } => transfer::copy_tree(g, src, dest, true, *dryrun, transfer).await,
+        } => {
+            let how = transfer::Tree {
+                skip_identical: true,
+                dryrun: *dryrun,
+                follow_symlinks: !no_follow_symlinks,
+            };
+            transfer::copy_tree(g, src, dest, how, transfer).await
+        }
         Command::Rewrap {
             target,
             to,

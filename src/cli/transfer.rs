@@ -380,16 +380,28 @@ fn file_name(path: &Path) -> Result<String> {
         })
 }
 
-/// `cp -r` (`skip_identical` false) and `sync` (true) of a directory tree, either direction,
-/// through the library's directory transfers.
+/// How a tree is copied: `cp -r` (`skip_identical` false) or `sync` (true).
+pub(crate) struct Tree {
+    pub(crate) skip_identical: bool,
+    pub(crate) dryrun: bool,
+    /// Uploads: copy what symlinks point to (else leave them out).
+    pub(crate) follow_symlinks: bool,
+}
+
+/// `cp -r` and `sync` of a directory tree, either direction, through the library's directory
+/// transfers.
 pub(crate) async fn copy_tree(
     g: &Global,
     src: &str,
     dest: &str,
-    skip_identical: bool,
-    dryrun: bool,
+    how: Tree,
     args: &TransferArgs,
 ) -> Result<()> {
+    let Tree {
+        skip_identical,
+        dryrun,
+        follow_symlinks,
+    } = how;
     let remote = |s: &str| s.starts_with("s3://");
     let (label, verb) = (format!("{src} -> {dest}"), "copy");
     let (bar, listener) = progress(&label, verb, args);
@@ -414,10 +426,17 @@ pub(crate) async fn copy_tree(
             let (bucket, prefix) = parse_s3_prefix(dest)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
             with_options!(cb.upload_dir().path(src).prefix(prefix))
+                .follow_symlinks(follow_symlinks)
                 .send()
                 .await
         }
         (true, false) => {
+            if !follow_symlinks {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "--no-follow-symlinks applies to uploads only",
+                ));
+            }
             let (bucket, prefix) = parse_s3_prefix(src)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
             with_options!(cb.download_dir().prefix(prefix).path(dest))
@@ -440,8 +459,11 @@ pub(crate) async fn copy_tree(
     for (path, key, e) in &out.failed {
         eprintln!("failed: {} <-> {key}: {e}", path.display());
     }
+    for (path, why) in &out.left_out {
+        eprintln!("left out: {}: {why}", path.display());
+    }
     eprintln!(
-        "{} {} files ({} bytes){}{}",
+        "{} {} files ({} bytes){}{}{}",
         if out.dry_run { "would copy" } else { "copied" },
         out.copied.len(),
         out.bytes(),
@@ -457,6 +479,10 @@ pub(crate) async fn copy_tree(
             String::new()
         } else {
             format!(", {} failed", out.failed.len())
+        },
+        match out.left_out.len() {
+            0 => String::new(),
+            n => format!(", left out {n} (listed above)"),
         }
     );
     out.into_result().map(|_| ())

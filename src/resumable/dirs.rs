@@ -41,6 +41,10 @@ pub struct DirTransferOutput {
     pub skipped: Vec<(PathBuf, String)>,
     /// Those that failed, with why; the others were still copied.
     pub failed: Vec<(PathBuf, String, crate::Error)>,
+    /// Entries of a local tree that an upload does not copy, with why: special files (FIFOs,
+    /// sockets, devices), symlinks whose target is gone or that would loop, and every symlink
+    /// with [`follow_symlinks(false)`](UploadDirFluentBuilder::follow_symlinks).
+    pub left_out: Vec<(PathBuf, String)>,
     /// Nothing was transferred: this is the plan.
     pub dry_run: bool,
 }
@@ -121,6 +125,7 @@ pub struct UploadDirFluentBuilder {
     opts: TransferOptions,
     skip_identical: bool,
     dry_run: bool,
+    follow_symlinks: bool,
 }
 
 /// Builder of a directory download; see
@@ -166,7 +171,29 @@ impl UploadDirFluentBuilder {
             prefix: String::new(),
             skip_identical: false,
             dry_run: false,
+            follow_symlinks: true,
         }
+    }
+
+    /// Whether symlinks in the tree count as what they point to (default: yes, as with
+    /// `aws s3 cp`; a Hugging Face cache snapshot, for one, is all symlinks into its blob
+    /// store). A file reached through a link is uploaded under the link's name; a linked
+    /// directory is walked unless it contains the link (that would loop). With `false`,
+    /// symlinks are left out. Either way, what is left out is listed in
+    /// [`DirTransferOutput::left_out`].
+    ///
+    /// ```no_run
+    /// # async fn demo(bucket: cryptobucket::CryptoBucket) -> cryptobucket::Result<()> {
+    /// let out = bucket.upload_dir().path("run1").prefix("runs/run1/")
+    ///     .follow_symlinks(false).send().await?;
+    /// for (path, why) in &out.left_out {
+    ///     eprintln!("left out {}: {why}", path.display());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn follow_symlinks(mut self, follow: bool) -> Self {
+        self.follow_symlinks = follow;
+        self
     }
 
     /// The local directory.
@@ -183,7 +210,8 @@ impl UploadDirFluentBuilder {
 
     dir_setters!();
 
-    /// Uploads the tree (regular files; symlinks and special files are left out).
+    /// Uploads the tree: its regular files, and what symlinks point to (see
+    /// [`follow_symlinks`](Self::follow_symlinks)); special files are left out.
     pub async fn send(self) -> Result<DirTransferOutput> {
         let (cancel, resumable) = (self.opts.cancel.clone(), self.opts.keeps_checkpoint());
         crate::engine::run_transfer(
@@ -214,7 +242,10 @@ impl UploadDirFluentBuilder {
             )));
         }
         let prefix = dir_prefix(&self.prefix);
-        let items = walk(&dir, &prefix)?;
+        let Walk { items, left_out } = walk(&dir, &prefix, self.follow_symlinks)?;
+        for (path, why) in &left_out {
+            tracing::warn!(path = %path.display(), "left out: {why}");
+        }
         let bucket = &self.bucket;
         let checks = futures::stream::iter(items)
             .map(|item| async move {
@@ -235,7 +266,7 @@ impl UploadDirFluentBuilder {
             .buffered(CHECKS_AT_ONCE)
             .collect::<Vec<_>>()
             .await;
-        run_tree(
+        let mut out = run_tree(
             checks,
             &self.opts,
             self.dry_run,
@@ -247,7 +278,9 @@ impl UploadDirFluentBuilder {
                 async move { b.send().await.map(|_| ()) }
             },
         )
-        .await
+        .await?;
+        out.left_out = left_out;
+        Ok(out)
     }
 }
 
@@ -459,21 +492,66 @@ where
     Ok(out)
 }
 
+/// What a walk of a local tree found: the files to copy, and what it left out, with why.
+struct Walk {
+    items: Vec<Item>,
+    left_out: Vec<(PathBuf, String)>,
+}
+
 /// Every regular file under `dir`, its key `prefix` + the relative path with `/` separators,
-/// sorted by key. Symlinks and special files are left out.
-fn walk(dir: &Path, prefix: &str) -> Result<Vec<Item>> {
+/// sorted by key. `follow`: symlinks count as what they point to (a file reached through a
+/// link is named after the link; a linked directory is walked unless it contains the link,
+/// which would loop); otherwise they are left out. Special files (FIFOs, sockets, devices)
+/// and links whose target is gone are left out, and reported.
+fn walk(dir: &Path, prefix: &str, follow: bool) -> Result<Walk> {
     let io = |p: &Path, e| Error::io(format!("cannot read {}", p.display()), e);
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
+    let mut out = Walk {
+        items: Vec::new(),
+        left_out: Vec::new(),
+    };
+    // Each directory to read, with the real paths of itself and the directories above it
+    // (a linked directory that is one of them would be walked forever).
+    let root = std::fs::canonicalize(dir).map_err(|e| io(dir, e))?;
+    let mut stack = vec![(dir.to_path_buf(), vec![root])];
+    while let Some((d, real)) = stack.pop() {
         for entry in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
             let entry = entry.map_err(|e| io(&d, e))?;
             let path = entry.path();
             let ty = entry.file_type().map_err(|e| io(&path, e))?;
-            if ty.is_dir() {
-                stack.push(path);
-            } else if ty.is_file() {
-                let meta = entry.metadata().map_err(|e| io(&path, e))?;
+            let link = ty.is_symlink();
+            if link && !follow {
+                out.left_out
+                    .push((path, "a symlink (symlinks are not followed)".to_owned()));
+                continue;
+            }
+            // A link's target (`metadata` follows it), else the entry itself.
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if link => {
+                    out.left_out
+                        .push((path, format!("a symlink whose target cannot be read: {e}")));
+                    continue;
+                }
+                Err(e) => return Err(io(&path, e)),
+            };
+            if meta.is_dir() {
+                let here = match link {
+                    true => std::fs::canonicalize(&path).map_err(|e| io(&path, e))?,
+                    false => real
+                        .last()
+                        .map_or(path.clone(), |r| r.join(entry.file_name())),
+                };
+                if real.contains(&here) {
+                    out.left_out.push((
+                        path,
+                        "a symlink to a directory that contains it (it would loop)".to_owned(),
+                    ));
+                    continue;
+                }
+                let mut below = real.clone();
+                below.push(here);
+                stack.push((path, below));
+            } else if meta.is_file() {
                 let rel = path.strip_prefix(dir).unwrap_or(&path);
                 let parts: Option<Vec<&str>> =
                     rel.components().map(|c| c.as_os_str().to_str()).collect();
@@ -483,16 +561,22 @@ fn walk(dir: &Path, prefix: &str) -> Result<Vec<Item>> {
                         path.display()
                     )));
                 };
-                out.push(Item {
+                out.items.push(Item {
                     key: format!("{prefix}{}", parts.join("/")),
                     path,
                     size: meta.len(),
                     modified: meta.modified().ok(),
                 });
+            } else {
+                out.left_out.push((
+                    path,
+                    "not a regular file or directory (a FIFO, socket or device)".to_owned(),
+                ));
             }
         }
     }
-    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.items.sort_by(|a, b| a.key.cmp(&b.key));
+    out.left_out.sort();
     Ok(out)
 }
 
