@@ -69,6 +69,18 @@ fn dev_ino(_meta: &std::fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
+/// The mode a new file gets here, `0666` less the process's umask, which a published download
+/// takes (as from `cp` or `aws s3 cp`); its partial file is private (0600) only while it is
+/// incomplete. Read from `/proc/self/status` (setting the umask to learn it would race with
+/// other threads creating files); where that is unavailable, the file stays 0600.
+#[cfg(unix)]
+fn public_mode() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let umask = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    let umask = u32::from_str_radix(umask.trim(), 8).ok()?;
+    Some(0o666 & !umask)
+}
+
 /// Refuses, before anything is fetched or written, a destination that can never become the
 /// downloaded file: a path without a file name, one ending in a path separator (it names a
 /// directory), or an existing directory. (A symlink is fine: the rename replaces the link.)
@@ -228,6 +240,14 @@ impl PartialFile {
     pub(crate) fn publish(mut self, dest: &Path, size: u64, durable: bool) -> Result<()> {
         let io = |what: &str, e| Error::io(format!("cannot {what} {}", self.path.display()), e);
         self.file.set_len(size).map_err(|e| io("finish", e))?;
+        // Private while incomplete; once whole, the mode any new file gets here.
+        #[cfg(unix)]
+        if let Some(mode) = public_mode() {
+            use std::os::unix::fs::PermissionsExt as _;
+            self.file
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| io("set the mode of", e))?;
+        }
         if durable {
             self.file.sync_all().map_err(|e| io("sync", e))?;
         }

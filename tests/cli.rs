@@ -1577,6 +1577,57 @@ fn hermetic(mut c: Command, server: &TestServer) -> Command {
     c
 }
 
+/// A downloaded file takes the mode any new file gets under the caller's umask (as from `cp`
+/// or `aws s3 cp`), not its partial file's private 0600: a model fetched for a server that
+/// runs under another account must be readable by it.
+#[test]
+fn downloaded_files_take_the_umask_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = server(Fault::None);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, pattern(2 * 5 * 1024 * 1024 + 1, 47)).unwrap();
+    ok(&run(
+        &s,
+        &["put", input.to_str().unwrap(), "s3://cli/modes/m.bin"],
+    ));
+    for (umask, want) in [("027", 0o640), ("002", 0o664)] {
+        let out = dir.path().join(format!("u{umask}"));
+        let file = out.join("m.bin");
+        let ranged = out.join("r.bin");
+        let tree = out.join("tree");
+        for args in [
+            vec![
+                "get",
+                "s3://cli/modes/m.bin",
+                file.to_str().unwrap(),
+                "--part-size",
+                "5MiB",
+            ],
+            vec![
+                "get",
+                "s3://cli/modes/m.bin",
+                ranged.to_str().unwrap(),
+                "--range",
+                "1-",
+            ],
+            vec!["cp", "-r", "s3://cli/modes/", tree.to_str().unwrap()],
+        ] {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_cryptobucket"))
+                .args(keyed(&args));
+            ok(&hermetic(c, &s).output().unwrap());
+        }
+        for f in [file, ranged, tree.join("m.bin")] {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, want, "{} under umask {umask}: {mode:o}", f.display());
+        }
+    }
+    no_leftovers(dir.path());
+}
+
 /// `get --no-fsync` makes no sync call (seen on its system calls, with strace, as a reviewer
 /// would check it); a plain `get` of the same object syncs its ranges and the file.
 #[test]
