@@ -2,7 +2,7 @@
 # `cryptobucket gocryptfs pull` of two CLI builds side by side: a tree of SMALL × 1 MiB and
 # 2 × LARGE_MIB MiB files is pushed once (with NEW) to a fresh examples/s3_server, then OLD and
 # NEW pull it in alternating order, `sync` before each run; every pull is compared with the
-# source (`diff -r`).
+# source (`diff -r`). Client CPU is user + system seconds of the pulling process.
 #
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release --bin cryptobucket)
 #   scripts/bench-gocryptfs-pull.sh /tmp/old/target/release/cryptobucket \
@@ -43,11 +43,13 @@ for r in $(seq "$ROUNDS"); do
     rm -rf "$WORK/out"
     sync
     start=$(date +%s.%N)
-    "$bin" --force-path-style gocryptfs pull s3://bench/g/ "$WORK/out" \
+    /usr/bin/time -f '%U %S' -o "$WORK/cpu" \
+      "$bin" --force-path-style gocryptfs pull s3://bench/g/ "$WORK/out" \
       --password-file "$WORK/pass" > /dev/null 2>&1
     end=$(date +%s.%N)
     diff -r "$WORK/src" "$WORK/out" > /dev/null
-    awk -v r="$r" -v w="$which" -v s="$start" -v e="$end" -v b="$bytes" \
-      'BEGIN { printf "round %s %s: %.2f s (%.0f MB/s)\n", r, w, e - s, b / (e - s) / 1e6 }'
+    cpu=$(awk '{printf "%.2f", $1 + $2}' "$WORK/cpu")
+    awk -v r="$r" -v w="$which" -v s="$start" -v e="$end" -v b="$bytes" -v c="$cpu" \
+      'BEGIN { printf "round %s %s: %.2f s (%.0f MB/s), client CPU %s s\n", r, w, e - s, b / (e - s) / 1e6, c }'
   done
 done

@@ -554,19 +554,53 @@ impl GocryptfsKeys {
             })
     }
 
-    /// Decrypts a run of stored blocks (block `first` on; the last may be short) and appends
-    /// their plaintext to `out`. A bad tag names `what` (the file).
-    pub(crate) fn decrypt_blocks_into(
+    /// Decrypts a run of stored blocks (block `first` on; the last may be short) in place:
+    /// afterwards `buf` holds their plaintext, each block's after the one before (no copy
+    /// beyond moving each block down over its nonce and the tags before it). A bad tag names
+    /// `what` (the file); then `buf` holds no plaintext of that block.
+    pub(crate) fn open_blocks_in_place(
         &self,
         file_id: &[u8; 16],
         first: u64,
-        stored: &[u8],
+        buf: &mut bytes::BytesMut,
         what: &str,
-        out: &mut bytes::BytesMut,
     ) -> Result<()> {
-        for (i, block) in stored.chunks(BLOCK + BLOCK_OVERHEAD).enumerate() {
-            out.extend_from_slice(&self.decrypt_block(file_id, first + i as u64, block, what)?);
+        let full = BLOCK + BLOCK_OVERHEAD;
+        let mut aad = [0u8; 24];
+        aad[8..].copy_from_slice(file_id);
+        let mut plain_len = 0;
+        for i in 0..buf.len().div_ceil(full) {
+            let at = i * full;
+            let stored_len = full.min(buf.len() - at);
+            let n = first + i as u64;
+            if stored_len <= BLOCK_OVERHEAD {
+                return Err(tag_mismatch(format!(
+                    "{what}: block {n} is {stored_len} bytes, not a gocryptfs block"
+                )));
+            }
+            let len = stored_len - BLOCK_OVERHEAD;
+            let block = &mut buf[at..at + stored_len];
+            if stored_len == full && block.iter().all(|&b| b == 0) {
+                // A hole: zeros, which the block's bytes already are.
+            } else {
+                let (nonce, rest) = block.split_at_mut(16);
+                let (body, tag) = rest.split_at_mut(len);
+                let tag: &[u8; 16] = (&*tag).try_into().expect("16-byte tag");
+                aad[..8].copy_from_slice(&n.to_be_bytes());
+                self.content
+                    .open_in_place(nonce_of(nonce), &aad, body, tag)
+                    .map_err(|_| {
+                        tag_mismatch(format!(
+                            "{what}: block {n} fails its GCM tag (changed, moved or from \
+                             another file)"
+                        ))
+                    })?;
+            }
+            // Block i's plaintext starts at i·BLOCK, never after where it sits now.
+            buf.copy_within(at + 16..at + 16 + len, plain_len);
+            plain_len += len;
         }
+        buf.truncate(plain_len);
         Ok(())
     }
 

@@ -57,14 +57,12 @@ impl<S> DecryptBlocks<S> {
 
     /// Decrypts the first `stored_len` bytes held: whole blocks (the last may be short).
     fn decrypt(&mut self, stored_len: usize) -> Result<Bytes> {
-        let stored = self.buf.split_to(stored_len);
-        let full = BLOCK + BLOCK_OVERHEAD;
-        let blocks = stored_len.div_ceil(full);
-        let mut plain = BytesMut::with_capacity(blocks * BLOCK);
+        let mut blocks = self.buf.split_to(stored_len);
+        let n = stored_len.div_ceil(BLOCK + BLOCK_OVERHEAD);
         self.keys
-            .decrypt_blocks_into(&self.file_id, self.next, &stored, &self.what, &mut plain)?;
-        self.next += blocks as u64;
-        Ok(plain.freeze())
+            .open_blocks_in_place(&self.file_id, self.next, &mut blocks, &self.what)?;
+        self.next += n as u64;
+        Ok(blocks.freeze())
     }
 }
 

@@ -438,24 +438,30 @@ impl PushDirBuilder {
         };
         for (n, j) in large.into_iter().enumerate() {
             let (handoff, parts_sent) = Handoff::new();
-            let opts = TransferOptions {
-                handoff,
-                ..self.opts.clone()
-            };
-            let started =
-                StoredUpload::prepare(&handle, &j.key, &j.path, "upload-gocryptfs", &opts)
-                    .and_then(|upload| {
-                        let file_id = match upload.recorded().and_then(|p| p.get(FILE_ID_PARAM)) {
-                            Some(hex_id) => parse_file_id(hex_id)?,
-                            None => new_file_id()?,
-                        };
-                        let layout = Arc::new(FileLayout {
-                            keys: keys.clone(),
-                            file_id,
-                            size: upload.source_size(),
-                        });
-                        Ok((upload, layout))
-                    });
+            // The options (with the file's handoff) are a temporary: only the upload holds the
+            // handoff, so the wait below also ends when the upload drops it.
+            let started = StoredUpload::prepare(
+                &handle,
+                &j.key,
+                &j.path,
+                "upload-gocryptfs",
+                &TransferOptions {
+                    handoff,
+                    ..self.opts.clone()
+                },
+            )
+            .and_then(|upload| {
+                let file_id = match upload.recorded().and_then(|p| p.get(FILE_ID_PARAM)) {
+                    Some(hex_id) => parse_file_id(hex_id)?,
+                    None => new_file_id()?,
+                };
+                let layout = Arc::new(FileLayout {
+                    keys: keys.clone(),
+                    file_id,
+                    size: upload.source_size(),
+                });
+                Ok((upload, layout))
+            });
             let (upload, layout) = match started {
                 Ok(s) => s,
                 Err(e) => {

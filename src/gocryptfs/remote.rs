@@ -281,13 +281,12 @@ impl GocryptfsRemote {
         len: u64,
     ) -> Result<Bytes> {
         let len = len.min(size - offset);
-        let (first, last) = (offset / BLOCK as u64, (offset + len - 1) / BLOCK as u64);
+        let first = offset / BLOCK as u64;
         let h = &self.handle;
         let (start, end) = stored_span(first * BLOCK as u64, offset + len, pin.size);
-        let stored = get_range(h, key, pin, start, end - start).await?;
-        let mut plain = BytesMut::with_capacity(((last - first + 1) * BLOCK as u64) as usize);
+        let mut plain = BytesMut::from(get_range(h, key, pin, start, end - start).await?);
         self.keys
-            .decrypt_blocks_into(file_id, first, &stored, key, &mut plain)
+            .open_blocks_in_place(file_id, first, &mut plain, key)
             .map_err(|e| e.with_object(&h.bucket, key))?;
         let skip = (offset - first * BLOCK as u64) as usize;
         if plain.len() < skip + len as usize {
