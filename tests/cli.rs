@@ -1736,6 +1736,17 @@ fn get_into_a_directory_and_range_refusals() {
         let got = std::fs::read(Path::new(&dest).join("m.bin")).unwrap();
         assert!(got == data[range.map_or(0, |_| 5)..], "{dest} {range:?}");
     }
+    // A download that fails takes back the directories it made for its file.
+    let made = dir.path().join("made");
+    for range in [None, Some("0-9")] {
+        let dest = format!("{}/x/y/", made.display());
+        let mut args = vec!["get", "s3://cli/runs/missing.bin", &dest];
+        if let Some(r) = range {
+            args.extend(["--range", r]);
+        }
+        fails(&run(&s, &args));
+        assert!(!made.exists(), "{range:?}");
+    }
     // Options a ranged get cannot honour are refused, not ignored.
     for extra in [
         ["--concurrency", "2"],

@@ -526,12 +526,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         } => {
             let (bucket, key) = parse_s3_url(src)?;
             let range = range.parse::<ByteRange>()?;
-            let file = &transfer::download_target(file, &key)?;
+            let target = transfer::download_target(file, &key)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
-            let n = download(&cb, &key, Some(range), file, !transfer.no_fsync).await?;
+            let got = download(&cb, &key, Some(range), &target.file, !transfer.no_fsync).await;
+            let n = target.settle(got)?;
             eprintln!(
                 "downloaded {range} of {src} ({n} bytes, decrypted) to {}",
-                file.display()
+                target.file.display()
             );
             Ok(())
         }
@@ -542,9 +543,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             transfer,
         } => {
             let (bucket, key) = parse_s3_url(src)?;
-            let file = transfer::download_target(file, &key)?;
+            let target = transfer::download_target(file, &key)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
-            transfer::get(&cb, &key, src, &file, transfer).await
+            target.settle(transfer::get(&cb, &key, src, &target.file, transfer).await)
         }
         Command::Cp {
             recursive: false,

@@ -306,9 +306,9 @@ pub(crate) async fn cp(g: &Global, src: &str, dest: &str, args: &TransferArgs) -
         (false, true) => upload(g, Path::new(src), dest, args).await,
         (true, false) => {
             let (bucket, key) = parse_s3_url(src)?;
-            let file = download_target(Path::new(dest), &key)?;
+            let target = download_target(Path::new(dest), &key)?;
             let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
-            get(&cb, &key, src, &file, args).await
+            target.settle(get(&cb, &key, src, &target.file, args).await)
         }
         _ => Err(Error::new(
             ErrorKind::InvalidInput,
@@ -317,12 +317,36 @@ pub(crate) async fn cp(g: &Global, src: &str, dest: &str, args: &TransferArgs) -
     }
 }
 
+/// A download's local file, and the directories made for it.
+pub(crate) struct Target {
+    pub(crate) file: PathBuf,
+    /// Created for the file, outermost first.
+    made: Vec<PathBuf>,
+}
+
+impl Target {
+    /// Passes the download's result on; when it failed, removes the directories made for it
+    /// again, those that are still empty (a resumable download's partial file keeps its own).
+    pub(crate) fn settle<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            for dir in self.made.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        result
+    }
+}
+
 /// Where a download of `key` goes: `dest` itself, or, when `dest` is an existing directory or
 /// ends in `/`, the key's last name inside it; missing directories on the way are created (as
-/// `cp` and `aws s3 cp` do). `-` stays `-`.
-pub(crate) fn download_target(dest: &Path, key: &str) -> Result<PathBuf> {
+/// `cp` and `aws s3 cp` do), and removed again by [`Target::settle`] if the download fails.
+/// `-` stays `-`.
+pub(crate) fn download_target(dest: &Path, key: &str) -> Result<Target> {
     if dest == Path::new("-") {
-        return Ok(dest.to_owned());
+        return Ok(Target {
+            file: dest.to_owned(),
+            made: Vec::new(),
+        });
     }
     let into_dir = dest.as_os_str().as_encoded_bytes().ends_with(b"/") || dest.is_dir();
     let file = match key.rsplit('/').next() {
@@ -339,7 +363,13 @@ pub(crate) fn download_target(dest: &Path, key: &str) -> Result<PathBuf> {
             ));
         }
     };
+    let mut made = Vec::new();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut missing = Some(dir);
+        while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            made.insert(0, d.to_owned());
+            missing = d.parent();
+        }
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -347,7 +377,7 @@ pub(crate) fn download_target(dest: &Path, key: &str) -> Result<PathBuf> {
             )
         })?;
     }
-    Ok(file)
+    Ok(Target { file, made })
 }
 
 /// `put FILE s3://B/KEY` and `cp FILE s3://B/KEY`: to a key ending in `/` (or a bucket alone)
