@@ -130,7 +130,8 @@ impl Handle {
                 ErrorKind::NotEncrypted,
                 format!(
                     "object {key:?} has no client-side-encryption metadata; refusing to return it as \
-                     if it were encrypted (use UnencryptedPolicy::PassThrough to read plain objects)"
+                     if it were encrypted (plain objects are read with \
+                     UnencryptedPolicy::PassThrough, CLI --allow-unencrypted)"
                 ),
             )
             .with_object(&self.bucket, key));

@@ -2517,6 +2517,46 @@ fn exit_codes_tell_the_failure_class() {
         std::fs::read(d.join("tree/f.bin")).unwrap(),
         pattern(5000, 1)
     );
+    // Asked for, plain objects are read as they are; verify names them; not with --strict.
+    let mixed = d.join("mixed");
+    let out = run(
+        &s,
+        &[
+            "--allow-unencrypted",
+            "cp",
+            "-r",
+            "s3://cli/tree/",
+            mixed.to_str().unwrap(),
+        ],
+    );
+    ok(&out);
+    assert_eq!(
+        std::fs::read(mixed.join("plain.bin")).unwrap(),
+        b"not encrypted"
+    );
+    assert_eq!(
+        std::fs::read(mixed.join("f.bin")).unwrap(),
+        pattern(5000, 1)
+    );
+    let out = run(&s, &["--allow-unencrypted", "verify", "s3://cli/tree/"]);
+    let listed = ok(&out);
+    assert!(listed.contains("NOT ENCRYPTED tree/plain.bin"), "{listed}");
+    assert!(
+        stderr(&out).contains("1 not encrypted, 0 failed"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &s,
+        &[
+            "--allow-unencrypted",
+            "--strict",
+            "get",
+            "s3://cli/tree/plain.bin",
+            "x",
+        ],
+    );
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
     // 5: the store is unreachable (retries exhausted).
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -82,6 +82,11 @@ pub(crate) struct Global {
     /// by a trusted signer (see the keyring file's [integrity] table).
     #[arg(long, global = true, env = "CRYPTOBUCKET_STRICT")]
     strict: bool,
+    /// Read objects without client-side encryption as they are (a bucket that mixes plain
+    /// and encrypted objects on purpose); by default they are refused, since anyone who can
+    /// write to the bucket can plant one. Not with --strict.
+    #[arg(long, global = true, conflicts_with = "strict")]
+    allow_unencrypted: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,7 +417,27 @@ impl Global {
             )
             .with_strict(self.strict)
         };
-        Ok(CryptoBucket::new(self.client().await, bucket, keyring))
+        self.bucket(self.client().await, bucket, keyring)
+    }
+
+    /// The bucket handle every command works through: `client`, `keyring`, and how objects
+    /// without encryption are treated (`--allow-unencrypted`).
+    pub(crate) fn bucket(
+        &self,
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        keyring: Keyring,
+    ) -> Result<CryptoBucket> {
+        let policy = match self.allow_unencrypted {
+            true => cryptobucket::UnencryptedPolicy::PassThrough,
+            false => cryptobucket::UnencryptedPolicy::Refuse,
+        };
+        CryptoBucket::builder()
+            .client(client)
+            .bucket(bucket)
+            .keyring(keyring)
+            .unencrypted_policy(policy)
+            .build()
     }
 
     pub(crate) async fn client(&self) -> aws_sdk_s3::Client {
@@ -527,7 +552,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let (bucket, key) = parse_s3_url(src)?;
             let range = range.parse::<ByteRange>()?;
             let target = transfer::download_target(file, &key)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            let cb = g.bucket(g.client().await, bucket, g.keyring(false)?)?;
             let got = download(&cb, &key, Some(range), &target.file, !transfer.no_fsync).await;
             let n = target.settle(got)?;
             eprintln!(
@@ -544,7 +569,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         } => {
             let (bucket, key) = parse_s3_url(src)?;
             let target = transfer::download_target(file, &key)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            let cb = g.bucket(g.client().await, bucket, g.keyring(false)?)?;
             target.settle(transfer::get(&cb, &key, src, &target.file, transfer).await)
         }
         Command::Cp {
@@ -683,7 +708,7 @@ async fn migrate_password_cbc(
     let (bucket, key) = parse_s3_url(dest)?;
     let client = g.client().await;
     let source = open_source(&client, src).await?;
-    let cb = CryptoBucket::new(client, bucket, g.keyring(true)?);
+    let cb = g.bucket(client, bucket, g.keyring(true)?)?;
     let plain = PasswordCbcReader::new(source, &password);
     let out = cb
         .put_object()

@@ -10,7 +10,7 @@ use cryptobucket::safetensors::SafetensorsIndex;
 use cryptobucket::veturbo::{
     self, VeturboDecryptor, VeturboHeader, VeturboKey, VeturboKeySource, VeturboMode,
 };
-use cryptobucket::{CryptoBucket, PutBody, Result};
+use cryptobucket::{PutBody, Result};
 
 use super::transfer::{TransferArgs, progress};
 use super::{Global, parse_s3_url};
@@ -155,7 +155,7 @@ async fn open(g: &Global, object: &str, format: &ObjectFormat) -> Result<ObjectR
     let (bucket, key) = parse_s3_url(object)?;
     let cb = match format.veturbo {
         true => g.bucket_keys_optional(bucket).await?,
-        false => CryptoBucket::new(g.client().await, bucket, g.keyring(false)?),
+        false => g.bucket(g.client().await, bucket, g.keyring(false)?)?,
     };
     let reader = cb.reader().key(key);
     match format.veturbo {
@@ -224,7 +224,7 @@ pub(crate) async fn veturbo(g: &Global, cmd: &Veturbo) -> Result<()> {
             let client = g.client().await;
             let source = super::open_source(&client, src).await?;
             let (plain, header) = VeturboDecryptor::open(source, key.as_ref()).await?;
-            let cb = CryptoBucket::new(client, bucket, g.keyring(true)?);
+            let cb = g.bucket(client, bucket, g.keyring(true)?)?;
             let out = cb
                 .put_object()
                 .key(&dest_key)
@@ -251,11 +251,11 @@ pub(crate) async fn veturbo(g: &Global, cmd: &Veturbo) -> Result<()> {
             let (key, header) = new_file_key(*kms, meta_data_key.as_ref()).await?;
             let (bucket, src_key) = parse_s3_url(src)?;
             let client = g.client().await;
-            let cb = CryptoBucket::new(client.clone(), bucket, g.keyring(false)?);
+            let cb = g.bucket(client.clone(), bucket, g.keyring(false)?)?;
             let n = match dest.strip_prefix("s3://") {
                 Some(_) => {
                     let (dest_bucket, dest_key) = parse_s3_url(dest)?;
-                    let out = CryptoBucket::new(client, dest_bucket, g.keyring(false)?);
+                    let out = g.bucket(client, dest_bucket, g.keyring(false)?)?;
                     // Read through `cb`, stored through `out` (another bucket perhaps).
                     let got = cb.get_object().key(&src_key).send().await?;
                     veturbo::store_stream(

@@ -1,7 +1,7 @@
 //! `cryptobucket rewrap s3://BUCKET/PREFIX --keyring FILE --to NAME`: key rotation for every
 //! object under a prefix.
 
-use cryptobucket::{CryptoBucket, Error, ErrorKind, Result};
+use cryptobucket::{Error, ErrorKind, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Global;
@@ -45,7 +45,7 @@ pub(crate) async fn rewrap(
         )
     })?;
     let (bucket, prefix) = parse_s3_prefix(target)?;
-    let cb = CryptoBucket::new(g.client().await, bucket, keyring);
+    let cb = g.bucket(g.client().await, bucket, keyring)?;
     let keys = list_keys(&cb, &prefix).await?;
     let bar = ProgressBar::with_draw_target(
         Some(keys.len() as u64),

@@ -307,7 +307,7 @@ pub(crate) async fn cp(g: &Global, src: &str, dest: &str, args: &TransferArgs) -
         (true, false) => {
             let (bucket, key) = parse_s3_url(src)?;
             let target = download_target(Path::new(dest), &key)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            let cb = g.bucket(g.client().await, bucket, g.keyring(false)?)?;
             target.settle(get(&cb, &key, src, &target.file, args).await)
         }
         _ => Err(Error::new(
@@ -393,7 +393,7 @@ pub(crate) async fn upload(g: &Global, file: &Path, dest: &str, args: &TransferA
         }
         key.push_str(&file_name(file)?);
     }
-    let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
+    let cb = g.bucket(g.client().await, bucket, g.keyring(true)?)?;
     let shown = format!("s3://{}/{key}", cb.bucket());
     put(&cb, file, &key, &shown, args).await
 }
@@ -454,7 +454,7 @@ pub(crate) async fn copy_tree(
         (false, true) => {
             args.for_upload()?;
             let (bucket, prefix) = parse_s3_prefix(dest)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(true)?);
+            let cb = g.bucket(g.client().await, bucket, g.keyring(true)?)?;
             with_options!(cb.upload_dir().path(src).prefix(prefix))
                 .follow_symlinks(follow_symlinks)
                 .send()
@@ -468,7 +468,7 @@ pub(crate) async fn copy_tree(
                 ));
             }
             let (bucket, prefix) = parse_s3_prefix(src)?;
-            let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+            let cb = g.bucket(g.client().await, bucket, g.keyring(false)?)?;
             with_options!(cb.download_dir().prefix(prefix).path(dest))
                 .durable(!args.no_fsync)
                 .send()

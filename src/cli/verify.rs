@@ -9,6 +9,8 @@ use cryptobucket::{CryptoBucket, Error, IntegrityState, Result};
 /// How one object fared.
 enum Outcome {
     Verified(IntegrityState),
+    /// Not encrypted, read as it is (`--allow-unencrypted`): nothing to verify.
+    Plain,
     Failed(Error),
 }
 
@@ -18,21 +20,24 @@ async fn check(cb: &CryptoBucket, key: &str) -> Outcome {
         Ok(out) => out,
         Err(e) => return Outcome::Failed(e),
     };
-    let state = out.integrity;
+    let (state, plain) = (out.integrity, out.envelope.is_none());
     let mut body = out.body;
     while let Some(chunk) = body.next().await {
         if let Err(e) = chunk {
             return Outcome::Failed(e);
         }
     }
-    Outcome::Verified(state)
+    match plain {
+        true => Outcome::Plain,
+        false => Outcome::Verified(state),
+    }
 }
 
 pub(crate) async fn verify(g: &Global, target: &str) -> Result<()> {
     let (bucket, prefix) = parse_s3_prefix(target)?;
-    let cb = CryptoBucket::new(g.client().await, bucket, g.keyring(false)?);
+    let cb = g.bucket(g.client().await, bucket, g.keyring(false)?)?;
     let keys = list_keys(&cb, &prefix).await?;
-    let (mut ok, mut absent, mut failed) = (0usize, 0usize, 0usize);
+    let (mut ok, mut absent, mut plain, mut failed) = (0usize, 0usize, 0usize, 0usize);
     let mut first_failure = None;
     let mut results = futures::stream::iter(keys.iter())
         .map(|key| {
@@ -45,6 +50,10 @@ pub(crate) async fn verify(g: &Global, target: &str) -> Result<()> {
             Outcome::Verified(IntegrityState::Absent) => {
                 absent += 1;
                 println!("NO INTEGRITY  {key}  (decrypts, but cannot be verified)");
+            }
+            Outcome::Plain => {
+                plain += 1;
+                println!("NOT ENCRYPTED {key}  (read as it is, nothing to verify)");
             }
             Outcome::Verified(IntegrityState::Signed(k)) => {
                 ok += 1;
@@ -61,8 +70,12 @@ pub(crate) async fn verify(g: &Global, target: &str) -> Result<()> {
             }
         }
     }
+    let plain = match plain {
+        0 => String::new(),
+        n => format!(", {n} not encrypted"),
+    };
     eprintln!(
-        "checked {} objects under {target}: {ok} verified, {absent} without integrity data, \
+        "checked {} objects under {target}: {ok} verified, {absent} without integrity data{plain}, \
          {failed} failed",
         keys.len()
     );
