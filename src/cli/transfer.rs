@@ -433,6 +433,17 @@ pub(crate) async fn copy_tree(
         follow_symlinks,
     } = how;
     let remote = |s: &str| s.starts_with("s3://");
+    // Options of one direction only are refused before anything starts.
+    match (remote(src), remote(dest)) {
+        (false, true) => args.for_upload()?,
+        (true, false) if !follow_symlinks => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "--no-follow-symlinks applies to uploads only",
+            ));
+        }
+        _ => {}
+    }
     let (label, verb) = (format!("{src} -> {dest}"), "copy");
     let (bar, listener) = progress(&label, verb, args);
     // The same options for either direction (the two builders share their setters).
@@ -452,7 +463,6 @@ pub(crate) async fn copy_tree(
     }
     let out = match (remote(src), remote(dest)) {
         (false, true) => {
-            args.for_upload()?;
             let (bucket, prefix) = parse_s3_prefix(dest)?;
             let cb = g.bucket(g.client().await, bucket, g.keyring(true)?)?;
             with_options!(cb.upload_dir().path(src).prefix(prefix))
@@ -461,12 +471,6 @@ pub(crate) async fn copy_tree(
                 .await
         }
         (true, false) => {
-            if !follow_symlinks {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    "--no-follow-symlinks applies to uploads only",
-                ));
-            }
             let (bucket, prefix) = parse_s3_prefix(src)?;
             let cb = g.bucket(g.client().await, bucket, g.keyring(false)?)?;
             with_options!(cb.download_dir().prefix(prefix).path(dest))
