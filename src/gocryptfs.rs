@@ -533,25 +533,16 @@ impl GocryptfsKeys {
         stored: &[u8],
         what: &str,
     ) -> Result<Zeroizing<Vec<u8>>> {
-        if stored.len() <= BLOCK_OVERHEAD || stored.len() > BLOCK + BLOCK_OVERHEAD {
+        // One block, not none or several (the run decoder below checks the rest).
+        if stored.is_empty() || stored.len() > BLOCK + BLOCK_OVERHEAD {
             return Err(tag_mismatch(format!(
                 "{what}: block {n} is {} bytes, not a gocryptfs block",
                 stored.len()
             )));
         }
-        if stored.len() == BLOCK + BLOCK_OVERHEAD && stored.iter().all(|&b| b == 0) {
-            return Ok(Zeroizing::new(vec![0u8; BLOCK]));
-        }
-        let mut aad = n.to_be_bytes().to_vec();
-        aad.extend_from_slice(file_id);
-        self.content
-            .decrypt(nonce_of(stored), &aad, &stored[16..])
-            .map(Zeroizing::new)
-            .map_err(|_| {
-                tag_mismatch(format!(
-                    "{what}: block {n} fails its GCM tag (changed, moved or from another file)"
-                ))
-            })
+        let mut buf = bytes::BytesMut::from(stored);
+        self.open_blocks_in_place(file_id, n, &mut buf, what)?;
+        Ok(Zeroizing::new(Vec::from(buf)))
     }
 
     /// Decrypts a run of stored blocks (block `first` on; the last may be short) in place:
