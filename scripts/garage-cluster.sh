@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A 3-node Garage 2.5.0 cluster on loopback for the Garage integration suite (tests/garage.rs).
 #
+#   scripts/garage-cluster.sh install # installs garage if missing
 #   scripts/garage-cluster.sh start   # installs garage if missing, starts 3 nodes, prints env
 #   scripts/garage-cluster.sh stop    # stops the nodes and removes the data
 #   scripts/garage-cluster.sh env     # prints the environment the tests read
@@ -109,6 +110,9 @@ print_env() {
 }
 
 case "${1:-}" in
+  install)
+    ensure_garage
+    ;;
   start)
     ensure_garage
     "$0" stop >/dev/null 2>&1 || true
@@ -154,7 +158,7 @@ case "${1:-}" in
     print_env
     ;;
   *)
-    echo "usage: $0 start|stop|env|kill N|revive N" >&2
+    echo "usage: $0 install|start|stop|env|kill N|revive N" >&2
     exit 2
     ;;
 esac

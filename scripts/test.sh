@@ -45,6 +45,10 @@ if ! command -v gocryptfs >/dev/null 2>&1 || ! command -v fusermount3 >/dev/null
   apt-get update -qq && apt-get install -y -qq gocryptfs fuse3
 fi
 
+# Garage is built before the project so that its build directory (removed when the install
+# ends) and the project's target/ never take disk space at the same time.
+scripts/garage-cluster.sh install
+
 # Supply chain: licenses, bans (RUSTSEC-2023-0071's rsa crate among them) and sources.
 if ! cargo deny --version 2>/dev/null | grep -q "0.20.2"; then
   echo "== installing cargo-deny 0.20.2"

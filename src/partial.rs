@@ -75,9 +75,17 @@ fn dev_ino(_meta: &std::fs::Metadata) -> (u64, u64) {
 /// other threads creating files); where that is unavailable, the file stays 0600.
 #[cfg(unix)]
 fn public_mode() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    mode_under_umask(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// `0666` less the umask that `status` (the text of `/proc/self/status`) records, if it
+/// records one that reads as octal permission bits.
+#[cfg(unix)]
+fn mode_under_umask(status: &str) -> Option<u32> {
     let umask = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    let umask = u32::from_str_radix(umask.trim(), 8).ok()?;
+    let umask = u32::from_str_radix(umask.trim(), 8)
+        .ok()
+        .filter(|u| *u <= 0o777)?;
     Some(0o666 & !umask)
 }
 
@@ -574,6 +582,22 @@ mod tests {
         // Data plus the identity trailer; a sparse file would have a block or two.
         assert!(meta.len() > size);
         assert!(meta.blocks() * 512 >= size, "{} blocks", meta.blocks());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_published_mode_comes_from_the_umask_and_nothing_else() {
+        let status = |umask: &str| format!("Name:\tcryptobucket\nUmask:\t{umask}\nState:\tR\n");
+        assert_eq!(mode_under_umask(&status("0022")), Some(0o644));
+        assert_eq!(mode_under_umask(&status("0027")), Some(0o640));
+        assert_eq!(mode_under_umask(&status("0077")), Some(0o600));
+        assert_eq!(mode_under_umask(&status("0000")), Some(0o666));
+        // No umask line (kernels before 4.7), or one that is not octal bits: the file keeps
+        // its private mode.
+        assert_eq!(mode_under_umask("Name:\tcryptobucket\nState:\tR\n"), None);
+        for bad in ["", "0o22", "22x", "-1", "1777", "99"] {
+            assert_eq!(mode_under_umask(&status(bad)), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -541,4 +541,42 @@ mod tests {
         assert!(parse_size("0.3B").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
     }
+
+    #[test]
+    fn where_a_download_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let slash = |rel: &str| PathBuf::from(format!("{}/{rel}/", d.display()));
+
+        // A file path is the file; `-` is standard output.
+        let t = download_target(&d.join("m.bin"), "run/model.bin").unwrap();
+        assert_eq!((t.file, t.made), (d.join("m.bin"), vec![]));
+        assert_eq!(
+            download_target(Path::new("-"), "k").unwrap().file,
+            Path::new("-")
+        );
+        // An existing directory takes the key's last name.
+        let t = download_target(d, "run/model.bin").unwrap();
+        assert_eq!((t.file, t.made), (d.join("model.bin"), vec![]));
+
+        // A path ending in '/': the directories it needs are made, and removed again (only)
+        // when the download fails.
+        let t = download_target(&slash("x/y"), "model.bin").unwrap();
+        assert_eq!(t.file, d.join("x/y/model.bin"));
+        assert_eq!(t.made, [d.join("x"), d.join("x/y")]);
+        assert!(d.join("x/y").is_dir());
+        t.settle(Ok(())).unwrap();
+        assert!(d.join("x/y").is_dir());
+        let failed = Err(Error::new(ErrorKind::Io, "the download failed"));
+        assert_eq!(t.settle::<()>(failed).unwrap_err().kind(), ErrorKind::Io);
+        assert!(!d.join("x").exists());
+
+        // A key ending in '/' names no file to create in a directory: refused, nothing made.
+        for dest in [slash("z"), d.to_owned()] {
+            let err = download_target(&dest, "run/").err().unwrap();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("ends in '/'"), "{err}");
+        }
+        assert!(!d.join("z").exists());
+    }
 }
