@@ -11,6 +11,9 @@
 #
 # Needs rclone (Debian's `rclone`, installed here when missing). Prints one line per run (MiB/s
 # and the client's CPU seconds) and a summary: best and median MiB/s per tool.
+# DROP_CACHES=1 also empties the page cache before every run (root only), so each run reads the
+# server's copy from disk: needed when the objects outgrow memory, else whoever runs right
+# after a download of the same object reads it from the cache that download left.
 # CB_PREFIX=eatmydata runs our durable download with fsync
 # turned into a no-op, to show what durability costs. The numbers in BENCHMARKS.md come from this script.
 set -euo pipefail
@@ -52,6 +55,7 @@ timed() { # NAME CMD... : runs CMD, prints and records MiB/s
   # for the writeback of the uploads (and ext4's ordered journal commits wait for it), and
   # whoever does not leaves its own writeback to the next run.
   sync
+  if [ -n "${DROP_CACHES:-}" ]; then echo 3 > /proc/sys/vm/drop_caches; fi
   local t0 t1
   t0=$(date +%s.%N)
   /usr/bin/time -f '%U %S' -o "$WORK/cpu" "$@"
