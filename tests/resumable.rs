@@ -576,10 +576,15 @@ async fn interrupted_download_resumes_and_appears_only_when_complete() {
     // chunk included), read from the sidecar by range.
     let chunk = 1u64 << 20;
     let tag_bytes = ((data.len() as u64) / chunk - 2 * PART / chunk + 1) * 16;
-    assert_eq!(
-        after - before,
-        out.bytes_received + tag_bytes,
-        "only the missing ranges (and their tags) are fetched"
+    // The stream with the short span (5 MiB and 3 bytes) takes over the last range of the
+    // other (two ranges of 5 MiB), whose GET then stops there: what the server had already
+    // sent past that point is wasted, well under a range. A done range fetched again would
+    // add a whole one.
+    let sent = after - before;
+    let needed = out.bytes_received + tag_bytes;
+    assert!(
+        (needed..needed + PART).contains(&sent),
+        "only the missing ranges (and their tags) are fetched: {sent} bytes sent, {needed} needed"
     );
     assert!(std::fs::read(&dst).unwrap() == data);
     assert!(env.checkpoints().is_empty());

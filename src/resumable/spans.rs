@@ -32,10 +32,12 @@ pub(super) fn spans(missing: &[u32], concurrency: usize, unit: u64) -> Vec<(u32,
     out
 }
 
-/// Fewest ranges a stream takes from a running span. Cutting a running GET short wastes what
-/// the connection had in flight, so a stream takes over only a piece worth a request of its
-/// own (two ranges: 16 MiB at the default range size).
-const MIN_STEAL: u32 = 2;
+/// Fewest ranges a stream takes from a running span: one. Cutting a running GET short costs
+/// what the connection had in flight and a request of its own, but at the end of a download
+/// whatever is left to a slow connection is what every stream waits for. With two as the
+/// least, a slow stream kept up to three ranges (24 MiB at the default range size) to the
+/// end; now it keeps at most one.
+const MIN_STEAL: u32 = 1;
 
 /// A span a stream has taken: ranges `first..` up to the lane's current end, which another
 /// stream may lower (see [`Board::end`]).
@@ -202,9 +204,16 @@ mod tests {
         // a may record only up to its new end, however far its response went.
         assert_eq!(board.commit(a.lane, 8), 6);
         board.finish(a.lane);
-        // c has three ranges left: half of that is less than MIN_STEAL, so nothing is taken.
+        // c has three ranges left (6, 7, 8): an idle stream takes the last one, the next
+        // idle stream the one before; a range is never split, so then nothing is left to take.
+        let d = board.take().unwrap();
+        assert_eq!((d.first, board.end(d.lane)), (8, 9));
+        assert_eq!(board.end(c.lane), 8);
+        let e = board.take().unwrap();
+        assert_eq!((e.first, board.end(e.lane)), (7, 8));
+        assert_eq!(board.end(c.lane), 7);
         assert!(board.take().is_none());
-        // Idle streams split a long span again and again, down to pieces of MIN_STEAL.
+        // Idle streams split a long span again and again, down to single ranges.
         let board = Board::new(vec![(1, 16)]);
         let mut claims = Vec::new();
         while let Some(c) = board.take() {
@@ -215,7 +224,7 @@ mod tests {
             .map(|c| (c.first, board.end(c.lane)))
             .collect();
         pieces.sort_unstable();
-        let expected: Vec<_> = (0..8).map(|i| (1 + 2 * i, 3 + 2 * i)).collect();
+        let expected: Vec<_> = (1..=16).map(|i| (i, i + 1)).collect();
         assert_eq!(pieces, expected);
     }
 
