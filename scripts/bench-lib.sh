@@ -5,7 +5,8 @@
 #   start_server "$WORK" [s3_server arguments, e.g. --slow-gets-at BYTE --slow-rate MIB]
 #   ... ; stop_server
 #
-# start_server (re)creates "$WORK/data", serves bucket `bench` from it, sets SERVER_PID and
+# start_server (re)creates "$WORK/data" (or $SERVER_DATA_DIR: e.g. a tmpfs, so that the server's
+# reads do not share the client's disk, as with a remote store), serves bucket `bench` from it, sets SERVER_PID and
 # exports AWS_ENDPOINT_URL (and RCLONE_CONFIG_S3_ENDPOINT, for the rclone remotes).
 # make_source WORK MIB writes WORK/src (random bytes) and an RSA key pair (WORK/private.pem,
 # WORK/public.pem) for the CLI's --rsa-*-key options.
@@ -16,9 +17,10 @@ export AWS_REGION=us-east-1 AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_
 
 start_server() {
   local work=$1; shift
-  rm -rf "$work/data"
-  mkdir -p "$work/data"
-  target/release/examples/s3_server --dir "$work/data" --bucket bench "$@" \
+  local data="${SERVER_DATA_DIR:-$work/data}"
+  rm -rf "$data"
+  mkdir -p "$data"
+  target/release/examples/s3_server --dir "$data" --bucket bench "$@" \
     > "$work/server.out" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
