@@ -5,9 +5,10 @@
 #   start_server "$WORK" [s3_server arguments, e.g. --slow-gets-at BYTE --slow-rate MIB]
 #   ... ; stop_server
 #
-# start_server (re)creates "$WORK/data" (or $SERVER_DATA_DIR: e.g. a tmpfs, so that the server's
-# reads do not share the client's disk, as with a remote store), serves bucket `bench` from it, sets SERVER_PID and
-# exports AWS_ENDPOINT_URL (and RCLONE_CONFIG_S3_ENDPOINT, for the rclone remotes).
+# start_server (re)creates "$WORK/data" (or $SERVER_DATA_DIR: e.g. a tmpfs, so that the
+# server's reads do not share the client's disk, as with a remote store; the caller removes
+# it), serves bucket `bench` from it, sets SERVER_PID and exports AWS_ENDPOINT_URL (and
+# RCLONE_CONFIG_S3_ENDPOINT, for the rclone remotes).
 # make_source WORK MIB writes WORK/src (random bytes) and an RSA key pair (WORK/private.pem,
 # WORK/public.pem) for the CLI's --rsa-*-key options.
 
