@@ -3,14 +3,18 @@
 # rclone's multi-thread download from a plain S3 remote and from a crypt remote, the latter also
 # followed by `sync FILE` (the same durability as ours: the file is on disk when the command
 # ends), on the same in-process s3s-fs server (examples/s3_server.rs, release build), the same
-# number of parallel streams, a fresh server data dir per round, rounds rotating the order.
+# number of parallel streams, a fresh server data dir per round. The order of the five runs
+# changes every round (a Williams design: over 10 rounds every run comes right after each
+# other run twice and takes every position twice), so no run always follows the same one.
 #
 #   scripts/bench-download.sh [SIZE_MIB=1024] [STREAMS=4] [ROUNDS=3]
 #
 # `cryptobucket-nofsync` is `get --no-fsync`: no sync, no checkpoint, the durability rclone has.
 #
-# Needs rclone (Debian's `rclone`, installed here when missing). Prints one line per run (MiB/s
-# and the client's CPU seconds) and a summary: best and median MiB/s per tool.
+# Needs rclone (Debian's `rclone`, installed here when missing). Prints one line per run (MiB/s,
+# the client's CPU seconds, and the machine's: every process and the kernel, so the server and
+# the writeback of dirty pages too, from /proc/stat) and a summary: best and median MiB/s per
+# tool.
 # DROP_CACHES=1 also empties the page cache before every run (root only), so each run reads the
 # server's copy from disk: needed when the objects outgrow memory, else whoever runs right
 # after a download of the same object reads it from the cache that download left.
@@ -48,6 +52,10 @@ RC=(rclone --multi-thread-streams "$STREAMS" --multi-thread-cutoff 1M --s3-chunk
     --s3-upload-concurrency "$STREAMS" -q)
 CBA=(--force-path-style --rsa-public-key "$WORK/public.pem" --rsa-private-key "$WORK/private.pem")
 
+machine_cpu() { # busy ticks of all CPUs since boot: user nice system irq softirq
+  awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat
+}
+
 timed() { # NAME CMD... : runs CMD, prints and records MiB/s
   local name=$1; shift
   rm -f "$WORK/out"
@@ -56,15 +64,18 @@ timed() { # NAME CMD... : runs CMD, prints and records MiB/s
   # whoever does not leaves its own writeback to the next run.
   sync
   if [ -n "${DROP_CACHES:-}" ]; then echo 3 > /proc/sys/vm/drop_caches; fi
-  local t0 t1
+  local t0 t1 m0 m1
+  m0=$(machine_cpu)
   t0=$(date +%s.%N)
   /usr/bin/time -f '%U %S' -o "$WORK/cpu" "$@"
   t1=$(date +%s.%N)
+  m1=$(machine_cpu)
   cmp -s "$WORK/src" "$WORK/out" || { echo "$name: downloaded file differs" >&2; exit 1; }
   local rate cpu
   rate=$(echo "$SIZE_MIB / ($t1 - $t0)" | bc -l)
   cpu=$(awk '{printf "%.2f", $1 + $2}' "$WORK/cpu")
-  printf '%-22s %8.1f MiB/s  client CPU %s s\n' "$name" "$rate" "$cpu"
+  printf '%-22s %8.1f MiB/s  client CPU %5s s  machine CPU %5.2f s\n' "$name" "$rate" "$cpu" \
+    "$(echo "($m1 - $m0) / $(getconf CLK_TCK)" | bc -l)"
   echo "$name $rate" >> "$WORK/results"
 }
 
@@ -77,18 +88,21 @@ run_crypt()  { timed "rclone-crypt" "${RC[@]}" copyto sc:crypt.bin "$WORK/out"; 
 run_crypt_sync() { timed "rclone-crypt+sync" sh -c '"$@" && sync "$0"' "$WORK/out" \
                      "${RC[@]}" copyto sc:crypt.bin "$WORK/out"; }
 
+RUNS=(run_cb run_plain run_crypt run_crypt_sync run_cb_nofsync)
 echo "download of ${SIZE_MIB} MiB, ${STREAMS} parallel streams, ${ROUNDS} rounds ($(rclone version | head -1))"
 for round in $(seq "$ROUNDS"); do
   start_server "$WORK"
   "$CB" "${CBA[@]}" put "$WORK/src" s3://bench/cb.bin --no-progress --checkpoint-dir "$WORK/cp" 2>/dev/null
   "${RC[@]}" copyto "$WORK/src" s3:bench/plain.bin
   "${RC[@]}" copyto "$WORK/src" sc:crypt.bin
-  case $((round % 4)) in
-    1) run_cb; run_plain; run_crypt; run_crypt_sync; run_cb_nofsync ;;
-    2) run_plain; run_crypt; run_crypt_sync; run_cb_nofsync; run_cb ;;
-    3) run_crypt; run_crypt_sync; run_cb_nofsync; run_cb; run_plain ;;
-    0) run_crypt_sync; run_cb_nofsync; run_cb; run_plain; run_crypt ;;
-  esac
+  # Williams design for 5 runs: round k (from 0) shifts the base order 0 1 4 2 3 by k/2 and
+  # reverses it when k is odd.
+  k=$((round - 1)); order=()
+  for j in 0 1 4 2 3; do order+=("${RUNS[$(((j + k / 2) % 5))]}"); done
+  if [ $((k % 2)) = 1 ]; then
+    order=("${order[4]}" "${order[3]}" "${order[2]}" "${order[1]}" "${order[0]}")
+  fi
+  for run in "${order[@]}"; do "$run"; done
   stop_server
 done
 echo "summary (best / median MiB/s):"

@@ -10,6 +10,9 @@
 #   scripts/bench-get-ab.sh /tmp/old/target/release/cryptobucket target/release/cryptobucket \
 #       [PAIRS=5] [SIZE_MIB=1024] [STREAMS=4] [-- SERVER_ARGS...]
 #
+# GET_ARGS adds arguments to both `get`s (e.g. GET_ARGS=--no-fsync). Each line gives the
+# client's CPU seconds, user + system, from /usr/bin/time.
+#
 # The numbers in BENCHMARKS.md ("Downloads whose streams share the work") come from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,13 +44,18 @@ run() { # NAME BINARY
   sync
   local t0 t1
   t0=$(date +%s.%N)
-  "$2" "${A[@]}" get s3://bench/obj "$WORK/out" --concurrency "$STREAMS" --no-progress > /dev/null
+  # shellcheck disable=SC2086 # GET_ARGS: several words
+  /usr/bin/time -f '%U %S' -o "$WORK/cpu" "$2" "${A[@]}" get s3://bench/obj "$WORK/out" \
+    --concurrency "$STREAMS" --no-progress ${GET_ARGS:-} > /dev/null 2> "$WORK/err" ||
+    { cat "$WORK/err" >&2; exit 1; }
   t1=$(date +%s.%N)
   cmp -s "$WORK/src" "$WORK/out" || { echo "$1: downloaded file differs" >&2; exit 1; }
-  printf '%-4s %8.1f MiB/s\n' "$1" "$(echo "$SIZE_MIB / ($t1 - $t0)" | bc -l)"
+  printf '%-4s %8.1f MiB/s  client CPU %s s (user %s)\n' "$1" \
+    "$(echo "$SIZE_MIB / ($t1 - $t0)" | bc -l)" \
+    "$(awk '{printf "%.2f", $1 + $2}' "$WORK/cpu")" "$(awk '{print $1}' "$WORK/cpu")"
 }
 
-echo "get of ${SIZE_MIB} MiB, ${STREAMS} streams, ${PAIRS} pairs, server args: ${*:-none}"
+echo "get ${GET_ARGS:-} of ${SIZE_MIB} MiB, ${STREAMS} streams, ${PAIRS} pairs, server args: ${*:-none}"
 for i in $(seq "$PAIRS"); do
   if [ $((i % 2)) -eq 1 ]; then run old "$OLD"; run new "$NEW"; else run new "$NEW"; run old "$OLD"; fi
 done

@@ -640,9 +640,22 @@ impl DecryptingStream {
         Ok(n)
     }
 
-    /// Writes the plaintext into a std file (through tokio) and returns its length.
-    pub(crate) async fn write_to_file(self, file: std::fs::File) -> Result<u64> {
-        self.write_to(&mut tokio::fs::File::from_std(file)).await
+    /// Writes the plaintext into a new std file from byte 0 (positioned writes of at most
+    /// 32 KiB on the blocking pool, see `partial::write_at`) and returns its length.
+    pub(crate) async fn write_to_file(mut self, file: std::fs::File) -> Result<u64> {
+        use futures::StreamExt as _;
+        let file = std::sync::Arc::new(file);
+        let mut n = 0u64;
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            let (f, at, len) = (file.clone(), n, chunk.len() as u64);
+            tokio::task::spawn_blocking(move || crate::partial::write_at(&f, &chunk, at))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
+                .map_err(|e| Error::io("cannot write the downloaded data", e))?;
+            n += len;
+        }
+        Ok(n)
     }
 
     /// Adapts the stream into an [`AsyncRead`]; errors become `io::Error`s wrapping [`Error`].
