@@ -640,22 +640,38 @@ impl DecryptingStream {
         Ok(n)
     }
 
-    /// Writes the plaintext into a new std file from byte 0 (positioned writes of at most
-    /// 32 KiB on the blocking pool, see `partial::write_at`) and returns its length.
+    /// Writes the plaintext into a new std file from byte 0 and returns its length: chunks
+    /// gathered to about 1 MiB, each batch written on the blocking pool with positioned writes
+    /// of at most 32 KiB (see `partial::write_at`).
     pub(crate) async fn write_to_file(mut self, file: std::fs::File) -> Result<u64> {
         use futures::StreamExt as _;
+        const BATCH: usize = 1 << 20;
         let file = std::sync::Arc::new(file);
-        let mut n = 0u64;
-        while let Some(chunk) = self.next().await {
-            let chunk = chunk?;
-            let (f, at, len) = (file.clone(), n, chunk.len() as u64);
-            tokio::task::spawn_blocking(move || crate::partial::write_at(&f, &chunk, at))
+        let (mut n, mut batch, mut len) = (0u64, Vec::<Bytes>::new(), 0usize);
+        loop {
+            let next = self.next().await.transpose()?;
+            let end = next.is_none();
+            if let Some(chunk) = next {
+                len += chunk.len();
+                batch.push(chunk);
+            }
+            if len >= BATCH || (end && len > 0) {
+                let (f, at, chunks) = (file.clone(), n, std::mem::take(&mut batch));
+                tokio::task::spawn_blocking(move || {
+                    chunks.iter().try_fold(at, |at, c| {
+                        crate::partial::write_at(&f, c, at).map(|()| at + c.len() as u64)
+                    })
+                })
                 .await
                 .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
                 .map_err(|e| Error::io("cannot write the downloaded data", e))?;
-            n += len;
+                n += len as u64;
+                len = 0;
+            }
+            if end {
+                return Ok(n);
+            }
         }
-        Ok(n)
     }
 
     /// Adapts the stream into an [`AsyncRead`]; errors become `io::Error`s wrapping [`Error`].

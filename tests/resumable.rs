@@ -754,6 +754,38 @@ async fn a_destination_that_names_a_directory_is_refused_before_any_request() {
 }
 
 #[tokio::test]
+async fn a_single_get_saves_exactly_its_plaintext() {
+    let env = Env::new().await;
+    let data = pattern((2 * PART) as usize + 7, 17);
+    let src = env.write("src", &data);
+    env.upload("k", &src).send().await.unwrap();
+    // The whole object, and a range that starts and ends off any chunk or write boundary.
+    let whole = env.path("whole");
+    let out = env.cb.get_object().key("k").send().await.unwrap();
+    assert_eq!(out.save(&whole).await.unwrap(), data.len() as u64);
+    assert!(
+        std::fs::read(&whole).unwrap() == data,
+        "the whole object differs"
+    );
+    let (first, last) = (1_000u64, 3 * (1 << 20) + 5);
+    let part = env.path("part");
+    let out = env
+        .cb
+        .get_object()
+        .key("k")
+        .range(format!("{first}-{last}").parse().unwrap())
+        .send()
+        .await
+        .unwrap();
+    out.save_unsynced(&part).await.unwrap();
+    assert!(
+        std::fs::read(&part).unwrap() == data[first as usize..=last as usize],
+        "the range differs"
+    );
+    assert!(partial_files(env.dir.path()).is_empty());
+}
+
+#[tokio::test]
 async fn throttled_parts_and_ranges_are_retried_with_the_same_bytes() {
     let env = Env::new().await;
     let data = pattern((3 * PART + 9) as usize, 13);
