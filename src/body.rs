@@ -658,9 +658,7 @@ impl DecryptingStream {
             if len >= BATCH || (end && len > 0) {
                 let (f, at, chunks) = (file.clone(), n, std::mem::take(&mut batch));
                 tokio::task::spawn_blocking(move || {
-                    chunks.iter().try_fold(at, |at, c| {
-                        crate::partial::write_at(&f, c, at).map(|()| at + c.len() as u64)
-                    })
+                    crate::partial::write_chunks_at(&f, &chunks, at)
                 })
                 .await
                 .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?

@@ -407,6 +407,19 @@ pub(crate) fn write_at(file: &File, data: &[u8], pos: u64) -> std::io::Result<()
     Ok(())
 }
 
+/// Writes `chunks` one after another from byte `pos` on (see [`write_at`]).
+pub(crate) fn write_chunks_at(
+    file: &File,
+    chunks: &[bytes::Bytes],
+    mut pos: u64,
+) -> std::io::Result<()> {
+    for c in chunks {
+        write_at(file, c, pos)?;
+        pos += c.len() as u64;
+    }
+    Ok(())
+}
+
 fn write_piece_at(file: &File, data: &[u8], pos: u64) -> std::io::Result<()> {
     #[cfg(unix)]
     {

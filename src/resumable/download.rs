@@ -878,10 +878,12 @@ impl Fetcher {
                 let (f, pos) = (self.file.clone(), at);
                 at += pending_len.min(keep) as u64;
                 pending_len = 0;
-                tokio::task::spawn_blocking(move || write_all_at(&f, &batch, pos))
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
-                    .map_err(|e| Error::io("cannot write the partial download file", e))?;
+                tokio::task::spawn_blocking(move || {
+                    crate::partial::write_chunks_at(&f, &batch, pos)
+                })
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("writer task failed: {e}")))?
+                .map_err(|e| Error::io("cannot write the partial download file", e))?;
                 self.record_written(lane, next, end, at)?;
                 // Cut short: the rest of the response belongs to another stream's GET.
                 if cut || (*next < end && *next >= self.board.end(lane)) {
@@ -966,15 +968,3 @@ async fn split_off(mut body: Body, n: usize) -> Result<(bytes::Bytes, Body)> {
 
 /// Bytes gathered before one positioned write of a download.
 const WRITE_BATCH: usize = 1 << 20;
-
-fn write_all_at(
-    file: &std::fs::File,
-    chunks: &[bytes::Bytes],
-    mut pos: u64,
-) -> std::io::Result<()> {
-    for c in chunks {
-        crate::partial::write_at(file, c, pos)?;
-        pos += c.len() as u64;
-    }
-    Ok(())
-}
